@@ -23,7 +23,9 @@ impl RecordError {
     /// Short category used to group skipped records in reports ("missing field", "invalid type", …).
     pub fn kind(&self) -> String {
         let m = self.message.as_str();
-        for key in ["missing field", "invalid type", "EOF while parsing", "unknown variant", "invalid value", "expected"] {
+        for key in
+            ["missing field", "invalid type", "EOF while parsing", "unknown variant", "invalid value", "expected"]
+        {
             if m.starts_with(key) || m.contains(key) {
                 return key.to_string();
             }

@@ -250,7 +250,8 @@ mod tests {
         let b = choose_unseen(&subjects, &UnseenChoice::Fraction(0.25), 1).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
-        let other: Vec<_> = (2..40).map(|seed| choose_unseen(&subjects, &UnseenChoice::Fraction(0.25), seed).unwrap()).collect();
+        let other: Vec<_> =
+            (2..40).map(|seed| choose_unseen(&subjects, &UnseenChoice::Fraction(0.25), seed).unwrap()).collect();
         assert!(other.iter().any(|o| o != &a), "seed must matter");
     }
 
@@ -267,7 +268,7 @@ mod tests {
         let mut w = DatasetWriter::create(dir, "t", "test").unwrap();
         for s in 0..subjects {
             for i in 0..per_subject {
-                w.push(&Triplet {
+                w.push(Triplet {
                     id: format!("img{i}/s{s}"),
                     image: format!("img{i}"),
                     subject: format!("s{s}"),

@@ -89,7 +89,12 @@ mod tests {
     fn stats_count_what_is_there() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = DatasetWriter::create(dir.path(), "t", "test").unwrap();
-        let step = |d: f64| AttentionStep { bbox: BBox::from_corners(0.1, 0.1, 0.2, 0.2), duration: d, start: None, words: vec![] };
+        let step = |d: f64| AttentionStep {
+            bbox: BBox::from_corners(0.1, 0.1, 0.2, 0.2),
+            duration: d,
+            start: None,
+            words: vec![],
+        };
         let mk = |id: &str, image: &str, subject: &str, steps: Vec<AttentionStep>, split: Split| Triplet {
             id: id.into(),
             image: image.into(),
@@ -98,9 +103,9 @@ mod tests {
             trajectory: Trajectory { source: TrajectorySource::Mouse, steps },
             split,
         };
-        w.push(&mk("1", "i1", "a", vec![step(1.0), step(3.0)], Split::Train)).unwrap();
-        w.push(&mk("2", "i1", "b", vec![], Split::Train)).unwrap();
-        w.push(&mk("3", "i2", "a", vec![step(2.0)], Split::Test)).unwrap();
+        w.push(mk("1", "i1", "a", vec![step(1.0), step(3.0)], Split::Train)).unwrap();
+        w.push(mk("2", "i1", "b", vec![], Split::Train)).unwrap();
+        w.push(mk("3", "i2", "a", vec![step(2.0)], Split::Test)).unwrap();
         w.finish().unwrap();
         let s = dataset_stats(&Dataset::open(dir.path()).unwrap()).unwrap();
         assert_eq!((s.triplets, s.subjects, s.images, s.empty_trajectories, s.max_steps), (3, 2, 2, 1, 2));

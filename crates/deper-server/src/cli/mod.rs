@@ -1,0 +1,65 @@
+//! Argument parsing and dispatch of the `deper` command line.
+
+mod bench;
+mod dataset;
+mod import;
+mod synth;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Personalized image descriptions from attention sequences (DEPER).
+#[derive(Debug, Parser)]
+#[command(name = "deper", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate the synthetic personas world (scenes, subjects, traces, descriptions) and print its stats.
+    Synth(synth::SynthArgs),
+    /// Import a dataset from another format.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Inspect and split datasets.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Benchmarks that print throughput and memory.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Synth(args) => synth::run(args),
+        Command::Import(cmd) => import::run(cmd),
+        Command::Dataset(cmd) => dataset::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// Removes `dir` when it holds a deper dataset (and only then), for `--force`.
+fn remove_existing_dataset(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.join(deper_core::dataset::MANIFEST_FILE).is_file() {
+        anyhow::bail!(
+            "{} exists and is not a deper dataset; refusing to delete it (choose another --out)",
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub(crate) fn default_data_dir() -> PathBuf {
+    PathBuf::from("deper-data")
+}

@@ -1,0 +1,126 @@
+//! The `deper` binary end to end: real processes, real files.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures by design
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn deper(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deper")).args(args).output().expect("run deper")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = deper(args);
+    assert!(out.status.success(), "deper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn synth_prints_stats_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    let args = ["synth", "--out", s(&out), "--subjects", "4", "--images", "10", "--seed", "3"];
+    let stats = ok_json(&args);
+    assert_eq!(stats["subjects"], 4);
+    assert_eq!(stats["images"].as_u64().unwrap(), 10);
+    let triplets = stats["triplets"].as_u64().unwrap();
+    assert!(triplets >= 12, "{stats}");
+    let per_split: u64 = ["train", "val", "test"].iter().map(|k| stats["splits"][k].as_u64().unwrap()).sum();
+    assert_eq!(per_split, triplets);
+    assert!(stats["mean_steps"].as_f64().unwrap() > 1.0, "{stats}");
+    assert_eq!(stats["empty_trajectories"], 0);
+
+    // `dataset stats --json` reads back the same numbers.
+    assert_eq!(ok_json(&["dataset", "stats", s(&out), "--json"]), stats);
+    let splits: Value = serde_json::from_str(&std::fs::read_to_string(out.join("splits.json")).unwrap()).unwrap();
+    assert_eq!(splits["unseen_subjects"].as_array().unwrap().len(), 1);
+    assert_eq!(splits["seen_subjects"].as_array().unwrap().len(), 3);
+
+    // No silent overwrite; --force regenerates byte-identical data.
+    let first = std::fs::read(out.join("triplets.jsonl")).unwrap();
+    let again = deper(&args);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a dataset"));
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok_json(&forced);
+    assert_eq!(std::fs::read(out.join("triplets.jsonl")).unwrap(), first);
+}
+
+const GOOD: &str = r#"{"dataset_id": "mscoco", "image_id": "1", "annotator_id": 7, "caption": "a cat", "timed_caption": [{"utterance": "a cat", "start_time": 0.0, "end_time": 0.5}], "traces": [[{"x": 0.5, "y": 0.5, "t": 0.0}, {"x": 0.5, "y": 0.5, "t": 0.5}]], "voice_recording": ""}"#;
+
+#[test]
+fn import_ln_names_the_bad_line_and_field_and_can_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("coco_val_localized_narratives.jsonl");
+    let bad = GOOD
+        .replace(r#""image_id": "1""#, r#""image_id": "2""#)
+        .replace(r#"{"x": 0.5, "y": 0.5, "t": 0.0}"#, r#"{"x": "0.5", "y": 0.5, "t": 0.0}"#);
+    let third = GOOD.replace(r#""image_id": "1""#, r#""image_id": "3""#);
+    std::fs::write(&input, format!("{GOOD}\n{bad}\n{third}\n")).unwrap();
+    let out = dir.path().join("ds");
+
+    let failed = deper(&["import", "ln", "--jsonl", s(&input), "--out", s(&out)]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("coco_val_localized_narratives.jsonl:2"), "{err}");
+    assert!(err.contains("traces[0][0].x"), "{err}");
+    assert!(!out.join("dataset.json").exists(), "a failed import must not leave a dataset");
+
+    let report = ok_json(&["import", "ln", "--jsonl", s(&input), "--out", s(&out), "--skip-bad"]);
+    assert_eq!(report["records"], 3);
+    assert_eq!(report["triplets"], 2);
+    assert_eq!(report["skipped"], 1);
+    let stats = ok_json(&["dataset", "stats", s(&out), "--json"]);
+    assert_eq!(stats["triplets"], 2);
+    assert_eq!(stats["subjects"], 1);
+    // The split is guessed from the LN file name.
+    assert_eq!(stats["splits"]["val"], 2);
+}
+
+#[test]
+fn import_ln_finds_images_by_coco_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("imgs");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::write(images.join("000000000001.jpg"), b"jpeg").unwrap();
+    let input = dir.path().join("n.jsonl");
+    let other = GOOD.replace(r#""image_id": "1""#, r#""image_id": "99""#);
+    std::fs::write(&input, format!("{GOOD}\n{other}\n")).unwrap();
+    let out = dir.path().join("ds");
+    ok_json(&["import", "ln", "--jsonl", s(&input), "--out", s(&out), "--images", s(&images)]);
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(out.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(manifest["missing_images"], Value::Null, "extras live under `extra`");
+    assert_eq!(manifest["extra"]["missing_images"], 1);
+    let files: Vec<&Value> = manifest["images"].as_array().unwrap().iter().map(|i| &i["file"]).collect();
+    assert_eq!(files, [&Value::from("000000000001.jpg"), &Value::Null]);
+}
+
+#[test]
+fn dataset_split_holds_out_named_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    ok_json(&["synth", "--out", s(&out), "--subjects", "5", "--images", "30", "--seed", "1"]);
+    let splits = ok_json(&["dataset", "split", s(&out), "--unseen", "s02,s04", "--shots", "3", "--seed", "9"]);
+    assert_eq!(splits["unseen_subjects"], serde_json::json!(["s02", "s04"]));
+    assert_eq!(splits["support"]["s02"].as_array().unwrap().len(), 3);
+    let unknown = deper(&["dataset", "split", s(&out), "--unseen", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("`nobody`"));
+}
+
+#[test]
+fn bench_import_reports_throughput_and_memory() {
+    let r = ok_json(&["bench", "import", "--records", "1000", "--json"]);
+    assert_eq!(r["large"]["records"], 1000);
+    assert_eq!(r["small"]["records"], 200);
+    assert!(r["large"]["records_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["large"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    assert!(r["rss_ratio_large_over_small"].as_f64().is_some());
+}

@@ -81,9 +81,13 @@ impl BBox {
     /// Grows the box symmetrically so each side is at least `min_size`,
     /// then shifts it back inside the unit square where possible.
     pub fn with_min_size(self, min_size: f64) -> Self {
-        let grow = |lo: f64, hi: f64| -> (f64, f64) {
-            let size = hi - lo;
-            if size >= min_size {
+        self.with_min_size_xy(min_size, min_size)
+    }
+
+    /// [`BBox::with_min_size`] with a separate minimum width and height.
+    pub fn with_min_size_xy(self, min_width: f64, min_height: f64) -> Self {
+        fn grow(lo: f64, hi: f64, min_size: f64) -> (f64, f64) {
+            if hi - lo >= min_size {
                 return (lo, hi);
             }
             let c = (lo + hi) / 2.0;
@@ -97,9 +101,9 @@ impl BBox {
                 hi = 1.0;
             }
             (lo.max(0.0), hi)
-        };
-        let (x1, x2) = grow(self.x1, self.x2);
-        let (y1, y2) = grow(self.y1, self.y2);
+        }
+        let (x1, x2) = grow(self.x1, self.x2, min_width);
+        let (y1, y2) = grow(self.y1, self.y2, min_height);
         Self { x1, y1, x2, y2 }
     }
 

@@ -2,41 +2,15 @@
 
 use deper_core::import::authors::{import_authors_json, AuthorsOptions};
 use deper_core::import::ImportReport;
-use deper_core::{BBox, Error, Split, TrajectorySource, Triplet};
+use deper_core::{Error, Split, TrajectorySource, Triplet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
+mod common;
+use common::*;
 
 fn run(path: &Path, opts: &AuthorsOptions) -> (deper_core::Result<ImportReport>, Vec<Triplet>, Vec<u64>) {
-    let mut triplets = Vec::new();
-    let mut ticks = Vec::new();
-    let result = import_authors_json(
-        path,
-        opts,
-        &mut |t| {
-            triplets.push(t);
-            Ok(())
-        },
-        &mut |b| ticks.push(b),
-    );
-    (result, triplets, ticks)
-}
-
-#[track_caller]
-fn assert_close(got: f64, want: f64) {
-    assert!((got - want).abs() < 1e-9, "got {got}, want {want}");
-}
-
-#[track_caller]
-fn assert_box(b: &BBox, want: [f64; 4]) {
-    for (g, w) in b.to_array().into_iter().zip(want) {
-        assert!((g - w).abs() < 1e-9, "got {b:?}, want {want:?}");
-    }
+    collect(|sink, progress| import_authors_json(path, opts, sink, progress))
 }
 
 fn skip_bad() -> AuthorsOptions {

@@ -10,15 +10,12 @@ use deper_core::import::Sink;
 use deper_core::{rng, Triplet};
 use rand::Rng;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::*;
 
 const ROUNDS: usize = 150;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// Bytes that matter to the parsers, plus random ones.
 fn mutate(bytes: &[u8], rng: &mut impl Rng) -> Vec<u8> {

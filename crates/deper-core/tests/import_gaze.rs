@@ -6,48 +6,21 @@
 use deper_core::import::gaze::{import_gaze, CoordSpace, Eye, GazeImportOptions, SampleFormat, TimeUnit};
 use deper_core::import::ImportReport;
 use deper_core::trajectory::GazeParams;
-use deper_core::{BBox, Error, Split, TrajectorySource, Triplet};
+use deper_core::{Error, Split, TrajectorySource, Triplet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::*;
+
+fn run(samples: &Path, opts: &GazeImportOptions) -> (deper_core::Result<ImportReport>, Vec<Triplet>, Vec<u64>) {
+    collect(|sink, progress| import_gaze(samples, Some(&fixture("gaze_captions.jsonl")), opts, sink, progress))
+}
 
 const HALF_H: f64 = 1.0 / 30.0;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn opts() -> GazeImportOptions {
     GazeImportOptions::new(GazeParams { image_width_deg: 40.0, image_height_deg: 30.0, ..GazeParams::default() })
-}
-
-fn run(samples: &Path, opts: &GazeImportOptions) -> (deper_core::Result<ImportReport>, Vec<Triplet>, Vec<u64>) {
-    let mut triplets = Vec::new();
-    let mut ticks = Vec::new();
-    let result = import_gaze(
-        samples,
-        Some(&fixture("gaze_captions.jsonl")),
-        opts,
-        &mut |t| {
-            triplets.push(t);
-            Ok(())
-        },
-        &mut |b| ticks.push(b),
-    );
-    (result, triplets, ticks)
-}
-
-#[track_caller]
-fn assert_close(got: f64, want: f64) {
-    assert!((got - want).abs() < 1e-9, "got {got}, want {want}");
-}
-
-#[track_caller]
-fn assert_box(b: &BBox, want: [f64; 4]) {
-    for (g, w) in b.to_array().into_iter().zip(want) {
-        assert!((g - w).abs() < 1e-9, "got {b:?}, want {want:?}");
-    }
 }
 
 fn ms_csv() -> GazeImportOptions {

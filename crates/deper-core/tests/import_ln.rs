@@ -6,42 +6,15 @@
 
 use deper_core::import::ln::{import_ln, LnOptions};
 use deper_core::import::ImportReport;
-use deper_core::{BBox, Error, Split, TrajectorySource, Triplet};
+use deper_core::{Error, Split, TrajectorySource, Triplet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::*;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// Runs the importer, collecting the triplets and progress calls.
 fn run(path: &Path, opts: &LnOptions) -> (deper_core::Result<ImportReport>, Vec<Triplet>, Vec<u64>) {
-    let mut triplets = Vec::new();
-    let mut ticks = Vec::new();
-    let result = import_ln(
-        path,
-        opts,
-        &mut |t| {
-            triplets.push(t);
-            Ok(())
-        },
-        &mut |b| ticks.push(b),
-    );
-    (result, triplets, ticks)
-}
-
-#[track_caller]
-fn assert_close(got: f64, want: f64) {
-    assert!((got - want).abs() < 1e-9, "got {got}, want {want}");
-}
-
-#[track_caller]
-fn assert_box(b: &BBox, want: [f64; 4]) {
-    for (g, w) in b.to_array().into_iter().zip(want) {
-        assert!((g - w).abs() < 1e-9, "got {b:?}, want {want:?}");
-    }
+    collect(|sink, progress| import_ln(path, opts, sink, progress))
 }
 
 fn skip_bad() -> LnOptions {

@@ -124,29 +124,9 @@ pub(crate) fn speed(a: &RawSample, b: &RawSample, scale: (f64, f64)) -> f64 {
     }
 }
 
-/// Grows `b` symmetrically so its width is at least `min_w` and its height at
-/// least `min_h`, shifting it back inside the unit square where possible, then
-/// clamps it to [0, 1]. Same rule as [`BBox::with_min_size`], per axis.
+/// Grows `b` to at least `min_w` × `min_h` (see [`BBox::with_min_size_xy`]) and clamps it to [0, 1].
 pub(crate) fn grow_to_min_size(b: BBox, min_w: f64, min_h: f64) -> BBox {
-    fn grow(lo: f64, hi: f64, min_size: f64) -> (f64, f64) {
-        if hi - lo >= min_size {
-            return (lo, hi);
-        }
-        let c = (lo + hi) / 2.0;
-        let (mut lo, mut hi) = (c - min_size / 2.0, c + min_size / 2.0);
-        if lo < 0.0 {
-            hi -= lo;
-            lo = 0.0;
-        }
-        if hi > 1.0 {
-            lo -= hi - 1.0;
-            hi = 1.0;
-        }
-        (lo.max(0.0), hi)
-    }
-    let (x1, x2) = grow(b.x1, b.x2, min_w);
-    let (y1, y2) = grow(b.y1, b.y2, min_h);
-    BBox { x1, y1, x2, y2 }.clamped()
+    b.with_min_size_xy(min_w, min_h).clamped()
 }
 
 #[cfg(test)]

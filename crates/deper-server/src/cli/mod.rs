@@ -4,6 +4,7 @@ mod bench;
 mod dataset;
 mod import;
 mod synth;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +27,16 @@ pub enum Command {
     /// Inspect and split datasets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Image patch features.
+    #[command(subcommand)]
+    Features(train::FeaturesCommand),
+    /// Train DEPER.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Evaluate a stage-1 run: seen-subject accuracy, 5-shot unseen accuracy, trajectory box IoU.
+    EvalFewshot(train::EvalFewShotArgs),
+    /// Write one mean z_s per subject from K support triplets (works for subjects never trained on).
+    Embed(train::EmbedArgs),
     /// Benchmarks that print throughput and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -36,6 +47,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Import(cmd) => import::run(cmd),
         Command::Dataset(cmd) => dataset::run(cmd),
+        Command::Features(cmd) => train::features(cmd),
+        Command::Train(cmd) => train::train(cmd),
+        Command::EvalFewshot(args) => train::eval_fewshot(args),
+        Command::Embed(args) => train::embed(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,244 @@
+//! `deper features extract`, `deper train stage1`, `deper eval-fewshot`, `deper embed`.
+
+use crate::progress::count_bar;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use deper_train::stage1::{self, ModelSettings, Progress, Stage1Config};
+use std::path::PathBuf;
+
+/// Where tensors live. Backends are chosen here, at the entry point.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+type CpuBackend = burn::backend::NdArray;
+type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+fn require_cpu(device: DeviceKind) -> anyhow::Result<()> {
+    match device {
+        DeviceKind::Cpu => Ok(()),
+        other => anyhow::bail!(
+            "--device {}: this build of deper has only the CPU backend (the wgpu and CUDA backends are not compiled in yet)",
+            format!("{other:?}").to_lowercase()
+        ),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// Compute and cache image patch features for a dataset (DIR/features/).
+    Extract {
+        #[arg(long)]
+        data: PathBuf,
+        /// Backbone: `pixel-stats` (parameter-free, for the synthetic world).
+        #[arg(long, default_value = deper_train::features::PIXEL_STATS)]
+        backbone: String,
+    },
+}
+
+pub fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
+    match cmd {
+        FeaturesCommand::Extract { data, backbone } => {
+            let ds = deper_core::dataset::Dataset::open(&data)?;
+            let bar = count_bar(ds.manifest.images.len() as u64, "features");
+            let meta = deper_train::features::extract(&ds, &backbone, &mut |done, _| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            super::print_json(&meta)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Stage 1: the subject encoder (trajectory reconstruction + subject classification + contrastive).
+    Stage1(Stage1Args),
+}
+
+#[derive(Debug, Args)]
+pub struct Stage1Args {
+    /// Dataset folder (with splits.json and cached features).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder to create (or continue with --resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// JSON file with `train`, `model` and `loss` sections (any subset of fields).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Network size preset: `paper` (D = 384) or `tiny` (D = 64, for CPUs and CI). Overrides the config's model section.
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The ablation without the trajectory stream.
+    #[arg(long)]
+    pub no_trajectory: bool,
+    /// Continue the run in --out from its last completed epoch.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    Paper,
+    Tiny,
+}
+
+pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
+    match cmd {
+        TrainCommand::Stage1(args) => {
+            require_cpu(args.device)?;
+            let mut config = match &args.config {
+                Some(path) => Stage1Config::load(path)?,
+                None => Stage1Config::default(),
+            };
+            match args.preset {
+                Some(Preset::Paper) => {
+                    config.model =
+                        ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::default() }
+                }
+                Some(Preset::Tiny) => {
+                    config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::tiny() }
+                }
+                None => {}
+            }
+            if let Some(e) = args.epochs {
+                config.train.epochs = e;
+            }
+            if let Some(b) = args.batch_size {
+                config.train.batch_size = b;
+            }
+            if let Some(s) = args.seed {
+                config.train.seed = s;
+            }
+            if args.no_trajectory {
+                config.model.no_trajectory = true;
+            }
+            let device = Default::default();
+            let mut bar = None;
+            let metrics = stage1::train::<CpuTrainBackend>(
+                &args.data,
+                &args.out,
+                config,
+                args.resume,
+                &device,
+                &mut |p| match p {
+                    Progress::Start { epochs, batches_per_epoch, first_epoch } => {
+                        let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
+                        bar = Some(count_bar(remaining as u64, "stage 1"));
+                    }
+                    Progress::Batch { epoch, loss, .. } => {
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                            b.set_message(format!("ep {epoch} {loss:.3}"));
+                        }
+                    }
+                    Progress::Epoch(m) => {
+                        if let Some(b) = &bar {
+                            b.println(format!(
+                                "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
+                                m.epoch,
+                                m.train_loss,
+                                m.val_subject_acc,
+                                m.val_macro_f1,
+                                m.val_box_iou,
+                                m.samples_per_s
+                            ));
+                        }
+                    }
+                },
+            )
+            .with_context(|| format!("training stage 1 into {}", args.out.display()))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            match metrics.last() {
+                Some(last) => super::print_json(last),
+                None => {
+                    eprintln!("nothing to do: the run already has all its epochs");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalFewShotArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = deper_core::split::DEFAULT_SHOTS)]
+    pub shots: usize,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Print one JSON object (the default output is a short table).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn eval_fewshot(args: EvalFewShotArgs) -> anyhow::Result<()> {
+    require_cpu(args.device)?;
+    let report = deper_train::eval::eval_fewshot::<CpuBackend>(&args.run, &args.data, args.shots, &Default::default())?;
+    if args.json {
+        return super::print_json(&report);
+    }
+    println!(
+        "seen subjects, held-out images: accuracy {:.3}, macro-F1 {:.3} ({} samples)",
+        report.seen_acc, report.seen_macro_f1, report.seen_samples
+    );
+    println!(
+        "unseen subjects, {}-shot nearest centroid: accuracy {:.3}, macro-F1 {:.3} ({} subjects, {} queries)",
+        report.shots, report.unseen_acc, report.unseen_macro_f1, report.unseen_subjects, report.unseen_queries
+    );
+    println!(
+        "trajectory box IoU {:.3} (per-subject mean trajectory: {:.3})",
+        report.box_iou, report.mean_trajectory_iou
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only these subjects (comma separated); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub subjects: Option<Vec<String>>,
+    /// Support triplets averaged per subject.
+    #[arg(long, default_value_t = deper_core::split::DEFAULT_SHOTS)]
+    pub shots: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
+    require_cpu(args.device)?;
+    if args.shots == 0 {
+        anyhow::bail!("--shots must be at least 1");
+    }
+    let emb = deper_train::eval::embed::<CpuBackend>(
+        &args.run,
+        &args.data,
+        args.subjects.as_deref(),
+        args.shots,
+        &Default::default(),
+    )?;
+    deper_core::dataset::write_json_atomic(&args.out, &emb)?;
+    eprintln!("wrote {} subject embeddings (dim {}) to {}", emb.subjects.len(), emb.dim, args.out.display());
+    Ok(())
+}

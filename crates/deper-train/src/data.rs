@@ -1,0 +1,132 @@
+//! Triplets → labelled samples → padded tensor batches.
+
+use burn::prelude::*;
+use deper_core::split::Splits;
+use deper_core::{Split, Trajectory, Triplet};
+use deper_model::TrajectoryBatch;
+
+use crate::features::FeatureStore;
+use crate::text::{WordVocab, UNK};
+use crate::{Result, TrainError};
+
+/// One triplet ready for the model.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub triplet_id: String,
+    pub image: String,
+    pub subject: String,
+    /// Index of the subject among the trained (seen) subjects; `None` for unseen subjects.
+    pub label: Option<usize>,
+    pub caption: Vec<u32>,
+    pub trajectory: Trajectory,
+    pub split: Split,
+}
+
+/// Builds samples, checking that every image has features.
+pub fn make_samples(
+    triplets: &[Triplet],
+    vocab: &WordVocab,
+    max_caption_tokens: usize,
+    seen_subjects: &[String],
+    features: &FeatureStore,
+) -> Result<Vec<Sample>> {
+    triplets
+        .iter()
+        .map(|t| {
+            if features.get(&t.image).is_none() {
+                return Err(TrainError::MissingImage { image: t.image.clone() });
+            }
+            let mut caption = vocab.encode(&t.description.text, max_caption_tokens);
+            if caption.is_empty() {
+                // An all-padding caption would leave attention nothing to attend to.
+                caption.push(UNK);
+            }
+            Ok(Sample {
+                triplet_id: t.id.clone(),
+                image: t.image.clone(),
+                subject: t.subject.clone(),
+                label: seen_subjects.binary_search(&t.subject).ok(),
+                caption,
+                trajectory: t.trajectory.clone(),
+                split: t.split,
+            })
+        })
+        .collect()
+}
+
+/// The subsets of samples training and evaluation use.
+#[derive(Debug, Default)]
+pub struct Partition {
+    /// Seen subjects, train split: the training set.
+    pub train: Vec<usize>,
+    /// Seen subjects, val split: validated every epoch.
+    pub val: Vec<usize>,
+    /// Seen subjects, test split: held-out images of training subjects.
+    pub test: Vec<usize>,
+    /// Unseen subjects' support samples (K per subject).
+    pub support: Vec<usize>,
+    /// Unseen subjects' val/test samples: the few-shot queries.
+    pub unseen_queries: Vec<usize>,
+}
+
+pub fn partition(samples: &[Sample], splits: &Splits) -> Partition {
+    let support_ids: std::collections::HashSet<&str> = splits.support.values().flatten().map(String::as_str).collect();
+    let mut p = Partition::default();
+    for (i, s) in samples.iter().enumerate() {
+        if splits.is_unseen(&s.subject) {
+            if support_ids.contains(s.triplet_id.as_str()) {
+                p.support.push(i);
+            } else if s.split != Split::Train {
+                p.unseen_queries.push(i);
+            }
+            continue;
+        }
+        match s.split {
+            Split::Train => p.train.push(i),
+            Split::Val => p.val.push(i),
+            Split::Test => p.test.push(i),
+        }
+    }
+    p
+}
+
+/// A padded batch.
+#[derive(Debug, Clone)]
+pub struct Batch<B: Backend> {
+    /// `[batch, h, w, c]`
+    pub patches: Tensor<B, 4>,
+    /// `[batch, len]`
+    pub caption_ids: Tensor<B, 2, Int>,
+    /// `[batch, len]`, `true` = token
+    pub caption_mask: Tensor<B, 2, Bool>,
+    pub trajectory: TrajectoryBatch<B>,
+    /// Subject labels (0 for unseen subjects; only meaningful where `label` was `Some`).
+    pub labels: Vec<usize>,
+}
+
+pub fn make_batch<B: Backend>(samples: &[&Sample], features: &FeatureStore, device: &B::Device) -> Result<Batch<B>> {
+    let n = samples.len();
+    let meta = &features.meta;
+    let mut patches = Vec::with_capacity(n * features.patch_len());
+    for s in samples {
+        let f = features.get(&s.image).ok_or_else(|| TrainError::MissingImage { image: s.image.clone() })?;
+        patches.extend_from_slice(f);
+    }
+    let len = samples.iter().map(|s| s.caption.len()).max().unwrap_or(1).max(1);
+    let mut ids = vec![0i64; n * len];
+    let mut mask = vec![false; n * len];
+    for (b, s) in samples.iter().enumerate() {
+        for (i, &id) in s.caption.iter().enumerate() {
+            ids[b * len + i] = i64::from(id);
+            mask[b * len + i] = true;
+        }
+    }
+    let trajectories: Vec<Trajectory> = samples.iter().map(|s| s.trajectory.clone()).collect();
+    Ok(Batch {
+        patches: Tensor::from_data(TensorData::new(patches, [n, meta.grid_h, meta.grid_w, meta.dim]), device),
+        caption_ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
+        caption_mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
+        trajectory: TrajectoryBatch::from_trajectories(&trajectories, device),
+        labels: samples.iter().map(|s| s.label.unwrap_or(0)).collect(),
+    })
+}

@@ -1,0 +1,436 @@
+//! Evaluation of a stage-1 run: subject accuracy and macro-F1, trajectory box
+//! IoU against the per-subject mean-trajectory baseline, 5-shot nearest-centroid
+//! identification of unseen subjects, and subject embeddings (`deper embed`).
+
+use burn::prelude::*;
+use deper_core::{BBox, Trajectory, MAX_STEPS};
+use deper_model::Deper;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::data::{make_batch, Sample};
+use crate::stage1::{load_model, prepare, Prepared, RunInfo, STAGE1};
+use crate::{Result, TrainError};
+
+/// Subject and trajectory metrics on samples of trained subjects.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeenMetrics {
+    pub samples: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Mean IoU of predicted vs. true boxes over the true steps.
+    pub box_iou: f64,
+}
+
+/// Model outputs for a set of samples, on the host.
+#[derive(Debug)]
+pub struct Outputs {
+    pub z_s: Vec<Vec<f32>>,
+    pub predicted_subject: Vec<usize>,
+    pub boxes: Vec<Vec<BBox>>,
+}
+
+/// Runs the model over `indices` in batches.
+pub fn run_model<B: Backend>(
+    model: &Deper<B>,
+    prep: &Prepared,
+    indices: &[usize],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Outputs> {
+    let mut out = Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new() };
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
+        let batch = make_batch::<B>(&samples, &prep.features, device)?;
+        let o = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
+        let [n, d] = o.z_s.dims();
+        let z: Vec<f32> = o.z_s.into_data().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        out.z_s.extend(z.chunks(d).map(<[f32]>::to_vec));
+        let pred: Vec<i64> = o
+            .subject_logits
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        out.predicted_subject.extend(pred.into_iter().map(|p| p as usize));
+        let [_, steps, _] = o.pred_boxes.dims();
+        let b: Vec<f32> = o.pred_boxes.into_data().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        for i in 0..n {
+            out.boxes.push(
+                (0..steps)
+                    .map(|s| {
+                        let k = (i * steps + s) * 4;
+                        BBox::from_corners(b[k] as f64, b[k + 1] as f64, b[k + 2] as f64, b[k + 3] as f64)
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Mean IoU between predicted boxes and a trajectory's steps, step by step.
+pub fn trajectory_iou(pred: &[BBox], truth: &Trajectory) -> (f64, usize) {
+    let mut sum = 0.0;
+    let mut n = 0;
+    for (p, step) in pred.iter().zip(truth.steps.iter().take(MAX_STEPS)) {
+        sum += p.iou(&step.bbox);
+        n += 1;
+    }
+    (sum, n)
+}
+
+/// Accuracy and macro-F1 over classes that occur in `truth` or `pred`.
+pub fn accuracy_and_macro_f1(truth: &[usize], pred: &[usize]) -> (f64, f64) {
+    if truth.is_empty() {
+        return (0.0, 0.0);
+    }
+    let correct = truth.iter().zip(pred).filter(|(t, p)| t == p).count();
+    let mut classes: Vec<usize> = truth.iter().chain(pred).copied().collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut f1_sum = 0.0;
+    for &c in &classes {
+        let tp = truth.iter().zip(pred).filter(|(t, p)| **t == c && **p == c).count() as f64;
+        let fp = truth.iter().zip(pred).filter(|(t, p)| **t != c && **p == c).count() as f64;
+        let fn_ = truth.iter().zip(pred).filter(|(t, p)| **t == c && **p != c).count() as f64;
+        let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
+        if precision + recall > 0.0 {
+            f1_sum += 2.0 * precision * recall / (precision + recall);
+        }
+    }
+    (correct as f64 / truth.len() as f64, f1_sum / classes.len() as f64)
+}
+
+pub fn evaluate_seen<B: Backend>(
+    model: &Deper<B>,
+    prep: &Prepared,
+    indices: &[usize],
+    _num_subjects: usize,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<SeenMetrics> {
+    if indices.is_empty() {
+        return Ok(SeenMetrics::default());
+    }
+    let out = run_model(model, prep, indices, batch_size, device)?;
+    let truth: Vec<usize> = indices.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
+    let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &out.predicted_subject);
+    let (mut iou, mut steps) = (0.0, 0usize);
+    for (k, &i) in indices.iter().enumerate() {
+        let (s, n) = trajectory_iou(&out.boxes[k], &prep.samples[i].trajectory);
+        iou += s;
+        steps += n;
+    }
+    Ok(SeenMetrics {
+        samples: indices.len(),
+        accuracy,
+        macro_f1,
+        box_iou: if steps == 0 { 0.0 } else { iou / steps as f64 },
+    })
+}
+
+/// The per-subject mean trajectory: at each step index, the mean box over the
+/// subject's training trajectories that reach that step (the baseline of the
+/// box-IoU comparison).
+pub fn mean_trajectories(prep: &Prepared, train: &[usize]) -> BTreeMap<String, Vec<BBox>> {
+    mean_trajectories_of(&prep.samples, train)
+}
+
+fn mean_trajectories_of(samples: &[Sample], train: &[usize]) -> BTreeMap<String, Vec<BBox>> {
+    let mut sums: BTreeMap<String, Vec<([f64; 4], usize)>> = BTreeMap::new();
+    for &i in train {
+        let s = &samples[i];
+        let entry = sums.entry(s.subject.clone()).or_insert_with(|| vec![([0.0; 4], 0); MAX_STEPS]);
+        for (k, step) in s.trajectory.steps.iter().take(MAX_STEPS).enumerate() {
+            for (acc, v) in entry[k].0.iter_mut().zip(step.bbox.to_array()) {
+                *acc += v;
+            }
+            entry[k].1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(subject, steps)| {
+            let boxes = steps
+                .iter()
+                .take_while(|(_, n)| *n > 0)
+                .map(|(s, n)| {
+                    let n = *n as f64;
+                    BBox::from_corners(s[0] / n, s[1] / n, s[2] / n, s[3] / n)
+                })
+                .collect();
+            (subject, boxes)
+        })
+        .collect()
+}
+
+fn normalized(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / norm).collect()
+}
+
+fn mean_vector(vectors: &[&Vec<f32>]) -> Vec<f32> {
+    let d = vectors.first().map_or(0, |v| v.len());
+    let mut m = vec![0.0; d];
+    for v in vectors {
+        for (a, b) in m.iter_mut().zip(v.iter()) {
+            *a += b;
+        }
+    }
+    let n = vectors.len().max(1) as f32;
+    m.iter().map(|x| x / n).collect()
+}
+
+/// What `deper eval-fewshot --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct FewShotReport {
+    /// Classifier accuracy on held-out (test-split) images of training subjects.
+    pub seen_acc: f64,
+    pub seen_macro_f1: f64,
+    /// K-shot nearest-centroid accuracy over the unseen subjects' queries.
+    pub unseen_acc: f64,
+    pub unseen_macro_f1: f64,
+    /// Mean box IoU of reconstructed trajectories on held-out images of training subjects.
+    pub box_iou: f64,
+    /// Mean box IoU of the per-subject mean-trajectory baseline on the same samples.
+    pub mean_trajectory_iou: f64,
+    pub shots: usize,
+    pub seen_samples: usize,
+    pub unseen_subjects: usize,
+    pub unseen_queries: usize,
+}
+
+/// Evaluates a stage-1 run on `data` (see [`FewShotReport`]).
+pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &B::Device) -> Result<FewShotReport> {
+    let info = RunInfo::load(run)?;
+    if info.stage != STAGE1 {
+        return Err(TrainError::Checkpoint {
+            path: run.into(),
+            message: format!("run is `{}`, not stage1", info.stage),
+        });
+    }
+    let model: Deper<B> = load_model(run, &info, device)?;
+    let prep = prepare(
+        data,
+        &info.config.train.backbone,
+        &info.vocab(),
+        info.config.train.max_caption_tokens,
+        &info.subjects,
+    )?;
+    let batch = info.config.train.batch_size;
+
+    let seen = evaluate_seen(&model, &prep, &prep.partition.test, info.subjects.len(), batch, device)?;
+    let means = mean_trajectories(&prep, &prep.partition.train);
+    let (mut base, mut steps) = (0.0, 0usize);
+    for &i in &prep.partition.test {
+        let s = &prep.samples[i];
+        if let Some(mean) = means.get(&s.subject) {
+            let (sum, n) = trajectory_iou(mean, &s.trajectory);
+            base += sum;
+            steps += s.trajectory.steps.len().min(MAX_STEPS);
+            let _ = n;
+        }
+    }
+
+    // Unseen subjects: centroid of K support embeddings, nearest by cosine.
+    let mut support_by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in &prep.partition.support {
+        support_by_subject.entry(prep.samples[i].subject.as_str()).or_default().push(i);
+    }
+    let unseen: Vec<&str> = support_by_subject.keys().copied().collect();
+    let mut centroids = Vec::new();
+    for subject in &unseen {
+        let mut ids = support_by_subject[subject].clone();
+        ids.truncate(shots);
+        if ids.len() < shots {
+            return Err(TrainError::Config(format!(
+                "unseen subject `{subject}` has {} support triplets, fewer than --shots {shots} (re-run `deper dataset split --shots`)",
+                ids.len()
+            )));
+        }
+        let out = run_model(&model, &prep, &ids, batch, device)?;
+        let normed: Vec<Vec<f32>> = out.z_s.iter().map(|z| normalized(z)).collect();
+        centroids.push(normalized(&mean_vector(&normed.iter().collect::<Vec<_>>())));
+    }
+    let queries = &prep.partition.unseen_queries;
+    let (unseen_acc, unseen_f1) = if queries.is_empty() || centroids.is_empty() {
+        (0.0, 0.0)
+    } else {
+        let out = run_model(&model, &prep, queries, batch, device)?;
+        let truth: Vec<usize> = queries
+            .iter()
+            .map(|&i| unseen.iter().position(|s| *s == prep.samples[i].subject).unwrap_or(usize::MAX))
+            .collect();
+        let pred: Vec<usize> = out
+            .z_s
+            .iter()
+            .map(|z| {
+                let z = normalized(z);
+                let sims = centroids.iter().map(|c| c.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>());
+                sims.enumerate().fold((0, f32::MIN), |best, (k, s)| if s > best.1 { (k, s) } else { best }).0
+            })
+            .collect();
+        accuracy_and_macro_f1(&truth, &pred)
+    };
+    Ok(FewShotReport {
+        seen_acc: seen.accuracy,
+        seen_macro_f1: seen.macro_f1,
+        unseen_acc,
+        unseen_macro_f1: unseen_f1,
+        box_iou: seen.box_iou,
+        mean_trajectory_iou: if steps == 0 { 0.0 } else { base / steps as f64 },
+        shots,
+        seen_samples: prep.partition.test.len(),
+        unseen_subjects: unseen.len(),
+        unseen_queries: queries.len(),
+    })
+}
+
+/// One subject's embedding in `deper embed`'s output.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectEmbedding {
+    pub z_s: Vec<f32>,
+    /// Triplet ids averaged.
+    pub support: Vec<String>,
+    /// Whether the run was trained on this subject.
+    pub seen: bool,
+}
+
+/// What `deper embed --out FILE.json` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Embeddings {
+    pub run: String,
+    pub dim: usize,
+    pub shots: usize,
+    pub subjects: BTreeMap<String, SubjectEmbedding>,
+}
+
+/// Mean z_s over K support triplets per subject. Unseen subjects use their
+/// support sets from `splits.json`; others their K train triplets with the
+/// smallest stable hash (the same rule), so the result is deterministic.
+pub fn embed<B: Backend>(
+    run: &Path,
+    data: &Path,
+    subjects: Option<&[String]>,
+    shots: usize,
+    device: &B::Device,
+) -> Result<Embeddings> {
+    let info = RunInfo::load(run)?;
+    let model: Deper<B> = load_model(run, &info, device)?;
+    let prep = prepare(
+        data,
+        &info.config.train.backbone,
+        &info.vocab(),
+        info.config.train.max_caption_tokens,
+        &info.subjects,
+    )?;
+    let seed = prep.splits.seed;
+    let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in prep.samples.iter().enumerate() {
+        let eligible = if prep.splits.is_unseen(&s.subject) {
+            prep.partition.support.contains(&i)
+        } else {
+            s.split == deper_core::Split::Train
+        };
+        if eligible {
+            by_subject.entry(s.subject.as_str()).or_default().push(i);
+        }
+    }
+    if let Some(wanted) = subjects {
+        for w in wanted {
+            if !by_subject.contains_key(w.as_str()) {
+                return Err(TrainError::Config(format!(
+                    "subject `{w}` has no eligible triplets in {}",
+                    data.display()
+                )));
+            }
+        }
+        by_subject.retain(|s, _| wanted.iter().any(|w| w == s));
+    }
+    let mut out = BTreeMap::new();
+    let mut dim = 0;
+    for (subject, mut ids) in by_subject {
+        ids.sort_by_key(|&i| {
+            deper_core::rng::stable_hash(seed, format!("support:{}", prep.samples[i].triplet_id).as_bytes())
+        });
+        ids.truncate(shots);
+        let z = run_model(&model, &prep, &ids, info.config.train.batch_size, device)?.z_s;
+        let mean = mean_vector(&z.iter().collect::<Vec<_>>());
+        dim = mean.len();
+        out.insert(
+            subject.to_string(),
+            SubjectEmbedding {
+                z_s: mean,
+                support: ids.iter().map(|&i| prep.samples[i].triplet_id.clone()).collect(),
+                seen: info.subjects.binary_search_by(|s| s.as_str().cmp(subject)).is_ok(),
+            },
+        );
+    }
+    Ok(Embeddings { run: run.display().to_string(), dim, shots, subjects: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_and_macro_f1_by_hand() {
+        // Class 0: tp 2, fp 1, fn 0 → p 2/3, r 1, f1 0.8; class 1: tp 1, fp 0, fn 1 → p 1, r 0.5, f1 2/3.
+        let (acc, f1) = accuracy_and_macro_f1(&[0, 0, 1, 1], &[0, 0, 0, 1]);
+        assert!((acc - 0.75).abs() < 1e-12);
+        assert!((f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{f1}");
+    }
+
+    #[test]
+    fn mean_trajectory_averages_each_step_index() {
+        use crate::data::Sample;
+        use deper_core::{AttentionStep, Split, TrajectorySource};
+        let step = |x1: f64, x2: f64| AttentionStep {
+            bbox: BBox::from_corners(x1, 0.0, x2, 0.5),
+            duration: 1.0,
+            start: None,
+            words: vec![],
+        };
+        let sample = |subject: &str, steps: Vec<AttentionStep>| Sample {
+            triplet_id: String::new(),
+            image: String::new(),
+            subject: subject.into(),
+            label: Some(0),
+            caption: vec![1],
+            trajectory: Trajectory { source: TrajectorySource::Mouse, steps },
+            split: Split::Train,
+        };
+        let samples = vec![
+            sample("a", vec![step(0.0, 0.2), step(0.4, 0.6)]),
+            sample("a", vec![step(0.2, 0.4)]),
+            sample("b", vec![step(0.8, 1.0)]),
+        ];
+        let means = mean_trajectories_of(&samples, &[0, 1, 2]);
+        // Step 0 of `a`: mean of [0, .2] and [.2, .4] = [.1, .3]; step 1 only from the first sample.
+        let a = &means["a"];
+        assert_eq!(a.len(), 2);
+        assert!((a[0].x1 - 0.1).abs() < 1e-12 && (a[0].x2 - 0.3).abs() < 1e-12, "{a:?}");
+        assert!((a[1].x1 - 0.4).abs() < 1e-12 && (a[1].x2 - 0.6).abs() < 1e-12, "{a:?}");
+        assert_eq!(means["b"].len(), 1);
+    }
+
+    #[test]
+    fn iou_is_per_step() {
+        use deper_core::{AttentionStep, TrajectorySource};
+        let b = |x: f64| BBox::from_corners(x, 0.0, x + 0.2, 0.2);
+        let truth = Trajectory {
+            source: TrajectorySource::Mouse,
+            steps: vec![
+                AttentionStep { bbox: b(0.0), duration: 1.0, start: None, words: vec![] },
+                AttentionStep { bbox: b(0.5), duration: 1.0, start: None, words: vec![] },
+            ],
+        };
+        let (sum, n) = trajectory_iou(&[b(0.0), b(0.6), b(0.9)], &truth);
+        assert_eq!(n, 2);
+        // Step 2 overlaps 0.1 of 0.2 width: IoU = 0.02 / (0.04 + 0.04 − 0.02) = 1/3.
+        assert!((sum - (1.0 + 1.0 / 3.0)).abs() < 1e-9, "{sum}");
+    }
+}

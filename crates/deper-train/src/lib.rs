@@ -1,0 +1,35 @@
+//! deper-train: everything that turns a dataset into a trained DEPER run.
+//!
+//! * [`features`]: cached image patch features (`deper features extract`).
+//! * [`text`]: the caption vocabulary of the subject encoder.
+//! * [`data`]: triplets → labelled samples → padded batches.
+//! * [`stage1`]: stage-1 training (`deper train stage1`), run folders, checkpoints, resume.
+//! * [`eval`]: subject accuracy, macro-F1, box IoU, few-shot evaluation, subject embeddings.
+
+pub mod data;
+pub mod eval;
+pub mod features;
+pub mod stage1;
+pub mod text;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Core(#[from] deper_core::Error),
+    #[error(transparent)]
+    Weights(#[from] deper_weights::WeightsError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: cannot read image: {message}", path.display())]
+    Image { path: PathBuf, message: String },
+    #[error("image `{image}` has no features in the cache (re-run `deper features extract`)")]
+    MissingImage { image: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

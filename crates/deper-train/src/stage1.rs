@@ -1,0 +1,496 @@
+//! Stage-1 training of DEPER (`deper train stage1`).
+//!
+//! Loss = traj + 1.0·cls + 0.1·con (weights in [`LossSettings`]), AdamW
+//! (lr 5e-4), gradient accumulation, gradient clipping (burn clips each
+//! parameter's gradient to norm 1.0), seeded shuffling, validation every epoch.
+//!
+//! A run folder holds:
+//! ```text
+//! RUN/run.json        what the run is: stage, settings, subjects, vocabulary, feature backbone
+//! RUN/metrics.jsonl   one JSON object per epoch: epoch, train_loss, val_subject_acc, val_macro_f1, val_box_iou, …
+//! RUN/model.mpk       the latest weights (burn named MessagePack, full precision)
+//! RUN/optimizer.mpk   the optimizer state, for --resume
+//! RUN/state.json      epochs completed and the memory bank size, for --resume
+//! ```
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use deper_core::dataset::{write_json_atomic, Dataset};
+use deper_core::split::Splits;
+use deper_model::{Deper, DeperConfig, EncoderForm, Stage1LossConfig, SubjectMemoryBank};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::data::{make_batch, make_samples, partition, Partition, Sample};
+use crate::eval::{evaluate_seen, SeenMetrics};
+use crate::features::{self, FeatureStore};
+use crate::text::WordVocab;
+use crate::{Result, TrainError};
+
+pub const RUN_FILE: &str = "run.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const MODEL_FILE: &str = "model";
+pub const OPTIMIZER_FILE: &str = "optimizer";
+pub const STATE_FILE: &str = "state.json";
+pub const STAGE1: &str = "stage1";
+
+/// Network sizes; the rest of [`DeperConfig`] comes from the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    /// Width of the caption token table.
+    pub token_dim: usize,
+    pub dropout: f64,
+    pub encoder_form: EncoderForm,
+    /// The `--no-trajectory` ablation.
+    pub no_trajectory: bool,
+}
+
+impl Default for ModelSettings {
+    /// The paper's sizes: D = 384, 4 heads, 2 encoder layers, 4 decoder layers, dropout 0.1.
+    fn default() -> Self {
+        Self {
+            d_model: 384,
+            n_heads: 4,
+            encoder_layers: 2,
+            decoder_layers: 4,
+            token_dim: 384,
+            dropout: 0.1,
+            encoder_form: EncoderForm::Interleaved,
+            no_trajectory: false,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// A small network that trains on the synthetic world on a CPU in minutes.
+    pub fn tiny() -> Self {
+        Self { d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, token_dim: 32, ..Self::default() }
+    }
+}
+
+/// Loss weights and contrastive settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossSettings {
+    pub w_traj: f64,
+    pub w_cls: f64,
+    pub w_con: f64,
+    pub temperature: f64,
+    pub bank_capacity: usize,
+}
+
+impl Default for LossSettings {
+    fn default() -> Self {
+        Self { w_traj: 1.0, w_cls: 1.0, w_con: 0.1, temperature: 0.07, bank_capacity: 4096 }
+    }
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Batches whose gradients are summed before one optimizer step.
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub clip_norm: f32,
+    pub seed: u64,
+    pub max_caption_tokens: usize,
+    /// Feature cache to read (`deper features extract --backbone`).
+    pub backbone: String,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 32,
+            grad_accum: 1,
+            lr: 5e-4,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            seed: 0,
+            max_caption_tokens: 64,
+            backbone: features::PIXEL_STATS.into(),
+        }
+    }
+}
+
+/// Everything `--config FILE` may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stage1Config {
+    pub train: TrainSettings,
+    pub model: ModelSettings,
+    pub loss: LossSettings,
+}
+
+impl Stage1Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.into(), source: e })?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error_free(&mut de).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        if m.d_model == 0 || m.n_heads == 0 || m.d_model % m.n_heads != 0 || m.d_model % 4 != 0 {
+            return bad(format!(
+                "model.d_model {} must be a positive multiple of 4 and of model.n_heads {}",
+                m.d_model, m.n_heads
+            ));
+        }
+        if t.epochs == 0 || t.batch_size == 0 || t.grad_accum == 0 {
+            return bad("train.epochs, train.batch_size and train.grad_accum must be at least 1".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad(format!("train.lr {} must be positive", t.lr));
+        }
+        Ok(())
+    }
+
+    fn loss_config(&self) -> Stage1LossConfig {
+        Stage1LossConfig::new()
+            .with_w_traj(self.loss.w_traj)
+            .with_w_cls(self.loss.w_cls)
+            .with_w_con(self.loss.w_con)
+            .with_temperature(self.loss.temperature)
+            .with_bank_capacity(self.loss.bank_capacity)
+    }
+}
+
+fn serde_path_to_error_free<T: serde::de::DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+) -> std::result::Result<T, String> {
+    T::deserialize(de).map_err(|e| e.to_string())
+}
+
+/// `RUN/run.json`: what a run folder holds, read by evaluation, embedding and resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub stage: String,
+    pub config: Stage1Config,
+    /// Trained (seen) subjects, sorted; label = index.
+    pub subjects: Vec<String>,
+    pub vocab: Vec<String>,
+    /// Patch grid of the features the run was trained on.
+    pub feature_grid: [usize; 3],
+    /// Dataset the run was trained on.
+    pub data: String,
+}
+
+impl RunInfo {
+    pub fn load(run: &Path) -> Result<Self> {
+        let path = run.join(RUN_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
+        serde_json::from_str(&text)
+            .map_err(|e| TrainError::Checkpoint { path, message: format!("unreadable run description: {e}") })
+    }
+
+    pub fn model_config(&self) -> DeperConfig {
+        let m = &self.config.model;
+        DeperConfig::new(self.feature_grid[2], self.vocab.len(), m.token_dim, self.subjects.len())
+            .with_d_model(m.d_model)
+            .with_n_heads(m.n_heads)
+            .with_encoder_layers(m.encoder_layers)
+            .with_decoder_layers(m.decoder_layers)
+            .with_dropout(m.dropout)
+            .with_encoder_form(m.encoder_form)
+            .with_no_trajectory(m.no_trajectory)
+    }
+
+    pub fn vocab(&self) -> WordVocab {
+        WordVocab::from_words(self.vocab.clone())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainState {
+    epochs_done: usize,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_traj_loss: f64,
+    pub train_cls_loss: f64,
+    pub train_con_loss: f64,
+    pub val_subject_acc: f64,
+    pub val_macro_f1: f64,
+    pub val_box_iou: f64,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// What a training run reports while it works.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Start { epochs: usize, batches_per_epoch: usize, first_epoch: usize },
+    Batch { epoch: usize, batch: usize, loss: f64 },
+    Epoch(EpochMetrics),
+}
+
+/// Loads the dataset pieces a run needs: triplets → samples, the partition and features.
+#[derive(Debug)]
+pub struct Prepared {
+    pub samples: Vec<Sample>,
+    pub partition: Partition,
+    pub features: FeatureStore,
+    pub splits: Splits,
+}
+
+pub fn prepare(
+    data: &Path,
+    backbone: &str,
+    vocab: &WordVocab,
+    max_tokens: usize,
+    subjects: &[String],
+) -> Result<Prepared> {
+    let ds = Dataset::open(data)?;
+    let splits = Splits::load(data)?;
+    let features = features::load(data, backbone)?;
+    let triplets = ds.load_triplets()?;
+    let samples = make_samples(&triplets, vocab, max_tokens, subjects, &features)?;
+    let partition = partition(&samples, &splits);
+    Ok(Prepared { samples, partition, features, splits })
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// Loads a run's weights into a freshly built model, turning any mismatch into an error.
+pub fn load_model<B: Backend>(run: &Path, info: &RunInfo, device: &B::Device) -> Result<Deper<B>> {
+    let path = run.join(MODEL_FILE);
+    let file = path.with_extension("mpk");
+    if !file.is_file() {
+        return Err(TrainError::Checkpoint { path: file, message: "no weights in this run folder".into() });
+    }
+    let model: Deper<B> = info.model_config().init(device);
+    // burn loads a record into a module of another shape without complaint and
+    // panics later, in the first forward pass. A foreign, truncated or mismatched
+    // checkpoint must be an error instead: load, then run one tiny forward pass,
+    // both behind catch_unwind with the panic message kept off the terminal.
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let record = Recorder::<B>::load(&recorder(), path.clone(), device)?;
+        let model = model.load_record(record);
+        smoke_test(&model, info.feature_grid, device);
+        Ok::<_, burn::record::RecorderError>(model)
+    }));
+    std::panic::set_hook(previous_hook);
+    match loaded {
+        Ok(Ok(model)) => Ok(model),
+        Ok(Err(e)) => Err(TrainError::Checkpoint { path: file, message: format!("cannot load weights: {e}") }),
+        Err(_) => Err(TrainError::Checkpoint {
+            path: file,
+            message:
+                "the weights do not match the model described by run.json (another config or a foreign checkpoint)"
+                    .into(),
+        }),
+    }
+}
+
+/// One forward pass on a one-sample batch; panics if the weights do not fit the network.
+fn smoke_test<B: Backend>(model: &Deper<B>, grid: [usize; 3], device: &B::Device) {
+    let [h, w, c] = grid;
+    let step = deper_core::AttentionStep {
+        bbox: deper_core::BBox::from_corners(0.1, 0.1, 0.3, 0.3),
+        duration: 0.5,
+        start: None,
+        words: vec![],
+    };
+    let traj = deper_core::Trajectory { source: deper_core::TrajectorySource::Synthetic, steps: vec![step] };
+    let batch = deper_model::TrajectoryBatch::from_trajectories(&[traj], device);
+    let patches = Tensor::<B, 4>::zeros([1, h, w, c], device);
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64], [1, 1]), device);
+    let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![true], [1, 1]), device);
+    let out = model.forward(patches, ids, mask, &batch);
+    let _ = out.z_s.into_data();
+}
+
+/// Trains stage 1 on `data` into `run`. With `resume`, continues a run from its last epoch.
+pub fn train<B: AutodiffBackend>(
+    data: &Path,
+    run: &Path,
+    config: Stage1Config,
+    resume: bool,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<EpochMetrics>> {
+    config.validate()?;
+    let info = if resume {
+        let info = RunInfo::load(run)?;
+        if info.stage != STAGE1 {
+            return Err(TrainError::Checkpoint {
+                path: run.join(RUN_FILE),
+                message: format!("run is `{}`, not stage1", info.stage),
+            });
+        }
+        info
+    } else {
+        if run.join(RUN_FILE).exists() {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                run.display()
+            )));
+        }
+        let ds = Dataset::open(data)?;
+        let splits = Splits::load(data)?;
+        let triplets = ds.load_triplets()?;
+        let train_captions = triplets
+            .iter()
+            .filter(|t| t.split == deper_core::Split::Train && !splits.is_unseen(&t.subject))
+            .map(|t| t.description.text.as_str());
+        let vocab = WordVocab::build(train_captions, 1);
+        let store_meta = features::load(data, &config.train.backbone)?.meta;
+        let mut subjects = splits.seen_subjects.clone();
+        subjects.sort();
+        RunInfo {
+            stage: STAGE1.into(),
+            config: config.clone(),
+            subjects,
+            vocab: vocab.words,
+            feature_grid: [store_meta.grid_h, store_meta.grid_w, store_meta.dim],
+            data: data.display().to_string(),
+        }
+    };
+    let config = info.config.clone();
+    let vocab = info.vocab();
+    let prep = prepare(data, &config.train.backbone, &vocab, config.train.max_caption_tokens, &info.subjects)?;
+    let grid = [prep.features.meta.grid_h, prep.features.meta.grid_w, prep.features.meta.dim];
+    if grid != info.feature_grid {
+        return Err(TrainError::Config(format!(
+            "features are {grid:?} but the run was trained on {:?} (same --backbone?)",
+            info.feature_grid
+        )));
+    }
+    if prep.partition.train.is_empty() {
+        return Err(TrainError::Config("no training triplets: seen subjects have nothing in the train split".into()));
+    }
+
+    std::fs::create_dir_all(run).map_err(|e| TrainError::Io { path: run.into(), source: e })?;
+    write_json_atomic(&run.join(RUN_FILE), &info)?;
+
+    B::seed(device, config.train.seed);
+    let mut model: Deper<B> = info.model_config().init(device);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.train.weight_decay as f32)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(config.train.clip_norm)))
+        .init::<B, Deper<B>>();
+    let mut state = TrainState::default();
+    if resume {
+        model = load_model::<B>(run, &info, device)?;
+        let opt_path = run.join(OPTIMIZER_FILE);
+        let record = Recorder::<B>::load(&recorder(), opt_path.clone(), device)
+            .map_err(|e| TrainError::Checkpoint { path: opt_path.with_extension("mpk"), message: e.to_string() })?;
+        optim = optim.load_record(record);
+        let state_path = run.join(STATE_FILE);
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| TrainError::Io { path: state_path.clone(), source: e })?;
+        state = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Checkpoint { path: state_path, message: e.to_string() })?;
+    }
+
+    let loss_config = config.loss_config();
+    let mut bank: SubjectMemoryBank = loss_config.init_bank();
+    let batch_size = config.train.batch_size;
+    let batches_per_epoch = prep.partition.train.len().div_ceil(batch_size);
+    progress(Progress::Start { epochs: config.train.epochs, batches_per_epoch, first_epoch: state.epochs_done + 1 });
+    let mut all_metrics = Vec::new();
+
+    for epoch in state.epochs_done + 1..=config.train.epochs {
+        let started = std::time::Instant::now();
+        let mut order = prep.partition.train.clone();
+        order.shuffle(&mut deper_core::rng::seeded(config.train.seed, &format!("stage1-epoch-{epoch}")));
+        let mut accumulator = GradientsAccumulator::<Deper<B>>::new();
+        let (mut sum, mut sum_traj, mut sum_cls, mut sum_con, mut n_batches) = (0.0, 0.0, 0.0, 0.0, 0usize);
+        for (b, chunk) in order.chunks(batch_size).enumerate() {
+            let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
+            let batch = make_batch::<B>(&samples, &prep.features, device)?;
+            let out = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
+            let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, &bank);
+            let total = scalar(&losses.total);
+            if !total.is_finite() {
+                return Err(TrainError::Config(format!("training diverged at epoch {epoch}, batch {b}: loss {total}")));
+            }
+            sum += total;
+            sum_traj += scalar(&losses.traj);
+            sum_cls += scalar(&losses.cls);
+            sum_con += scalar(&losses.con);
+            n_batches += 1;
+            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            if (b + 1) % config.train.grad_accum == 0 || b + 1 == batches_per_epoch {
+                model = optim.step(config.train.lr, model, accumulator.grads());
+            }
+            bank.update(out.z_s.detach(), &batch.labels);
+            progress(Progress::Batch { epoch, batch: b + 1, loss: total });
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+
+        let valid = model.valid();
+        let val: SeenMetrics =
+            evaluate_seen(&valid, &prep, &prep.partition.val, info.subjects.len(), batch_size, device)?;
+        let n = n_batches.max(1) as f64;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: sum / n,
+            train_traj_loss: sum_traj / n,
+            train_cls_loss: sum_cls / n,
+            train_con_loss: sum_con / n,
+            val_subject_acc: val.accuracy,
+            val_macro_f1: val.macro_f1,
+            val_box_iou: val.box_iou,
+            seconds: started.elapsed().as_secs_f64(),
+            samples_per_s: prep.partition.train.len() as f64 / train_seconds.max(1e-9),
+        };
+
+        // Checkpoint before the metrics line: a line in metrics.jsonl means its weights are on disk.
+        let model_path = run.join(MODEL_FILE);
+        model
+            .clone()
+            .save_file(model_path.clone(), &recorder())
+            .map_err(|e| TrainError::Checkpoint { path: model_path, message: e.to_string() })?;
+        let opt_path = run.join(OPTIMIZER_FILE);
+        Recorder::<B>::record(&recorder(), optim.to_record(), opt_path.clone())
+            .map_err(|e| TrainError::Checkpoint { path: opt_path, message: e.to_string() })?;
+        write_json_atomic(&run.join(STATE_FILE), &TrainState { epochs_done: epoch })?;
+        append_metrics(&run.join(METRICS_FILE), &metrics)?;
+        progress(Progress::Epoch(metrics.clone()));
+        all_metrics.push(metrics);
+    }
+    Ok(all_metrics)
+}
+
+fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
+    t.clone().into_scalar().elem::<f64>()
+}
+
+fn append_metrics(path: &PathBuf, metrics: &EpochMetrics) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::Io { path: path.clone(), source: e })?;
+    let line = serde_json::to_string(metrics).map_err(|e| TrainError::Config(e.to_string()))?;
+    writeln!(file, "{line}").map_err(|e| TrainError::Io { path: path.clone(), source: e })
+}

@@ -124,3 +124,32 @@ fn bench_import_reports_throughput_and_memory() {
     assert!(r["large"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert!(r["rss_ratio_large_over_small"].as_f64().is_some());
 }
+
+fn fixture(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+}
+
+#[test]
+fn caption_reproduces_the_reference_greedy_ids() {
+    let model = fixture("qwen2_vl_tiny/model");
+    let image = fixture("qwen2_vl_tiny/image.png");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("qwen2_vl_tiny/reference.json")).unwrap()).unwrap();
+    let out = ok_json(&["caption", "--model", s(&model), "--image", s(&image), "--max-new-tokens", "12", "--json"]);
+    assert_eq!(out["generated_ids"], reference["a"]["generated_ids_plain"]);
+    assert_eq!(out["text"], reference["a"]["generated_text_plain"]);
+    assert_eq!(out["prompt_ids"].as_array().unwrap().len(), reference["a"]["seq_len"].as_u64().unwrap() as usize);
+}
+
+#[test]
+fn caption_rejects_an_image_that_does_not_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let model = fixture("qwen2_vl_tiny/model");
+    let out = deper(&["caption", "--model", s(&model), "--image", s(&bad)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.png"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

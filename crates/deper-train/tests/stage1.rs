@@ -1,6 +1,8 @@
 //! Stage 1 end to end on a small synthetic world: run-folder contract, resume,
 //! few-shot evaluation, embeddings, and the errors bad inputs must give.
 
+#![allow(clippy::unwrap_used)] // a broken fixture should fail the test loudly
+
 use burn::backend::{Autodiff, NdArray};
 use deper_core::dataset::Dataset;
 use deper_core::split::{apply_splits, SplitConfig, Splits, UnseenChoice};

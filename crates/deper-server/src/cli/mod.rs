@@ -5,6 +5,7 @@ mod dataset;
 mod import;
 mod synth;
 mod train;
+mod vlm;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,11 @@ pub enum Command {
     EvalFewshot(train::EvalFewShotArgs),
     /// Write one mean z_s per subject from K support triplets (works for subjects never trained on).
     Embed(train::EmbedArgs),
+    /// Caption an image with a Hugging Face Qwen2-VL folder, optionally with persona vectors.
+    Caption(vlm::CaptionArgs),
+    /// Low-level VLM tools.
+    #[command(subcommand)]
+    Vlm(vlm::VlmCommand),
     /// Benchmarks that print throughput and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::train(cmd),
         Command::EvalFewshot(args) => train::eval_fewshot(args),
         Command::Embed(args) => train::embed(args),
+        Command::Caption(args) => vlm::caption(args),
+        Command::Vlm(cmd) => vlm::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -17,7 +17,7 @@ pub enum DeviceKind {
 type CpuBackend = burn::backend::NdArray;
 type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 
-fn require_cpu(device: DeviceKind) -> anyhow::Result<()> {
+pub(crate) fn require_cpu(device: DeviceKind) -> anyhow::Result<()> {
     match device {
         DeviceKind::Cpu => Ok(()),
         other => anyhow::bail!(

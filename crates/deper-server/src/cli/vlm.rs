@@ -1,0 +1,90 @@
+//! `deper caption` and `deper vlm forward`: the frozen VLM from a Hugging Face model folder.
+
+use super::train::{require_cpu, DeviceKind};
+use clap::{Args, Subcommand};
+use deper_vlm::{PersonaVectors, Vlm};
+use std::io::Write;
+use std::path::PathBuf;
+
+type CpuBackend = burn::backend::NdArray;
+
+#[derive(Debug, Subcommand)]
+pub enum VlmCommand {
+    /// Logits for given inputs: IN holds `input_ids` i64 [1, L], optional `pixel_values` f32 [N, 1176] with
+    /// `image_grid_thw` i64 [n, 3], optional `persona_embeddings` f32 [K, hidden] with `persona_token_ids` i64 [K];
+    /// OUT gets `logits` f32 [1, L, vocab].
+    Forward {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+    },
+}
+
+pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
+    match cmd {
+        VlmCommand::Forward { model, inputs, out, device } => {
+            require_cpu(device)?;
+            let vlm = Vlm::<CpuBackend>::load(&model, &Default::default())?;
+            vlm.forward_file(&inputs, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, chat template, preprocessor config).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The user turn's text; the image is placed before it, as the HF processor does.
+    #[arg(long, default_value = "Describe the image.")]
+    pub prompt: String,
+    /// Persona vectors (safetensors with `persona_embeddings` [K, hidden], optional `persona_token_ids`);
+    /// the prompt must then contain the persona token(s).
+    #[arg(long)]
+    pub persona: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Greedy decoding (the default; sampling options arrive with the caption API).
+    #[arg(long, default_value_t = true)]
+    pub greedy: bool,
+    /// Print {"text", "prompt_ids", "generated_ids"}.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+pub fn caption(args: CaptionArgs) -> anyhow::Result<()> {
+    require_cpu(args.device)?;
+    let vlm = Vlm::<CpuBackend>::load(&args.model, &Default::default())?;
+    let persona = args.persona.as_deref().map(PersonaVectors::from_file).transpose()?;
+    let generation = vlm.generation_config(args.max_new_tokens);
+    let streaming = !args.json;
+    let mut stderr = std::io::stderr();
+    let caption = vlm.caption(&args.image, &args.prompt, persona.as_ref(), &generation, &mut |_| {
+        if streaming {
+            // A dot per token: progress while the text is produced.
+            let _ = write!(stderr, ".");
+            let _ = stderr.flush();
+        }
+        true
+    })?;
+    if streaming {
+        eprintln!();
+    }
+    if args.json {
+        super::print_json(&caption)
+    } else {
+        println!("{}", caption.text);
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend.
+//!
+//! ```text
+//! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS]
+//! ```
+//!
+//! Prints prefill tokens/s (prompt incl. image tokens, vision tower included), decode tokens/s (greedy,
+//! KV cache) and the process's peak resident memory. Thread count follows the backend's defaults
+//! (set `RAYON_NUM_THREADS` to pin it when comparing with another implementation).
+
+use burn::backend::NdArray;
+use deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT;
+use deper_vlm::{GenerationConfig, MultimodalInput, Vlm};
+use std::path::PathBuf;
+use std::time::Instant;
+
+type B = NdArray;
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS]".into());
+    }
+    let (dir, image) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
+    let new_tokens: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let device = Default::default();
+    let t = Instant::now();
+    let vlm = Vlm::<B>::load(&dir, &device)?;
+    println!("load: {:.2} s", t.elapsed().as_secs_f64());
+
+    let pixels = vlm.processor.preprocess_file(&image)?;
+    let merge = vlm.config.vision.spatial_merge_size;
+    let (_, ids) = vlm.tokenizer.caption_prompt(DEFAULT_CAPTION_PROMPT, pixels.grid_thw, merge)?;
+    let input = MultimodalInput {
+        input_ids: ids.clone(),
+        pixel_values: Some(pixels.to_tensor(&device)),
+        image_grid_thw: vec![pixels.grid_thw],
+        persona: None,
+    };
+    let mut cache = vlm.model.new_cache(ids.len() + new_tokens);
+    let (mut best_prefill, mut best_decode) = (f64::MAX, f64::MAX);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let (logits, delta) = vlm.model.prefill(&input, &mut cache)?;
+        let row = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        let mut token = deper_vlm::sampling::argmax(&row);
+        let t = Instant::now();
+        for _ in 0..new_tokens {
+            let logits = vlm.model.decode_step(token, delta, &mut cache)?;
+            let row = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            token = deper_vlm::sampling::argmax(&row);
+        }
+        best_decode = best_decode.min(t.elapsed().as_secs_f64());
+    }
+    // The public generate path once, as a check that it runs.
+    let config = GenerationConfig { max_new_tokens: new_tokens, ..Default::default() };
+    let out = vlm.model.generate(&input, &config, &mut |_| true)?;
+    println!("prompt tokens: {} (image grid {:?})", ids.len(), pixels.grid_thw);
+    println!(
+        "prefill: {:.1} tokens/s ({:.1} ms, best of {repeats})",
+        ids.len() as f64 / best_prefill,
+        best_prefill * 1e3
+    );
+    println!(
+        "decode: {:.1} tokens/s ({new_tokens} tokens, {:.1} ms)",
+        new_tokens as f64 / best_decode,
+        best_decode * 1e3
+    );
+    println!("generated: {} ids", out.generated_ids.len());
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak RSS: {mib:.1} MiB");
+    }
+    Ok(())
+}

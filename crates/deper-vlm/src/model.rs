@@ -1,0 +1,373 @@
+//! Qwen2-VL for conditional generation, with DEPER's persona-token injection.
+//!
+//! Key characteristics:
+//! - the vision tower's features replace, in order, the embeddings at `<|image_pad|>` positions
+//!   (`masked_scatter`); each run of image tokens is one `image_grid_thw` entry;
+//! - persona injection: the input embedding at each persona-token position is **replaced** by a given
+//!   vector (the DEPER adapter output); positions stay text-like; only the prompt is affected, generated
+//!   tokens always use their ordinary embeddings;
+//! - M-RoPE positions from [`crate::text::rope_index`]; generated token `n` gets `(p, p, p)` with
+//!   `p = L + n + rope_delta`;
+//! - generation: prefill into a preallocated [`KvCache`], then one token per step, seeded sampler,
+//!   stop tokens, max new tokens, and a streaming callback that can stop early.
+//!
+//! Reference: transformers `Qwen2VLForConditionalGeneration` (`modeling_qwen2_vl.py`), checked against
+//! `tests/fixtures/qwen2_vl_tiny`.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::Qwen2VlConfig;
+use crate::sampling::{Sampler, SamplingConfig};
+use crate::text::{rope_index, text_positions, TextModel};
+use crate::vision::VisionTower;
+use crate::{Result, VlmError};
+
+/// The whole model.
+#[derive(Module, Debug)]
+pub struct Qwen2Vl<B: Backend> {
+    pub visual: VisionTower<B>,
+    pub model: TextModel<B>,
+    pub image_token_id: usize,
+    pub max_position_embeddings: usize,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+}
+
+/// Persona vectors and the token ids whose embeddings they replace.
+///
+/// Row `k` of `embeddings` belongs to `token_ids[k]`. When an id appears several times in
+/// `token_ids`, its occurrences in the prompt take that id's rows in order. The number of
+/// occurrences of each id in the prompt must equal its number of rows.
+#[derive(Debug, Clone)]
+pub struct Persona<B: Backend> {
+    /// `[K, hidden]`.
+    pub embeddings: Tensor<B, 2>,
+    /// `[K]`.
+    pub token_ids: Vec<u32>,
+}
+
+/// One prompt: ids with image pads already expanded, its images, and an optional persona.
+#[derive(Debug, Clone)]
+pub struct MultimodalInput<B: Backend> {
+    pub input_ids: Vec<u32>,
+    /// `[N, 1176]`, or `None` for a text-only prompt.
+    pub pixel_values: Option<Tensor<B, 2>>,
+    /// `(t, h, w)` per image, in 14-px patches.
+    pub image_grid_thw: Vec<[usize; 3]>,
+    pub persona: Option<Persona<B>>,
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingConfig,
+    /// Generation ends after emitting any of these (it is included in the output).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self { max_new_tokens: 128, sampling: SamplingConfig::greedy(), stop_tokens: Vec::new() }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    StopToken,
+    MaxNewTokens,
+    /// The callback returned `false`.
+    Callback,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+    pub stop: StopReason,
+}
+
+impl Qwen2VlConfig {
+    /// A randomly initialised model (for shapes and tests; real weights come from `load_pretrained`).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Qwen2Vl<B> {
+        Qwen2Vl {
+            visual: self.vision.init(device),
+            model: self.text.init(device),
+            image_token_id: self.tokens.image_token_id as usize,
+            max_position_embeddings: self.text.max_position_embeddings,
+            vocab_size: self.text.vocab_size,
+            hidden_size: self.text.hidden_size,
+        }
+    }
+}
+
+impl<B: Backend> Qwen2Vl<B> {
+    fn device(&self) -> B::Device {
+        self.model.embed_tokens.weight.device()
+    }
+
+    /// Input embeddings with image features and persona rows in place, the M-RoPE positions and
+    /// `rope_delta`.
+    ///
+    /// # Shapes
+    /// - output embeddings: `[1, L, hidden]`; positions `[3][L]`
+    pub fn inputs_embeds(&self, input: &MultimodalInput<B>) -> Result<(Tensor<B, 3>, [Vec<i64>; 3], i64)> {
+        let ids = &input.input_ids;
+        let len = ids.len();
+        if len == 0 {
+            return Err(VlmError::Input("empty prompt".into()));
+        }
+        if len > self.max_position_embeddings {
+            return Err(VlmError::Input(format!(
+                "prompt of {len} tokens is longer than the context of {} positions",
+                self.max_position_embeddings
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(VlmError::Input(format!("token id {bad} is outside the vocabulary of {}", self.vocab_size)));
+        }
+        let device = self.device();
+        let image_id = self.image_token_id as u32;
+        let merge = self.visual.spatial_merge_size;
+        let (positions, delta) = rope_index(ids, image_id, &input.image_grid_thw, merge)?;
+
+        let id_tensor = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [len]),
+            &device,
+        );
+        let text = self.model.embed(id_tensor.reshape([1, len])).reshape([len, self.hidden_size]); // [L, D]
+        let mut rows = vec![text];
+        // Source row of every position in cat(rows): identity, then image features, then persona rows.
+        let mut index: Vec<i64> = (0..len as i64).collect();
+        let mut offset = len;
+
+        let image_positions: Vec<usize> = (0..len).filter(|&i| ids[i] == image_id).collect();
+        match &input.pixel_values {
+            Some(pixels) => {
+                let features = self.visual.forward(pixels.clone(), &input.image_grid_thw)?; // [n, D]
+                let n = features.dims()[0];
+                if n != image_positions.len() {
+                    return Err(VlmError::Input(format!(
+                        "the images give {n} features but the prompt has {} image tokens",
+                        image_positions.len()
+                    )));
+                }
+                for (k, &p) in image_positions.iter().enumerate() {
+                    index[p] = (offset + k) as i64;
+                }
+                offset += n;
+                rows.push(features);
+            }
+            None if !image_positions.is_empty() => {
+                return Err(VlmError::Input(format!(
+                    "the prompt has {} image tokens but no pixel_values",
+                    image_positions.len()
+                )));
+            }
+            None => {}
+        }
+
+        if let Some(persona) = &input.persona {
+            let [k, d] = persona.embeddings.dims();
+            if d != self.hidden_size || k != persona.token_ids.len() {
+                return Err(VlmError::Input(format!(
+                    "persona embeddings are [{k}, {d}] for {} token ids; expected [{}, {}]",
+                    persona.token_ids.len(),
+                    persona.token_ids.len(),
+                    self.hidden_size
+                )));
+            }
+            for (position, row) in persona_rows(ids, &persona.token_ids)? {
+                index[position] = (offset + row) as i64;
+            }
+            rows.push(persona.embeddings.clone());
+        }
+
+        let table = Tensor::cat(rows, 0); // [L + n + K, D]
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &device);
+        let embeds = table.select(0, index).reshape([1, len, self.hidden_size]); // [1, L, D]
+        Ok((embeds, positions, delta))
+    }
+
+    /// Logits of every position.
+    ///
+    /// # Shapes
+    /// - input_ids: L ids (image pads expanded); pixel_values `[N, patch_dim]`; grid_thw one per image;
+    ///   persona embeddings `[K, hidden]` with K token ids
+    /// - output: `[1, L, vocab]`
+    pub fn forward(
+        &self,
+        input_ids: &[u32],
+        pixel_values: Option<Tensor<B, 2>>,
+        grid_thw: &[[usize; 3]],
+        persona: Option<Persona<B>>,
+    ) -> Result<Tensor<B, 3>> {
+        let input =
+            MultimodalInput { input_ids: input_ids.to_vec(), pixel_values, image_grid_thw: grid_thw.to_vec(), persona };
+        self.forward_input(&input)
+    }
+
+    /// [`Self::forward`] on a [`MultimodalInput`].
+    pub fn forward_input(&self, input: &MultimodalInput<B>) -> Result<Tensor<B, 3>> {
+        let (embeds, positions, _) = self.inputs_embeds(input)?;
+        let rope = self.model.rope(&positions, &self.device());
+        let hidden = self.model.forward_hidden(embeds, &rope, None)?;
+        Ok(self.model.logits(hidden))
+    }
+
+    /// A KV cache sized for `max_len` positions.
+    pub fn new_cache(&self, max_len: usize) -> KvCache<B> {
+        let layers = self
+            .model
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.self_attn;
+                crate::cache::LayerCache::new(1, a.num_kv_heads, max_len, a.head_dim, &self.device())
+            })
+            .collect();
+        KvCache { layers }
+    }
+
+    /// Resets `cache`, runs the prompt through it and returns the last position's logits `[1, vocab]`
+    /// and `rope_delta`.
+    pub fn prefill(&self, input: &MultimodalInput<B>, cache: &mut KvCache<B>) -> Result<(Tensor<B, 2>, i64)> {
+        cache.reset();
+        let (embeds, positions, delta) = self.inputs_embeds(input)?;
+        let len = input.input_ids.len();
+        if len > cache.capacity() {
+            return Err(VlmError::Input(format!(
+                "prompt of {len} tokens does not fit the KV cache of {}",
+                cache.capacity()
+            )));
+        }
+        let rope = self.model.rope(&positions, &self.device());
+        let hidden = self.model.forward_hidden(embeds, &rope, Some(&mut cache.layers))?; // [1, L, D]
+        let last = hidden.narrow(1, len - 1, 1);
+        Ok((self.model.logits(last).reshape([1, self.vocab_size]), delta))
+    }
+
+    /// Feeds one token after what `cache` holds; returns its logits `[1, vocab]`.
+    pub fn decode_step(&self, token: u32, rope_delta: i64, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+        let device = self.device();
+        let position = cache.len() as i64 + rope_delta;
+        if cache.len() >= self.max_position_embeddings {
+            return Err(VlmError::Input(format!(
+                "sequence reached the context of {} positions",
+                self.max_position_embeddings
+            )));
+        }
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![i64::from(token)], [1, 1]), &device);
+        let embeds = self.model.embed(ids); // [1, 1, D]
+        let rope = self.model.rope(&text_positions(position, 1), &device);
+        let hidden = self.model.forward_hidden(embeds, &rope, Some(&mut cache.layers))?;
+        Ok(self.model.logits(hidden).reshape([1, self.vocab_size]))
+    }
+
+    /// Generates with a fresh cache sized for the prompt and `max_new_tokens`.
+    /// `on_token` sees every new id as it is chosen; returning `false` stops generation.
+    pub fn generate(
+        &self,
+        input: &MultimodalInput<B>,
+        config: &GenerationConfig,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Generated> {
+        let needed = input.input_ids.len() + config.max_new_tokens;
+        self.check_context(needed)?;
+        let mut cache = self.new_cache(needed);
+        self.generate_with_cache(input, config, &mut cache, on_token)
+    }
+
+    /// Generates several prompts one after the other, reusing one cache.
+    pub fn generate_batch(&self, inputs: &[MultimodalInput<B>], config: &GenerationConfig) -> Result<Vec<Generated>> {
+        let needed = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(0) + config.max_new_tokens;
+        self.check_context(needed)?;
+        let mut cache = self.new_cache(needed);
+        inputs.iter().map(|input| self.generate_with_cache(input, config, &mut cache, &mut |_| true)).collect()
+    }
+
+    fn check_context(&self, needed: usize) -> Result<()> {
+        if needed > self.max_position_embeddings {
+            return Err(VlmError::Input(format!(
+                "prompt plus max_new_tokens is {needed} positions, longer than the context of {}",
+                self.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// Generates into a caller-owned cache (reset first), so memory is reused between requests.
+    pub fn generate_with_cache(
+        &self,
+        input: &MultimodalInput<B>,
+        config: &GenerationConfig,
+        cache: &mut KvCache<B>,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Generated> {
+        let needed = input.input_ids.len() + config.max_new_tokens;
+        self.check_context(needed)?;
+        if needed > cache.capacity() {
+            return Err(VlmError::Input(format!(
+                "prompt plus max_new_tokens is {needed} positions, the KV cache holds {}",
+                cache.capacity()
+            )));
+        }
+        let mut sampler = Sampler::new(config.sampling.clone());
+        let mut sequence = input.input_ids.clone();
+        let mut generated = Vec::with_capacity(config.max_new_tokens);
+        if config.max_new_tokens == 0 {
+            return Ok(Generated { prompt_ids: sequence, generated_ids: generated, stop: StopReason::MaxNewTokens });
+        }
+        let (mut logits, delta) = self.prefill(input, cache)?;
+        loop {
+            let row = to_vec(logits)?;
+            let token = sampler.next_token(&row, &sequence);
+            sequence.push(token);
+            generated.push(token);
+            let keep_going = on_token(token);
+            let stop = if config.stop_tokens.contains(&token) {
+                Some(StopReason::StopToken)
+            } else if !keep_going {
+                Some(StopReason::Callback)
+            } else if generated.len() >= config.max_new_tokens {
+                Some(StopReason::MaxNewTokens)
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                return Ok(Generated { prompt_ids: input.input_ids.clone(), generated_ids: generated, stop });
+            }
+            logits = self.decode_step(token, delta, cache)?;
+        }
+    }
+}
+
+/// `(position, persona row)` pairs; see [`Persona`].
+fn persona_rows(ids: &[u32], token_ids: &[u32]) -> Result<Vec<(usize, usize)>> {
+    let mut pairs = Vec::new();
+    let mut distinct: Vec<u32> = token_ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for id in distinct {
+        let rows: Vec<usize> = (0..token_ids.len()).filter(|&k| token_ids[k] == id).collect();
+        let positions: Vec<usize> = (0..ids.len()).filter(|&p| ids[p] == id).collect();
+        if rows.len() != positions.len() {
+            return Err(VlmError::Input(format!(
+                "persona token {id} occurs {} times in the prompt but has {} persona vectors",
+                positions.len(),
+                rows.len()
+            )));
+        }
+        pairs.extend(positions.into_iter().zip(rows));
+    }
+    Ok(pairs)
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| VlmError::Input(format!("reading logits: {e:?}")))
+}

@@ -1,0 +1,329 @@
+//! The Qwen2 language model of Qwen2-VL, with multimodal rotary positions (M-RoPE).
+//!
+//! Key characteristics:
+//! - pre-norm decoder layers: RMSNorm (eps from config, in f32), attention with q/k/v biases and a
+//!   bias-free output projection, grouped-query attention (query head `j` uses KV head
+//!   `j / (heads / kv_heads)`), causal mask, SwiGLU MLP (`down(silu(gate(h)) · up(h))`);
+//! - M-RoPE: every position has three components (t, h, w); rotary frequency `k` takes its angle from
+//!   the component its `mrope_section` assigns, rotate-half style; text tokens use (c, c, c), image
+//!   tokens sit on the merged patch grid (see [`rope_index`]);
+//! - a final RMSNorm and the LM head, which is `embed_tokens.weight` transposed when embeddings are tied.
+//!
+//! Reference: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VLTextModel`,
+//! `Qwen2VLModel.get_rope_index`).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::cache::LayerCache;
+use crate::config::TextConfig;
+use crate::vision::apply_rotary;
+use crate::{Result, VlmError};
+
+/// Self-attention with GQA and q/k/v biases.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// SwiGLU feed-forward.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+/// Embeddings, decoder layers, final norm and head.
+#[derive(Module, Debug)]
+pub struct TextModel<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    pub rope_theta: f64,
+    pub mrope_section: Vec<usize>,
+    pub head_dim: usize,
+}
+
+/// cos and sin of the rotary angles for a run of positions, `[1, 1, L, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B, 4>,
+    pub sin: Tensor<B, 4>,
+}
+
+impl TextConfig {
+    /// A randomly initialised language model (for shapes and tests).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TextModel<B> {
+        let (d, hd) = (self.hidden_size, self.head_dim());
+        let norm = || RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device);
+        let lin = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        TextModel {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            layers: (0..self.num_hidden_layers)
+                .map(|_| DecoderLayer {
+                    input_layernorm: norm(),
+                    self_attn: Attention {
+                        q_proj: lin(d, self.num_attention_heads * hd, true),
+                        k_proj: lin(d, self.num_key_value_heads * hd, true),
+                        v_proj: lin(d, self.num_key_value_heads * hd, true),
+                        o_proj: lin(self.num_attention_heads * hd, d, false),
+                        num_heads: self.num_attention_heads,
+                        num_kv_heads: self.num_key_value_heads,
+                        head_dim: hd,
+                    },
+                    post_attention_layernorm: norm(),
+                    mlp: Mlp {
+                        gate_proj: lin(d, self.intermediate_size, false),
+                        up_proj: lin(d, self.intermediate_size, false),
+                        down_proj: lin(self.intermediate_size, d, false),
+                    },
+                })
+                .collect(),
+            norm: norm(),
+            lm_head: (!self.tie_word_embeddings).then(|| lin(d, self.vocab_size, false)),
+            rope_theta: self.rope_theta,
+            mrope_section: self.mrope_section.clone(),
+            head_dim: hd,
+        }
+    }
+}
+
+/// Multimodal rotary positions for one sequence (`get_rope_index`).
+///
+/// Text tokens (including `<|vision_start|>`, `<|vision_end|>` and persona tokens) get `(c, c, c)` from a
+/// running counter. A run of `image_token_id` tokens is one image, consuming the next `grid_thw` entry:
+/// with the merged grid `t × h/m × w/m` starting at counter `s`, token `(ti, r, col)` gets
+/// `(s + ti, s + r, s + col)`, and the counter continues at `s + max(t, h/m, w/m)`.
+///
+/// Returns the positions `[3][L]` and `rope_delta = max + 1 - L`, the offset of generated tokens.
+pub fn rope_index(
+    input_ids: &[u32],
+    image_token_id: u32,
+    grid_thw: &[[usize; 3]],
+    merge: usize,
+) -> Result<([Vec<i64>; 3], i64)> {
+    let len = input_ids.len();
+    let mut pos: [Vec<i64>; 3] = [Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(len)];
+    let mut counter: i64 = 0;
+    let mut images = grid_thw.iter();
+    let mut i = 0;
+    while i < len {
+        if input_ids[i] != image_token_id {
+            for p in pos.iter_mut() {
+                p.push(counter);
+            }
+            counter += 1;
+            i += 1;
+            continue;
+        }
+        let run = input_ids[i..].iter().take_while(|&&id| id == image_token_id).count();
+        let &[t, h, w] = images.next().ok_or_else(|| {
+            VlmError::Input(format!("more runs of image tokens than image_grid_thw entries ({})", grid_thw.len()))
+        })?;
+        let (lh, lw) = (h / merge, w / merge);
+        if run != t * lh * lw {
+            return Err(VlmError::Input(format!(
+                "image at token {i} has {run} image tokens, its grid [{t}, {h}, {w}] needs {}",
+                t * lh * lw
+            )));
+        }
+        for ti in 0..t {
+            for r in 0..lh {
+                for c in 0..lw {
+                    pos[0].push(counter + ti as i64);
+                    pos[1].push(counter + r as i64);
+                    pos[2].push(counter + c as i64);
+                }
+            }
+        }
+        counter += t.max(lh).max(lw) as i64;
+        i += run;
+    }
+    if images.next().is_some() {
+        return Err(VlmError::Input(format!(
+            "image_grid_thw has {} entries but the prompt has fewer runs of image tokens",
+            grid_thw.len()
+        )));
+    }
+    Ok((pos, counter - len as i64))
+}
+
+impl<B: Backend> TextModel<B> {
+    /// Rotary tables for positions `[3][L]`.
+    pub fn rope(&self, positions: &[Vec<i64>; 3], device: &B::Device) -> Rope<B> {
+        let hd = self.head_dim;
+        let half = hd / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|k| (1.0 / self.rope_theta.powf((2 * k) as f64 / hd as f64)) as f32).collect();
+        // Component (t = 0, h = 1, w = 2) of each frequency, from mrope_section.
+        let component: Vec<usize> =
+            self.mrope_section.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat_n(c, n)).collect();
+        let len = positions[0].len();
+        let mut cos = Vec::with_capacity(len * hd);
+        let mut sin = Vec::with_capacity(len * hd);
+        for ((&t, &h), &w) in positions[0].iter().zip(&positions[1]).zip(&positions[2]) {
+            let p = [t, h, w];
+            let f: Vec<f32> = (0..half).map(|k| p[component[k]] as f32 * inv_freq[k]).collect();
+            for _ in 0..2 {
+                cos.extend(f.iter().map(|a| a.cos()));
+                sin.extend(f.iter().map(|a| a.sin()));
+            }
+        }
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, [1, 1, len, hd]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [1, 1, len, hd]), device),
+        }
+    }
+
+    /// Token embeddings. # Shapes: ids `[1, L]` → `[1, L, hidden]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Runs the decoder layers and the final norm.
+    ///
+    /// # Shapes
+    /// - x: `[1, L, hidden]` input embeddings; rope tables for these L positions
+    /// - caches: one per layer (appended to), or `None` for a full forward
+    /// - output: `[1, L, hidden]` after the final norm
+    pub fn forward_hidden(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mut caches: Option<&mut [LayerCache<B>]>,
+    ) -> Result<Tensor<B, 3>> {
+        let mut x = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, rope, cache)?;
+        }
+        Ok(self.norm.forward(x))
+    }
+
+    /// Like [`Self::forward_hidden`] but returns the hidden state after each layer (before the final norm).
+    pub fn forward_layers(&self, x: Tensor<B, 3>, rope: &Rope<B>) -> Result<Vec<Tensor<B, 3>>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(x, rope, None)?;
+            out.push(x.clone());
+        }
+        Ok(out)
+    }
+
+    /// LM head. # Shapes: `[1, L, hidden]` → `[1, L, vocab]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                // `W · hᵀ` keeps the big [vocab, hidden] matrix in its stored layout (a transposed view
+                // of it would be copied by the CPU backend on every step); only the small result is
+                // transposed.
+                let [b, l, d] = hidden.dims();
+                let w = self.embed_tokens.weight.val(); // [vocab, hidden]
+                let vocab = w.dims()[0];
+                let logits_t = w.matmul(hidden.reshape([b * l, d]).transpose()); // [vocab, b·l]
+                logits_t.transpose().reshape([b, l, vocab])
+            }
+        }
+    }
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// # Shapes: x `[1, L, hidden]` → `[1, L, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, cache: Option<&mut LayerCache<B>>) -> Result<Tensor<B, 3>> {
+        let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, cache)?;
+        let x = x + h;
+        let h = self.post_attention_layernorm.forward(x.clone());
+        let h = silu(self.mlp.gate_proj.forward(h.clone())) * self.mlp.up_proj.forward(h);
+        Ok(x + self.mlp.down_proj.forward(h))
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - x: `[b, L, hidden]`; rope tables `[1, 1, L, head_dim]`
+    /// - cache: holds `P` earlier positions; the new keys and values are appended
+    /// - output: `[b, L, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, cache: Option<&mut LayerCache<B>>) -> Result<Tensor<B, 3>> {
+        let [b, l, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, H, L, hd]
+        let k = self.k_proj.forward(x.clone()).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
+        let v = self.v_proj.forward(x).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
+        let q = apply_rotary(q, rope.cos.clone(), rope.sin.clone());
+        let k = apply_rotary(k, rope.cos.clone(), rope.sin.clone());
+        let (k, v, past) = match cache {
+            Some(cache) => {
+                let past = cache.len();
+                let (k, v) = cache.append(k, v)?; // [b, KVH, P + L, hd]
+                (k, v, past)
+            }
+            None => (k, v, 0),
+        };
+        let total = past + l;
+        let rep = h / kvh;
+        let expand = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+            if rep == 1 {
+                return t;
+            }
+            t.reshape([b, kvh, 1, total, hd]).repeat_dim(2, rep).reshape([b, h, total, hd])
+            // [b, H, T, hd]
+        };
+        let (k, v) = (expand(k), expand(v));
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, H, L, T]
+        if l > 1 {
+            // Query i (absolute position past + i) sees keys 0..=past + i.
+            let mask = Tensor::<B, 2, Bool>::tril_mask([l, total], past as i64, &scores.device());
+            scores = scores.mask_fill(mask.reshape([1, 1, l, total]), f32::NEG_INFINITY);
+        }
+        let out = softmax(scores, 3).matmul(v); // [b, H, L, hd]
+        let out = out.swap_dims(1, 2).reshape([b, l, h * hd]); // [b, L, H·hd]
+        Ok(self.o_proj.forward(out))
+    }
+}
+
+/// Positions `(p, p, p)` for `n` text tokens starting at `start`.
+pub fn text_positions(start: i64, n: usize) -> [Vec<i64>; 3] {
+    let p: Vec<i64> = (0..n as i64).map(|i| start + i).collect();
+    [p.clone(), p.clone(), p]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_index_places_image_on_grid() {
+        // 2 text, 6 image tokens (grid 1×6×4, merge 2 → 3×2), 2 text.
+        let ids = [1, 2, 9, 9, 9, 9, 9, 9, 3, 4];
+        let (pos, delta) = rope_index(&ids, 9, &[[1, 6, 4]], 2).unwrap();
+        assert_eq!(pos[0], vec![0, 1, 2, 2, 2, 2, 2, 2, 5, 6]);
+        assert_eq!(pos[1], vec![0, 1, 2, 2, 3, 3, 4, 4, 5, 6]);
+        assert_eq!(pos[2], vec![0, 1, 2, 3, 2, 3, 2, 3, 5, 6]);
+        assert_eq!(delta, 7 - 10);
+        assert!(rope_index(&ids, 9, &[[1, 4, 4]], 2).is_err());
+        assert!(rope_index(&ids, 9, &[], 2).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The Qwen2-VL vision tower: a ViT over 14×14×2 patches with 2-D rotary positions and a 2×2 merger.
+//!
+//! Key characteristics:
+//! - patch embedding is a bias-free Conv3d whose kernel equals its stride, so it is a Linear over the
+//!   1176-wide `pixel_values` rows (channel, t, y, x);
+//! - pre-LN blocks (LayerNorm eps 1e-6), fused qkv laid out `[3, heads, head_dim]`, QuickGELU MLP;
+//! - axial 2-D RoPE: half the rotary frequencies follow the patch row, half the column, in
+//!   rotate-half style; rows come in 2×2 merge-block order (see [`rot_pos_ids`]);
+//! - attention is bidirectional within each image frame (no attention across images);
+//! - the merger applies LayerNorm per patch, concatenates the 4 patches of a 2×2 block, then
+//!   Linear – exact (erf) GELU – Linear to the text hidden size.
+//!
+//! Reference: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VisionTransformerPretrainedModel`).
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::config::VisionConfig;
+use crate::{Result, VlmError};
+
+/// One pre-LN ViT block.
+#[derive(Module, Debug)]
+pub struct VisionBlock<B: Backend> {
+    pub norm1: LayerNorm<B>,
+    /// Fused q, k, v: `[embed, 3·embed]`.
+    pub qkv: Linear<B>,
+    pub proj: Linear<B>,
+    pub norm2: LayerNorm<B>,
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+    pub num_heads: usize,
+}
+
+/// LayerNorm, 2×2 concat, Linear – GELU – Linear.
+#[derive(Module, Debug)]
+pub struct PatchMerger<B: Backend> {
+    pub ln_q: LayerNorm<B>,
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+    /// Patches merged into one token (`spatial_merge_size²`).
+    pub merge_area: usize,
+}
+
+/// The whole tower.
+#[derive(Module, Debug)]
+pub struct VisionTower<B: Backend> {
+    /// Conv3d as a bias-free Linear `[patch_dim, embed]`.
+    pub patch_embed: Linear<B>,
+    pub blocks: Vec<VisionBlock<B>>,
+    pub merger: PatchMerger<B>,
+    pub spatial_merge_size: usize,
+    pub rope_theta: f64,
+    pub head_dim: usize,
+}
+
+/// Intermediate outputs, for parity tests.
+#[derive(Debug, Clone)]
+pub struct VisionOutputs<B: Backend> {
+    /// `[N, embed]` after the patch embedding.
+    pub patch_embed: Tensor<B, 2>,
+    /// `[N, embed]` after the last block.
+    pub blocks_out: Tensor<B, 2>,
+    /// `[N / merge², hidden]` image features, one per image token.
+    pub merged: Tensor<B, 2>,
+}
+
+impl VisionConfig {
+    /// A randomly initialised tower (for shapes and tests; real weights come from `load_pretrained`).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> VisionTower<B> {
+        let e = self.embed_dim;
+        let ln = || LayerNormConfig::new(e).with_epsilon(1e-6).init(device);
+        let merged = e * self.spatial_merge_size * self.spatial_merge_size;
+        VisionTower {
+            patch_embed: LinearConfig::new(self.patch_dim(), e).with_bias(false).init(device),
+            blocks: (0..self.depth)
+                .map(|_| VisionBlock {
+                    norm1: ln(),
+                    qkv: LinearConfig::new(e, 3 * e).init(device),
+                    proj: LinearConfig::new(e, e).init(device),
+                    norm2: ln(),
+                    fc1: LinearConfig::new(e, e * self.mlp_ratio).init(device),
+                    fc2: LinearConfig::new(e * self.mlp_ratio, e).init(device),
+                    num_heads: self.num_heads,
+                })
+                .collect(),
+            merger: PatchMerger {
+                ln_q: ln(),
+                fc1: LinearConfig::new(merged, merged).init(device),
+                fc2: LinearConfig::new(merged, self.hidden_size).init(device),
+                merge_area: self.spatial_merge_size * self.spatial_merge_size,
+            },
+            spatial_merge_size: self.spatial_merge_size,
+            rope_theta: self.rope_theta,
+            head_dim: self.head_dim(),
+        }
+    }
+}
+
+/// `(row, column)` patch coordinates in `pixel_values` row order: per image, per frame, 2×2 merge
+/// blocks in row-major order, and within a block `(mh, mw)` row-major.
+pub fn rot_pos_ids(grid_thw: &[[usize; 3]], merge: usize) -> Vec<[usize; 2]> {
+    let mut ids = Vec::new();
+    for &[t, h, w] in grid_thw {
+        for _ in 0..t {
+            for bh in 0..h / merge {
+                for bw in 0..w / merge {
+                    for mh in 0..merge {
+                        for mw in 0..merge {
+                            ids.push([bh * merge + mh, bw * merge + mw]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Checks `grid_thw` against `pixel_values` rows and the merge size.
+pub fn check_grid(grid_thw: &[[usize; 3]], rows: usize, merge: usize) -> Result<()> {
+    let mut total = 0;
+    for &[t, h, w] in grid_thw {
+        if t == 0 || h == 0 || w == 0 || h % merge != 0 || w % merge != 0 {
+            return Err(VlmError::Input(format!(
+                "image_grid_thw entry [{t}, {h}, {w}] must be positive with h and w multiples of {merge}"
+            )));
+        }
+        total += t * h * w;
+    }
+    if total != rows {
+        return Err(VlmError::Input(format!(
+            "image_grid_thw {grid_thw:?} describes {total} patches but pixel_values has {rows} rows"
+        )));
+    }
+    Ok(())
+}
+
+/// `x·cos + rotate_half(x)·sin` on the last dimension.
+pub(crate) fn apply_rotary<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    cos: Tensor<B, D>,
+    sin: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let half = dims[D - 1] / 2;
+    let x1 = x.clone().narrow(D - 1, 0, half);
+    let x2 = x.clone().narrow(D - 1, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], D - 1);
+    x * cos + rotated * sin
+}
+
+impl<B: Backend> VisionBlock<B> {
+    /// # Shapes
+    /// - x: `[N, embed]`; cos, sin: `[N, 1, head_dim]`
+    /// - output: `[N, embed]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+        segments: &[(usize, usize)],
+    ) -> Tensor<B, 2> {
+        let [n, e] = x.dims();
+        let heads = self.num_heads;
+        let hd = e / heads;
+        let h = self.norm1.forward(x.clone());
+        let qkv = self.qkv.forward(h).reshape([n, 3, heads, hd]); // [N, 3, H, hd]
+        let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, heads, hd]); // [N, H, hd]
+        let q = apply_rotary(part(0), cos.clone(), sin.clone()).swap_dims(0, 1); // [H, N, hd]
+        let k = apply_rotary(part(1), cos, sin).swap_dims(0, 1); // [H, N, hd]
+        let v = part(2).swap_dims(0, 1); // [H, N, hd]
+        let scale = 1.0 / (hd as f64).sqrt();
+        let outs: Vec<Tensor<B, 3>> = segments
+            .iter()
+            .map(|&(start, len)| {
+                let qs = q.clone().narrow(1, start, len);
+                let ks = k.clone().narrow(1, start, len);
+                let vs = v.clone().narrow(1, start, len);
+                let scores = qs.matmul(ks.swap_dims(1, 2)) * scale; // [H, n, n]
+                softmax(scores, 2).matmul(vs) // [H, n, hd]
+            })
+            .collect();
+        let attn = Tensor::cat(outs, 1).swap_dims(0, 1).reshape([n, e]); // [N, E]
+        let x = x + self.proj.forward(attn);
+        let h = self.fc1.forward(self.norm2.forward(x.clone())); // [N, mlp]
+        let h = h.clone() * sigmoid(h * 1.702); // quick_gelu
+        x + self.fc2.forward(h)
+    }
+}
+
+impl<B: Backend> PatchMerger<B> {
+    /// # Shapes
+    /// - x: `[N, embed]` → output `[N / merge², hidden]`
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, e] = x.dims();
+        let x = self.ln_q.forward(x).reshape([n / self.merge_area, e * self.merge_area]);
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+impl<B: Backend> VisionTower<B> {
+    /// Image features, one row per image token.
+    ///
+    /// # Shapes
+    /// - pixel_values: `[N, patch_dim]` with `N = Σ t·h·w` over `grid_thw`
+    /// - output: `[N / merge², hidden]`
+    pub fn forward(&self, pixel_values: Tensor<B, 2>, grid_thw: &[[usize; 3]]) -> Result<Tensor<B, 2>> {
+        Ok(self.forward_with_intermediates(pixel_values, grid_thw)?.merged)
+    }
+
+    /// Like [`Self::forward`], also returning the patch embedding and the last block's output.
+    pub fn forward_with_intermediates(
+        &self,
+        pixel_values: Tensor<B, 2>,
+        grid_thw: &[[usize; 3]],
+    ) -> Result<VisionOutputs<B>> {
+        let [rows, width] = pixel_values.dims();
+        let [expected_width, _] = self.patch_embed.weight.dims();
+        if width != expected_width {
+            return Err(VlmError::Input(format!(
+                "pixel_values rows are {width} wide, the model expects {expected_width}"
+            )));
+        }
+        check_grid(grid_thw, rows, self.spatial_merge_size)?;
+        let device = pixel_values.device();
+        let patch_embed = self.patch_embed.forward(pixel_values); // [N, E]
+        let (cos, sin) = self.rotary(grid_thw, &device); // [N, 1, hd]
+
+        // Each frame of each image is its own attention segment (`cu_seqlens`).
+        let mut segments = Vec::new();
+        let mut start = 0;
+        for &[t, h, w] in grid_thw {
+            for _ in 0..t {
+                segments.push((start, h * w));
+                start += h * w;
+            }
+        }
+        let mut x = patch_embed.clone();
+        for block in &self.blocks {
+            x = block.forward(x, cos.clone(), sin.clone(), &segments);
+        }
+        let merged = self.merger.forward(x.clone());
+        Ok(VisionOutputs { patch_embed, blocks_out: x, merged })
+    }
+
+    /// cos and sin of the 2-D rotary angles, `[N, 1, head_dim]` each.
+    fn rotary(&self, grid_thw: &[[usize; 3]], device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let hd = self.head_dim;
+        let dim = hd / 2; // rotary dim of one axis pair
+        let inv_freq: Vec<f32> =
+            (0..dim / 2).map(|k| (1.0 / self.rope_theta.powf((2 * k) as f64 / dim as f64)) as f32).collect();
+        let ids = rot_pos_ids(grid_thw, self.spatial_merge_size);
+        let n = ids.len();
+        let mut cos = Vec::with_capacity(n * hd);
+        let mut sin = Vec::with_capacity(n * hd);
+        for [r, c] in ids {
+            let f: Vec<f32> =
+                inv_freq.iter().map(|&f| r as f32 * f).chain(inv_freq.iter().map(|&f| c as f32 * f)).collect();
+            for _ in 0..2 {
+                cos.extend(f.iter().map(|a| a.cos()));
+                sin.extend(f.iter().map(|a| a.sin()));
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(cos, [n, 1, hd]), device),
+            Tensor::from_data(TensorData::new(sin, [n, 1, hd]), device),
+        )
+    }
+}

@@ -45,21 +45,19 @@ pub struct Manifest {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// Triplets queued for the writer thread at most; bounds memory.
-const WRITE_QUEUE: usize = 256;
+/// Bytes of serialised triplets handed to the writer thread at once.
+const WRITE_CHUNK: usize = 256 << 10;
+/// Chunks queued for the writer thread at most; bounds memory.
+const WRITE_QUEUE: usize = 4;
 
-/// Serialises and writes triplets: on a second thread where the platform has
-/// threads (serialisation and writing are about a third of an import's time),
-/// inline otherwise (wasm32).
+/// Writes serialised triplets. Serialisation stays on the caller's thread (the
+/// triplets were allocated there, and freeing them elsewhere contends on the
+/// allocator); the file writes and the final sync go to a second thread where
+/// the platform has threads, and are inline otherwise (wasm32).
 #[derive(Debug)]
 enum TripletOut {
     Inline(BufWriter<File>),
-    Threaded { tx: SyncSender<Triplet>, worker: JoinHandle<io::Result<()>> },
-}
-
-fn write_triplet(out: &mut BufWriter<File>, triplet: &Triplet) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, triplet)?;
-    out.write_all(b"\n")
+    Threaded { tx: SyncSender<Vec<u8>>, chunk: Vec<u8>, worker: JoinHandle<io::Result<()>> },
 }
 
 fn flush_and_sync(mut out: BufWriter<File>) -> io::Result<()> {
@@ -69,17 +67,17 @@ fn flush_and_sync(mut out: BufWriter<File>) -> io::Result<()> {
 
 impl TripletOut {
     fn create(path: &Path) -> io::Result<Self> {
-        let out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-        let (tx, rx) = sync_channel::<Triplet>(WRITE_QUEUE);
+        let file = File::create(path)?;
+        let (tx, rx) = sync_channel::<Vec<u8>>(WRITE_QUEUE);
         let spawned = std::thread::Builder::new().name("triplet-writer".into()).spawn(move || {
-            let mut out = out;
-            for triplet in rx {
-                write_triplet(&mut out, &triplet)?;
+            let mut file = file;
+            for chunk in rx {
+                file.write_all(&chunk)?;
             }
-            flush_and_sync(out)
+            file.sync_all()
         });
         match spawned {
-            Ok(worker) => Ok(TripletOut::Threaded { tx, worker }),
+            Ok(worker) => Ok(TripletOut::Threaded { tx, chunk: Vec::with_capacity(WRITE_CHUNK + 4096), worker }),
             // Nothing was written yet: reopen the file and write inline.
             Err(_) => {
                 Ok(TripletOut::Inline(BufWriter::with_capacity(1 << 20, File::options().write(true).open(path)?)))
@@ -87,12 +85,21 @@ impl TripletOut {
         }
     }
 
-    fn write(&mut self, triplet: Triplet) -> io::Result<()> {
+    fn write(&mut self, triplet: &Triplet) -> io::Result<()> {
         match self {
-            TripletOut::Inline(out) => write_triplet(out, &triplet),
-            // A closed channel means the writer stopped on an error, which `finish` reports.
-            TripletOut::Threaded { tx, .. } => {
-                tx.send(triplet).map_err(|_| io::Error::other("the triplet writer stopped (see the error at finish)"))
+            TripletOut::Inline(out) => {
+                serde_json::to_writer(&mut *out, triplet)?;
+                out.write_all(b"\n")
+            }
+            TripletOut::Threaded { tx, chunk, .. } => {
+                serde_json::to_writer(&mut *chunk, triplet)?;
+                chunk.push(b'\n');
+                if chunk.len() < WRITE_CHUNK {
+                    return Ok(());
+                }
+                let full = std::mem::replace(chunk, Vec::with_capacity(WRITE_CHUNK + 4096));
+                // A closed channel means the writer stopped on an error, which `finish` reports.
+                tx.send(full).map_err(|_| io::Error::other("the triplet writer stopped (see the error at finish)"))
             }
         }
     }
@@ -100,9 +107,15 @@ impl TripletOut {
     fn finish(self) -> io::Result<()> {
         match self {
             TripletOut::Inline(out) => flush_and_sync(out),
-            TripletOut::Threaded { tx, worker } => {
+            TripletOut::Threaded { tx, chunk, worker } => {
+                let sent = chunk.is_empty() || tx.send(chunk).is_ok();
                 drop(tx);
-                worker.join().map_err(|_| io::Error::other("the triplet writer thread panicked"))?
+                worker.join().map_err(|_| io::Error::other("the triplet writer thread panicked"))??;
+                if sent {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("the triplet writer stopped before the last triplets"))
+                }
             }
         }
     }
@@ -193,7 +206,7 @@ impl DatasetWriter {
     }
 
     /// Appends one triplet; its image and subject are registered if new.
-    pub fn push(&mut self, triplet: Triplet) -> Result<()> {
+    pub fn push(&mut self, triplet: &Triplet) -> Result<()> {
         if !self.image_index.contains_key(&triplet.image) {
             self.add_image(ImageInfo { id: triplet.image.clone(), file: None, width: None, height: None });
         }
@@ -358,9 +371,9 @@ mod tests {
     fn write_then_read_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = DatasetWriter::create(dir.path(), "t", "test").unwrap();
-        w.push(triplet("a", "img1", "s1")).unwrap();
-        w.push(triplet("b", "img2", "s1")).unwrap();
-        w.push(triplet("c", "img1", "s2")).unwrap();
+        w.push(&triplet("a", "img1", "s1")).unwrap();
+        w.push(&triplet("b", "img2", "s1")).unwrap();
+        w.push(&triplet("c", "img1", "s2")).unwrap();
         assert!(!dir.path().join(TRIPLETS_FILE).exists(), "triplets appear only on finish");
         let m = w.finish().unwrap();
         assert_eq!(m.triplets, 3);
@@ -383,7 +396,7 @@ mod tests {
     fn bad_triplet_line_names_line_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = DatasetWriter::create(dir.path(), "t", "test").unwrap();
-        w.push(triplet("a", "img1", "s1")).unwrap();
+        w.push(&triplet("a", "img1", "s1")).unwrap();
         w.finish().unwrap();
         let path = dir.path().join(TRIPLETS_FILE);
         let mut text = fs::read_to_string(&path).unwrap();

@@ -268,7 +268,7 @@ mod tests {
         let mut w = DatasetWriter::create(dir, "t", "test").unwrap();
         for s in 0..subjects {
             for i in 0..per_subject {
-                w.push(Triplet {
+                w.push(&Triplet {
                     id: format!("img{i}/s{s}"),
                     image: format!("img{i}"),
                     subject: format!("s{s}"),

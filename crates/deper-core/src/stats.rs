@@ -103,9 +103,9 @@ mod tests {
             trajectory: Trajectory { source: TrajectorySource::Mouse, steps },
             split,
         };
-        w.push(mk("1", "i1", "a", vec![step(1.0), step(3.0)], Split::Train)).unwrap();
-        w.push(mk("2", "i1", "b", vec![], Split::Train)).unwrap();
-        w.push(mk("3", "i2", "a", vec![step(2.0)], Split::Test)).unwrap();
+        w.push(&mk("1", "i1", "a", vec![step(1.0), step(3.0)], Split::Train)).unwrap();
+        w.push(&mk("2", "i1", "b", vec![], Split::Train)).unwrap();
+        w.push(&mk("3", "i2", "a", vec![step(2.0)], Split::Test)).unwrap();
         w.finish().unwrap();
         let s = dataset_stats(&Dataset::open(dir.path()).unwrap()).unwrap();
         assert_eq!((s.triplets, s.subjects, s.images, s.empty_trajectories, s.max_steps), (3, 2, 2, 1, 2));

@@ -239,3 +239,47 @@ fn sink_errors_stop_the_import() {
         import_ln(&fixture("ln_basic.jsonl"), &skip_bad(), &mut |_| Err(Error::invalid("disk full")), &mut |_| {});
     assert!(matches!(&result, Err(Error::Invalid(m)) if m == "disk full"), "{result:?}");
 }
+
+/// Files of thousands of lines are parsed in parallel chunks; results, errors and
+/// counts must be exactly those of a sequential pass.
+#[test]
+fn large_files_keep_order_errors_and_counts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("many.jsonl");
+    let mut f = std::fs::File::create(&path)?;
+    for i in 1..=3000 {
+        if i == 2000 {
+            writeln!(f, r#"{{"dataset_id": "d", "image_id": "{i}", "annotator_id": "oops": 1}}"#)?;
+        } else if i % 500 == 0 {
+            writeln!(f)?; // blank lines are not records
+        } else {
+            // x = 1.5 is clamped: two clamped points per record.
+            writeln!(
+                f,
+                r#"{{"dataset_id": "d", "image_id": "{i}", "annotator_id": {}, "caption": "c{i}", "traces": [[{{"x": 1.5, "y": 0.5, "t": 0.0}}, {{"x": 1.5, "y": 0.5, "t": 0.5}}]]}}"#,
+                i % 7
+            )?;
+        }
+    }
+    drop(f);
+    let records = 3000 - 5; // five blank lines (500, 1000, 1500, 2500, 3000)
+
+    let (result, triplets, _) = run(&path, &LnOptions::default());
+    let err = result.expect_err("line 2000 is malformed").to_string();
+    assert!(err.contains("many.jsonl:2000"), "{err}");
+    // Everything before the bad line reached the sink, in order, and nothing after it.
+    assert_eq!(triplets.len(), 1999 - 3);
+    assert_eq!(triplets.first().map(|t| t.image.as_str()), Some("1"));
+    assert_eq!(triplets.last().map(|t| t.image.as_str()), Some("1999"));
+
+    let (result, triplets, _) = run(&path, &skip_bad());
+    let report = result?;
+    assert_eq!(report.records, records);
+    assert_eq!(report.skipped, 1);
+    assert_eq!(report.triplets, records - 1);
+    assert_eq!(report.clamped_points, 2 * (records - 1));
+    let images: Vec<u32> = triplets.iter().map(|t| t.image.parse().unwrap_or(0)).collect();
+    assert!(images.windows(2).all(|w| w[0] < w[1]), "triplets arrive in file order");
+    assert_eq!(triplets.len(), records - 1);
+    Ok(())
+}

@@ -300,7 +300,7 @@ pub fn generate(
             }
             *summary.triplets_per_split.entry(split.as_str().to_string()).or_default() += 1;
             summary.triplets += 1;
-            writer.push(triplet)?;
+            writer.push(&triplet)?;
         }
         progress(index + 1, config.images);
     }

@@ -25,8 +25,11 @@
 //!
 //! Triplet id: `"{dataset_id}/{image_id}/{annotator_id}"`; image id: `image_id`.
 //! Ids are not de-duplicated here (that would need memory growing with the file):
-//! in Localized Narratives one annotator describes an image once, so ids are
-//! unique, and the dataset writer rejects duplicates.
+//! in Localized Narratives one annotator describes an image once, so ids are unique.
+//!
+//! Records are read in chunks of [`CHUNK`] lines; each chunk is parsed on all
+//! cores and handed to the sink in file order, so results, errors and counts are
+//! exactly those of a sequential pass (JSON parsing is most of an import's time).
 
 use super::{
     clean_trace, is_blank, line_str, open, parse_json_record, Id, ImportReport, LineReader, Progress, ProgressTicker,
@@ -73,6 +76,9 @@ struct LnRecord {
     traces: Option<Vec<Vec<LnPoint>>>,
 }
 
+/// Lines parsed together; bounds memory (a few MB of text) while giving each core enough work.
+const CHUNK: usize = 1024;
+
 /// Streams a Localized Narratives JSONL file into `sink`, one triplet per narrative.
 pub fn import_ln(
     path: &Path,
@@ -83,30 +89,85 @@ pub fn import_ln(
     let mut lines = LineReader::new(open(path)?);
     let mut report = ImportReport::default();
     let mut ticker = ProgressTicker::default();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    // (line number, bytes read so far after it, the line)
+    let mut chunk: Vec<(usize, u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
     loop {
-        let line_no = lines.line + 1;
-        let bytes = match lines.next_line() {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => return Err(crate::Error::io(path, e)),
-        };
-        if is_blank(bytes) {
-            continue;
-        }
-        report.records += 1;
-        let parsed = line_str(bytes, path, line_no).and_then(|text| parse_json_record::<LnRecord>(text, path, line_no));
-        match parsed {
-            Ok(rec) => {
-                let triplet = build(rec, opts, &mut report);
-                sink(triplet)?;
-                report.triplets += 1;
+        chunk.clear();
+        let mut at_end = false;
+        while chunk.len() < CHUNK {
+            let line_no = lines.line + 1;
+            match lines.next_line() {
+                Ok(Some(bytes)) if is_blank(bytes) => continue,
+                Ok(Some(bytes)) => {
+                    let owned = bytes.to_vec();
+                    chunk.push((line_no, lines.bytes, owned));
+                }
+                Ok(None) => {
+                    at_end = true;
+                    break;
+                }
+                Err(e) => return Err(crate::Error::io(path, e)),
             }
-            Err(err) => report.bad_record(err, opts.skip_bad)?,
         }
-        ticker.record(lines.bytes, progress);
+        for (result, &(_, bytes, _)) in parse_chunk(&chunk, path, opts, workers).into_iter().zip(&chunk) {
+            report.records += 1;
+            match result {
+                Ok((triplet, repairs)) => {
+                    report.absorb_repairs(&repairs);
+                    sink(triplet)?;
+                    report.triplets += 1;
+                }
+                Err(err) => report.bad_record(err, opts.skip_bad)?,
+            }
+            ticker.record(bytes, progress);
+        }
+        if at_end {
+            break;
+        }
     }
     ticker.report(lines.bytes, progress);
     Ok(report)
+}
+
+type Parsed = Result<(Triplet, ImportReport), crate::RecordError>;
+
+fn parse_line(line_no: usize, bytes: &[u8], path: &Path, opts: &LnOptions) -> Parsed {
+    let text = line_str(bytes, path, line_no)?;
+    let rec = parse_json_record::<LnRecord>(text, path, line_no)?;
+    let mut repairs = ImportReport::default();
+    let triplet = build(rec, opts, &mut repairs);
+    Ok((triplet, repairs))
+}
+
+/// Parses the lines of a chunk on up to `workers` threads, results in line order.
+fn parse_chunk(chunk: &[(usize, u64, Vec<u8>)], path: &Path, opts: &LnOptions, workers: usize) -> Vec<Parsed> {
+    let parse_all = |part: &[(usize, u64, Vec<u8>)]| -> Vec<Parsed> {
+        part.iter().map(|(line_no, _, bytes)| parse_line(*line_no, bytes, path, opts)).collect()
+    };
+    if workers <= 1 || chunk.len() < 64 {
+        return parse_all(chunk);
+    }
+    let per_worker = chunk.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = chunk
+            .chunks(per_worker)
+            .map(|part| {
+                // Where threads cannot be started (wasm32), the part is parsed here instead.
+                let handle = std::thread::Builder::new().spawn_scoped(scope, move || parse_all(part)).ok();
+                (part, handle)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(chunk.len());
+        for (part, handle) in parts {
+            match handle.map(|h| h.join()) {
+                Some(Ok(results)) => out.extend(results),
+                // A worker panic is a bug; parsing the part again here surfaces it on this thread.
+                Some(Err(_)) | None => out.extend(parse_all(part)),
+            }
+        }
+        out
+    })
 }
 
 fn build(rec: LnRecord, opts: &LnOptions, report: &mut ImportReport) -> Triplet {

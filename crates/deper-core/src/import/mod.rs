@@ -78,6 +78,18 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
+    /// Adds the repair counters of `other` (one record's) to these.
+    pub fn absorb_repairs(&mut self, other: &ImportReport) {
+        self.empty_trajectories += other.empty_trajectories;
+        self.clamped_points += other.clamped_points;
+        self.dropped_nonfinite_points += other.dropped_nonfinite_points;
+        self.dropped_backwards_time += other.dropped_backwards_time;
+        self.repaired_negative_durations += other.repaired_negative_durations;
+        self.dropped_over_step_limit += other.dropped_over_step_limit;
+        self.dropped_invalid_samples += other.dropped_invalid_samples;
+        self.missing_captions += other.missing_captions;
+    }
+
     /// Records a bad record: fails unless `skip_bad`, else counts it.
     pub fn bad_record(&mut self, err: RecordError, skip_bad: bool) -> crate::Result<()> {
         if !skip_bad {

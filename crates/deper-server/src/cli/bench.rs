@@ -38,6 +38,8 @@ pub enum BenchCommand {
 #[derive(Debug, Serialize)]
 struct ImportRun {
     records: usize,
+    /// Distinct images (and so manifest entries, the one thing an import keeps per record kind).
+    distinct_images: usize,
     file_mb: f64,
     seconds: f64,
     records_per_s: f64,
@@ -91,8 +93,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             } else {
                 for (name, r) in [("small", &result.small), ("large", &result.large)] {
                     println!(
-                        "{name:>6}: {} records, {:.0} MB in {:.2} s: {:.0} records/s, {:.0} MB/s, peak RSS {}",
+                        "{name:>6}: {} records ({} images), {:.0} MB in {:.2} s: {:.0} records/s, {:.0} MB/s, peak RSS {}",
                         r.records,
+                        r.distinct_images,
                         r.file_mb,
                         r.seconds,
                         r.records_per_s,
@@ -122,10 +125,10 @@ fn bench_one(work: &Path, records: usize, points: usize, tag: &str, keep_input: 
     let start = Instant::now();
     let mut writer = DatasetWriter::create(&out, tag, "localized_narratives")?;
     let report = {
-        let mut sink = |t| writer.push(t);
+        let mut sink = |t| writer.push(&t);
         import_ln(&input, &LnOptions::default(), &mut sink, &mut |_| {})?
     };
-    writer.finish()?;
+    let distinct_images = writer.finish()?.images.len();
     let seconds = start.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
     anyhow::ensure!(report.triplets == records, "imported {} of {records} records", report.triplets);
@@ -136,6 +139,7 @@ fn bench_one(work: &Path, records: usize, points: usize, tag: &str, keep_input: 
     let mb = bytes as f64 / 1e6;
     Ok(ImportRun {
         records,
+        distinct_images,
         file_mb: mb,
         seconds,
         records_per_s: records as f64 / seconds,

@@ -232,7 +232,7 @@ fn import_into(
                     writer.add_image(ImageInfo { id: t.image.clone(), file, width: None, height: None });
                 }
             }
-            writer.push(t)
+            writer.push(&t)
         };
         let mut progress = |bytes: u64| bar.set_position(bytes);
         importer(&mut sink, &mut progress)

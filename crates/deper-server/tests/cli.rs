@@ -153,3 +153,19 @@ fn caption_rejects_an_image_that_does_not_decode() {
     assert!(err.contains("bad.png"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_backend_not_compiled_in_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for device in ["wgpu", "cuda"] {
+        let out = deper(&["eval-fewshot", "--run", s(dir.path()), "--data", s(dir.path()), "--device", device]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        if cfg!(feature = "wgpu") && device == "wgpu" || cfg!(feature = "cuda") && device == "cuda" {
+            // Compiled in: the error is about the empty run folder instead.
+            assert!(err.contains("run folder"), "{err}");
+        } else {
+            assert!(err.contains(&format!("--features {device}")), "{err}");
+        }
+    }
+}

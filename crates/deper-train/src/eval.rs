@@ -204,7 +204,8 @@ pub struct FewShotReport {
 }
 
 /// Evaluates a stage-1 run on `data` (see [`FewShotReport`]).
-pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &B::Device) -> Result<FewShotReport> {
+/// A stage-1 run's description, weights and the dataset prepared as it was trained.
+fn open_run<B: Backend>(run: &Path, data: &Path, device: &B::Device) -> Result<(RunInfo, Deper<B>, Prepared)> {
     let info = RunInfo::load(run)?;
     if info.stage != STAGE1 {
         return Err(TrainError::Checkpoint {
@@ -220,6 +221,12 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
         info.config.train.max_caption_tokens,
         &info.subjects,
     )?;
+    Ok((info, model, prep))
+}
+
+/// Evaluates a stage-1 run on `data` (see [`FewShotReport`]).
+pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &B::Device) -> Result<FewShotReport> {
+    let (info, model, prep) = open_run::<B>(run, data, device)?;
     let batch = info.config.train.batch_size;
 
     let seen = evaluate_seen(&model, &prep, &prep.partition.test, info.subjects.len(), batch, device)?;
@@ -318,15 +325,7 @@ pub fn embed<B: Backend>(
     shots: usize,
     device: &B::Device,
 ) -> Result<Embeddings> {
-    let info = RunInfo::load(run)?;
-    let model: Deper<B> = load_model(run, &info, device)?;
-    let prep = prepare(
-        data,
-        &info.config.train.backbone,
-        &info.vocab(),
-        info.config.train.max_caption_tokens,
-        &info.subjects,
-    )?;
+    let (info, model, prep) = open_run::<B>(run, data, device)?;
     let seed = prep.splits.seed;
     let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in prep.samples.iter().enumerate() {

@@ -65,8 +65,7 @@
 //! Triplet id: `"{image}/{subject}"`; image id: `image` as written; source: gaze.
 
 use super::{
-    clean_trace, is_blank, line_str, open, parse_json_record, Id, ImportReport, LineReader, Progress, ProgressTicker,
-    Sink,
+    clean_trace, line_str, open, parse_json_record, Id, ImportReport, LineReader, Progress, ProgressTicker, Sink,
 };
 use crate::trajectory::{fixations_to_steps, GazeParams};
 use crate::{Description, RawSample, RecordError, Split, Trajectory, TrajectorySource, Triplet};
@@ -456,16 +455,7 @@ fn load_captions(
 ) -> crate::Result<HashMap<(String, String), String>> {
     let mut lines = LineReader::new(open(path)?);
     let mut captions = HashMap::new();
-    loop {
-        let line_no = lines.line + 1;
-        let bytes = match lines.next_line() {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => return Err(crate::Error::io(path, e)),
-        };
-        if is_blank(bytes) {
-            continue;
-        }
+    while let Some((line_no, bytes)) = lines.next_record(path)? {
         match line_str(bytes, path, line_no).and_then(|t| parse_json_record::<CaptionRecord>(t, path, line_no)) {
             Ok(c) => {
                 captions.insert((c.subject.0, c.image.0), c.caption);
@@ -517,16 +507,7 @@ pub fn import_gaze(
     let mut finished: HashSet<(String, String)> = HashSet::new();
     let path = samples_path;
 
-    loop {
-        let line_no = lines.line + 1;
-        let bytes = match lines.next_line() {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => return Err(crate::Error::io(path, e)),
-        };
-        if is_blank(bytes) {
-            continue;
-        }
+    while let Some((line_no, bytes)) = lines.next_record(path)? {
         let text = match line_str(bytes, path, line_no) {
             Ok(t) => t,
             Err(err) if columns.is_none() && format != Some(SampleFormat::JsonLines) => return Err(err.into()),

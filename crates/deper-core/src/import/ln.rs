@@ -32,8 +32,7 @@
 //! exactly those of a sequential pass (JSON parsing is most of an import's time).
 
 use super::{
-    clean_trace, is_blank, line_str, open, parse_json_record, Id, ImportReport, LineReader, Progress, ProgressTicker,
-    Sink,
+    clean_trace, line_str, open, parse_json_record, Id, ImportReport, LineReader, Progress, ProgressTicker, Sink,
 };
 use crate::trajectory::{mouse_trace_to_steps, DwellParams};
 use crate::{Description, RawSample, Split, Trajectory, TrajectorySource, Triplet, Utterance};
@@ -96,18 +95,15 @@ pub fn import_ln(
         chunk.clear();
         let mut at_end = false;
         while chunk.len() < CHUNK {
-            let line_no = lines.line + 1;
-            match lines.next_line() {
-                Ok(Some(bytes)) if is_blank(bytes) => continue,
-                Ok(Some(bytes)) => {
+            match lines.next_record(path)? {
+                Some((line_no, bytes)) => {
                     let owned = bytes.to_vec();
                     chunk.push((line_no, lines.bytes, owned));
                 }
-                Ok(None) => {
+                None => {
                     at_end = true;
                     break;
                 }
-                Err(e) => return Err(crate::Error::io(path, e)),
             }
         }
         for (result, &(_, bytes, _)) in parse_chunk(&chunk, path, opts, workers).into_iter().zip(&chunk) {

@@ -200,6 +200,23 @@ impl<R: BufRead> LineReader<R> {
         }
         self.line += 1;
         self.bytes += n as u64;
+        Ok(Some(self.current()))
+    }
+
+    /// The next line that is not blank, with its 1-based number; I/O errors name `path`.
+    pub(crate) fn next_record(&mut self, path: &Path) -> crate::Result<Option<(usize, &[u8])>> {
+        loop {
+            match self.next_line() {
+                Ok(Some(line)) if is_blank(line) => continue,
+                Ok(Some(_)) => return Ok(Some((self.line, self.current()))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(crate::Error::io(path, e)),
+            }
+        }
+    }
+
+    /// The line last read, without its terminator.
+    fn current(&self) -> &[u8] {
         let mut line: &[u8] = &self.buf;
         if let Some(rest) = line.strip_suffix(b"\n") {
             line = rest;
@@ -207,7 +224,7 @@ impl<R: BufRead> LineReader<R> {
         if let Some(rest) = line.strip_suffix(b"\r") {
             line = rest;
         }
-        Ok(Some(line))
+        line
     }
 }
 

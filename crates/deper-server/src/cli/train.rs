@@ -14,17 +14,44 @@ pub enum DeviceKind {
     Cuda,
 }
 
-type CpuBackend = burn::backend::NdArray;
-type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+/// Runs `$body` with `$B` (inference backend), `$AD` (its autodiff) and `$device`
+/// bound for the chosen device; backends not compiled in give an error naming the feature.
+macro_rules! with_backend {
+    ($kind:expr, $B:ident, $AD:ident, $device:ident => $body:expr) => {
+        match $kind {
+            DeviceKind::Cpu => {
+                type $B = burn::backend::NdArray;
+                #[allow(dead_code)]
+                type $AD = burn::backend::Autodiff<$B>;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => {
+                type $B = burn::backend::Cuda;
+                #[allow(dead_code)]
+                type $AD = burn::backend::Autodiff<$B>;
+                let $device = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            DeviceKind::Wgpu => {
+                type $B = burn::backend::Wgpu;
+                #[allow(dead_code)]
+                type $AD = burn::backend::Autodiff<$B>;
+                let $device = burn::backend::wgpu::WgpuDevice::default();
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(crate::cli::train::missing_backend(other)),
+        }
+    };
+}
+pub(crate) use with_backend;
 
-pub(crate) fn require_cpu(device: DeviceKind) -> anyhow::Result<()> {
-    match device {
-        DeviceKind::Cpu => Ok(()),
-        other => anyhow::bail!(
-            "--device {}: this build of deper has only the CPU backend (the wgpu and CUDA backends are not compiled in yet)",
-            format!("{other:?}").to_lowercase()
-        ),
-    }
+pub(crate) fn missing_backend(device: DeviceKind) -> anyhow::Error {
+    let name = format!("{device:?}").to_lowercase();
+    anyhow::anyhow!("--device {name}: this build has no {name} backend; rebuild with `cargo build --release -p deper-server --features {name}`")
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +123,6 @@ pub enum Preset {
 pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Stage1(args) => {
-            require_cpu(args.device)?;
             let mut config = match &args.config {
                 Some(path) => Stage1Config::load(path)?,
                 None => Stage1Config::default(),
@@ -123,41 +149,31 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
             if args.no_trajectory {
                 config.model.no_trajectory = true;
             }
-            let device = Default::default();
             let mut bar = None;
-            let metrics = stage1::train::<CpuTrainBackend>(
-                &args.data,
-                &args.out,
-                config,
-                args.resume,
-                &device,
-                &mut |p| match p {
-                    Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-                        let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
-                        bar = Some(count_bar(remaining as u64, "stage 1"));
+            let mut on_progress = |p: Progress| match p {
+                Progress::Start { epochs, batches_per_epoch, first_epoch } => {
+                    let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
+                    bar = Some(count_bar(remaining as u64, "stage 1"));
+                }
+                Progress::Batch { epoch, loss, .. } => {
+                    if let Some(b) = &bar {
+                        b.inc(1);
+                        b.set_message(format!("ep {epoch} {loss:.3}"));
                     }
-                    Progress::Batch { epoch, loss, .. } => {
-                        if let Some(b) = &bar {
-                            b.inc(1);
-                            b.set_message(format!("ep {epoch} {loss:.3}"));
-                        }
+                }
+                Progress::Epoch(m) => {
+                    if let Some(b) = &bar {
+                        b.println(format!(
+                            "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
+                            m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou, m.samples_per_s
+                        ));
                     }
-                    Progress::Epoch(m) => {
-                        if let Some(b) = &bar {
-                            b.println(format!(
-                                "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
-                                m.epoch,
-                                m.train_loss,
-                                m.val_subject_acc,
-                                m.val_macro_f1,
-                                m.val_box_iou,
-                                m.samples_per_s
-                            ));
-                        }
-                    }
-                },
-            )
-            .with_context(|| format!("training stage 1 into {}", args.out.display()))?;
+                }
+            };
+            let metrics: Vec<stage1::EpochMetrics> = with_backend!(args.device, B, AD, device => {
+                stage1::train::<AD>(&args.data, &args.out, config, args.resume, &device, &mut on_progress)
+                    .with_context(|| format!("training stage 1 into {}", args.out.display()))
+            })?;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -188,8 +204,9 @@ pub struct EvalFewShotArgs {
 }
 
 pub fn eval_fewshot(args: EvalFewShotArgs) -> anyhow::Result<()> {
-    require_cpu(args.device)?;
-    let report = deper_train::eval::eval_fewshot::<CpuBackend>(&args.run, &args.data, args.shots, &Default::default())?;
+    let report = with_backend!(args.device, B, AD, device => {
+        deper_train::eval::eval_fewshot::<B>(&args.run, &args.data, args.shots, &device).map_err(anyhow::Error::from)
+    })?;
     if args.json {
         return super::print_json(&report);
     }
@@ -227,17 +244,13 @@ pub struct EmbedArgs {
 }
 
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
-    require_cpu(args.device)?;
     if args.shots == 0 {
         anyhow::bail!("--shots must be at least 1");
     }
-    let emb = deper_train::eval::embed::<CpuBackend>(
-        &args.run,
-        &args.data,
-        args.subjects.as_deref(),
-        args.shots,
-        &Default::default(),
-    )?;
+    let emb = with_backend!(args.device, B, AD, device => {
+        deper_train::eval::embed::<B>(&args.run, &args.data, args.subjects.as_deref(), args.shots, &device)
+            .map_err(anyhow::Error::from)
+    })?;
     deper_core::dataset::write_json_atomic(&args.out, &emb)?;
     eprintln!("wrote {} subject embeddings (dim {}) to {}", emb.subjects.len(), emb.dim, args.out.display());
     Ok(())

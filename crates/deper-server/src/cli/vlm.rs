@@ -1,12 +1,10 @@
 //! `deper caption` and `deper vlm forward`: the frozen VLM from a Hugging Face model folder.
 
-use super::train::{require_cpu, DeviceKind};
+use super::train::{with_backend, DeviceKind};
 use clap::{Args, Subcommand};
 use deper_vlm::{PersonaVectors, Vlm};
 use std::io::Write;
 use std::path::PathBuf;
-
-type CpuBackend = burn::backend::NdArray;
 
 #[derive(Debug, Subcommand)]
 pub enum VlmCommand {
@@ -28,9 +26,10 @@ pub enum VlmCommand {
 pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
     match cmd {
         VlmCommand::Forward { model, inputs, out, device } => {
-            require_cpu(device)?;
-            let vlm = Vlm::<CpuBackend>::load(&model, &Default::default())?;
-            vlm.forward_file(&inputs, &out)?;
+            with_backend!(device, B, AD, dev => {
+                let vlm = Vlm::<B>::load(&model, &dev)?;
+                vlm.forward_file(&inputs, &out).map_err(anyhow::Error::from)
+            })?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
@@ -64,19 +63,21 @@ pub struct CaptionArgs {
 }
 
 pub fn caption(args: CaptionArgs) -> anyhow::Result<()> {
-    require_cpu(args.device)?;
-    let vlm = Vlm::<CpuBackend>::load(&args.model, &Default::default())?;
     let persona = args.persona.as_deref().map(PersonaVectors::from_file).transpose()?;
-    let generation = vlm.generation_config(args.max_new_tokens);
     let streaming = !args.json;
     let mut stderr = std::io::stderr();
-    let caption = vlm.caption(&args.image, &args.prompt, persona.as_ref(), &generation, &mut |_| {
+    let mut on_token = |_| {
         if streaming {
             // A dot per token: progress while the text is produced.
             let _ = write!(stderr, ".");
             let _ = stderr.flush();
         }
         true
+    };
+    let caption = with_backend!(args.device, B, AD, dev => {
+        let vlm = Vlm::<B>::load(&args.model, &dev)?;
+        let generation = vlm.generation_config(args.max_new_tokens);
+        vlm.caption(&args.image, &args.prompt, persona.as_ref(), &generation, &mut on_token).map_err(anyhow::Error::from)
     })?;
     if streaming {
         eprintln!();

@@ -76,7 +76,18 @@ impl<B: Backend> TrajectoryBatch<B> {
     pub fn roi_weights(&self, h: usize, w: usize) -> Tensor<B, 3> {
         let [batch, steps, _] = self.boxes.dims();
         let boxes: Vec<f32> = self.boxes.to_data().convert::<f32>().to_vec().expect("boxes read back as f32");
-        let valid: Vec<bool> = self.mask.to_data().to_vec().expect("mask read back as bool");
+        // Backends store bools differently (CUDA as u8): read the mask back as integers.
+        let valid: Vec<bool> = self
+            .mask
+            .clone()
+            .int()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .expect("mask read back as integers")
+            .into_iter()
+            .map(|v| v != 0)
+            .collect();
         let weights = roi_pool_weights(&boxes, &valid, h, w);
         Tensor::from_data(TensorData::new(weights, [batch, steps, h * w]), &self.boxes.device())
     }

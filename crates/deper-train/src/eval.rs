@@ -45,7 +45,8 @@ pub fn run_model<B: Backend>(
         let batch = make_batch::<B>(&samples, &prep.features, device)?;
         let o = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
         let [n, d] = o.z_s.dims();
-        let z: Vec<f32> = o.z_s.into_data().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        let z: Vec<f32> =
+            o.z_s.into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
         out.z_s.extend(z.chunks(d).map(<[f32]>::to_vec));
         let pred: Vec<i64> = o
             .subject_logits
@@ -56,7 +57,8 @@ pub fn run_model<B: Backend>(
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         out.predicted_subject.extend(pred.into_iter().map(|p| p as usize));
         let [_, steps, _] = o.pred_boxes.dims();
-        let b: Vec<f32> = o.pred_boxes.into_data().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        let b: Vec<f32> =
+            o.pred_boxes.into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
         for i in 0..n {
             out.boxes.push(
                 (0..steps)

@@ -32,6 +32,7 @@ macro_rules! with_backend {
                 #[allow(dead_code)]
                 type $AD = burn::backend::Autodiff<$B>;
                 let $device = burn::backend::cuda::CudaDevice::default();
+                crate::cli::train::probe_device::<$B>(&$device, "cuda")?;
                 $body
             }
             #[cfg(feature = "wgpu")]
@@ -40,6 +41,7 @@ macro_rules! with_backend {
                 #[allow(dead_code)]
                 type $AD = burn::backend::Autodiff<$B>;
                 let $device = burn::backend::wgpu::WgpuDevice::default();
+                crate::cli::train::probe_device::<$B>(&$device, "wgpu")?;
                 $body
             }
             #[allow(unreachable_patterns)]
@@ -48,6 +50,24 @@ macro_rules! with_backend {
     };
 }
 pub(crate) use with_backend;
+
+/// Runs one tiny operation on `device`: GPU runtimes panic when no driver is
+/// found, and that must be a clear error, not a crash.
+#[allow(dead_code)] // used only with a GPU feature
+pub(crate) fn probe_device<B: burn::tensor::backend::Backend>(device: &B::Device, name: &str) -> anyhow::Result<()> {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::ones([1], device).into_data().convert::<f32>().to_vec::<f32>().ok()
+    }));
+    std::panic::set_hook(previous_hook);
+    match probe {
+        Ok(Some(v)) if v == [1.0] => Ok(()),
+        _ => anyhow::bail!(
+            "--device {name}: the {name} runtime could not start on this machine (is a GPU driver installed and are its libraries on the library path?)"
+        ),
+    }
+}
 
 pub(crate) fn missing_backend(device: DeviceKind) -> anyhow::Error {
     let name = format!("{device:?}").to_lowercase();

@@ -104,6 +104,10 @@ pub struct TrainSettings {
     /// Batches whose gradients are summed before one optimizer step.
     pub grad_accum: usize,
     pub lr: f64,
+    /// `constant` (the default), or `cosine`: linear warm-up over `warmup_fraction` of the
+    /// optimizer steps, then cosine decay to 10 % of `lr`.
+    pub lr_schedule: LrSchedule,
+    pub warmup_fraction: f64,
     pub weight_decay: f64,
     pub clip_norm: f32,
     pub seed: u64,
@@ -119,11 +123,43 @@ impl Default for TrainSettings {
             batch_size: 32,
             grad_accum: 1,
             lr: 5e-4,
+            lr_schedule: LrSchedule::Constant,
+            warmup_fraction: 0.05,
             weight_decay: 0.01,
             clip_norm: 1.0,
             seed: 0,
             max_caption_tokens: 64,
             backbone: features::PIXEL_STATS.into(),
+        }
+    }
+}
+
+/// Learning-rate schedule of stage 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+}
+
+impl TrainSettings {
+    /// Learning rate at optimizer step `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let total = total.max(1) as f64;
+                let warmup = (self.warmup_fraction.clamp(0.0, 1.0) * total).max(1.0);
+                let s = step as f64;
+                if s < warmup {
+                    self.lr * (s + 1.0) / warmup
+                } else {
+                    let progress = ((s - warmup) / (total - warmup).max(1.0)).min(1.0);
+                    let floor = 0.1 * self.lr;
+                    floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
         }
     }
 }
@@ -414,6 +450,9 @@ pub fn train<B: AutodiffBackend>(
     let mut bank: SubjectMemoryBank = loss_config.init_bank();
     let batch_size = config.train.batch_size;
     let batches_per_epoch = prep.partition.train.len().div_ceil(batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.train.grad_accum);
+    let total_optimizer_steps = steps_per_epoch * config.train.epochs;
+    let mut optimizer_step = steps_per_epoch * state.epochs_done;
     progress(Progress::Start { epochs: config.train.epochs, batches_per_epoch, first_epoch: state.epochs_done + 1 });
     let mut all_metrics = Vec::new();
 
@@ -440,7 +479,9 @@ pub fn train<B: AutodiffBackend>(
             let grads = GradientsParams::from_grads(losses.total.backward(), &model);
             accumulator.accumulate(&model, grads);
             if (b + 1) % config.train.grad_accum == 0 || b + 1 == batches_per_epoch {
-                model = optim.step(config.train.lr, model, accumulator.grads());
+                let lr = config.train.lr_at(optimizer_step, total_optimizer_steps);
+                model = optim.step(lr, model, accumulator.grads());
+                optimizer_step += 1;
             }
             bank.update(out.z_s.detach(), &batch.labels);
             progress(Progress::Batch { epoch, batch: b + 1, loss: total });
@@ -493,4 +534,28 @@ fn append_metrics(path: &PathBuf, metrics: &EpochMetrics) -> Result<()> {
         .map_err(|e| TrainError::Io { path: path.clone(), source: e })?;
     let line = serde_json::to_string(metrics).map_err(|e| TrainError::Config(e.to_string()))?;
     writeln!(file, "{line}").map_err(|e| TrainError::Io { path: path.clone(), source: e })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_warms_up_then_decays_to_a_tenth() {
+        let t = TrainSettings {
+            lr: 1.0,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_fraction: 0.1,
+            ..TrainSettings::default()
+        };
+        // 100 steps: warm-up over 10 steps, then cosine from 1.0 to 0.1.
+        assert!((t.lr_at(0, 100) - 0.1).abs() < 1e-12);
+        assert!((t.lr_at(9, 100) - 1.0).abs() < 1e-12);
+        assert!((t.lr_at(10, 100) - 1.0).abs() < 1e-12);
+        assert!((t.lr_at(55, 100) - 0.55).abs() < 1e-12, "{}", t.lr_at(55, 100));
+        assert!((t.lr_at(100, 100) - 0.1).abs() < 1e-12);
+        let c = TrainSettings { lr: 0.5, ..TrainSettings::default() };
+        assert_eq!(c.lr_at(0, 10), 0.5);
+        assert_eq!(c.lr_at(9, 10), 0.5);
+    }
 }

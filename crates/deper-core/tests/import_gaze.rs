@@ -196,18 +196,11 @@ fn bad_caption_lines() -> TestResult {
     assert_eq!(err.line, 2);
     assert!(err.message.contains("missing field `caption`"), "{}", err.message);
 
-    let mut texts = Vec::new();
     let options = GazeImportOptions { skip_bad: true, ..options };
-    let report = import_gaze(
-        &fixture("gaze_pixels.csv"),
-        Some(caps.path()),
-        &options,
-        &mut |t| {
-            texts.push(t.description.text);
-            Ok(())
-        },
-        &mut |_| {},
-    )?;
+    let (report, triplets, _) =
+        collect(|sink, progress| import_gaze(&fixture("gaze_pixels.csv"), Some(caps.path()), &options, sink, progress));
+    let report = report?;
+    let texts: Vec<String> = triplets.into_iter().map(|t| t.description.text).collect();
     assert_eq!(report.skipped, 1);
     assert_eq!(report.missing_captions, 0);
     assert_eq!(texts, ["A photo."]);
@@ -229,18 +222,11 @@ fn nan_and_inf_from_csv_are_dropped() -> TestResult {
 
 #[test]
 fn no_captions_file() -> TestResult {
-    let mut texts = Vec::new();
     let options = GazeImportOptions { time_unit: TimeUnit::Milliseconds, ..opts() };
-    let report = import_gaze(
-        &fixture("gaze_samples.csv"),
-        None,
-        &options,
-        &mut |t| {
-            texts.push(t.description.text);
-            Ok(())
-        },
-        &mut |_| {},
-    )?;
+    let (report, triplets, _) =
+        collect(|sink, progress| import_gaze(&fixture("gaze_samples.csv"), None, &options, sink, progress));
+    let report = report?;
+    let texts: Vec<String> = triplets.into_iter().map(|t| t.description.text).collect();
     assert_eq!(report.triplets, 3);
     assert_eq!(report.missing_captions, 3);
     assert!(texts.iter().all(String::is_empty));

@@ -73,15 +73,12 @@ pub fn run_model<B: Backend>(
     Ok(out)
 }
 
-/// Mean IoU between predicted boxes and a trajectory's steps, step by step.
+/// Summed IoU between predicted boxes and a trajectory's steps, step by step, and the
+/// number of true steps (at most 30); a true step with no prediction counts as IoU 0.
 pub fn trajectory_iou(pred: &[BBox], truth: &Trajectory) -> (f64, usize) {
-    let mut sum = 0.0;
-    let mut n = 0;
-    for (p, step) in pred.iter().zip(truth.steps.iter().take(MAX_STEPS)) {
-        sum += p.iou(&step.bbox);
-        n += 1;
-    }
-    (sum, n)
+    let steps = truth.steps.len().min(MAX_STEPS);
+    let sum = pred.iter().zip(&truth.steps[..steps]).map(|(p, step)| p.iou(&step.bbox)).sum();
+    (sum, steps)
 }
 
 /// Accuracy and macro-F1 over classes that occur in `truth` or `pred`.
@@ -111,7 +108,6 @@ pub fn evaluate_seen<B: Backend>(
     model: &Deper<B>,
     prep: &Prepared,
     indices: &[usize],
-    _num_subjects: usize,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<SeenMetrics> {
@@ -231,7 +227,7 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
     let (info, model, prep) = open_run::<B>(run, data, device)?;
     let batch = info.config.train.batch_size;
 
-    let seen = evaluate_seen(&model, &prep, &prep.partition.test, info.subjects.len(), batch, device)?;
+    let seen = evaluate_seen(&model, &prep, &prep.partition.test, batch, device)?;
     let means = mean_trajectories(&prep, &prep.partition.train);
     let (mut base, mut steps) = (0.0, 0usize);
     for &i in &prep.partition.test {
@@ -239,8 +235,7 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
         if let Some(mean) = means.get(&s.subject) {
             let (sum, n) = trajectory_iou(mean, &s.trajectory);
             base += sum;
-            steps += s.trajectory.steps.len().min(MAX_STEPS);
-            let _ = n;
+            steps += n;
         }
     }
 
@@ -431,6 +426,8 @@ mod tests {
         };
         let (sum, n) = trajectory_iou(&[b(0.0), b(0.6), b(0.9)], &truth);
         assert_eq!(n, 2);
+        // A shorter prediction still counts every true step.
+        assert_eq!(trajectory_iou(&[b(0.0)], &truth), (1.0, 2));
         // Step 2 overlaps 0.1 of 0.2 width: IoU = 0.02 / (0.04 + 0.04 − 0.02) = 1/3.
         assert!((sum - (1.0 + 1.0 / 3.0)).abs() < 1e-9, "{sum}");
     }

@@ -24,7 +24,7 @@ use deper_model::{Deper, DeperConfig, EncoderForm, Stage1LossConfig, SubjectMemo
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::data::{make_batch, make_samples, partition, Partition, Sample};
 use crate::eval::{evaluate_seen, SeenMetrics};
@@ -176,8 +176,7 @@ pub struct Stage1Config {
 impl Stage1Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.into(), source: e })?;
-        let mut de = serde_json::Deserializer::from_str(&text);
-        serde_path_to_error_free(&mut de).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -207,12 +206,6 @@ impl Stage1Config {
             .with_temperature(self.loss.temperature)
             .with_bank_capacity(self.loss.bank_capacity)
     }
-}
-
-fn serde_path_to_error_free<T: serde::de::DeserializeOwned>(
-    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
-) -> std::result::Result<T, String> {
-    T::deserialize(de).map_err(|e| e.to_string())
 }
 
 /// `RUN/run.json`: what a run folder holds, read by evaluation, embedding and resume.
@@ -489,8 +482,7 @@ pub fn train<B: AutodiffBackend>(
         let train_seconds = started.elapsed().as_secs_f64();
 
         let valid = model.valid();
-        let val: SeenMetrics =
-            evaluate_seen(&valid, &prep, &prep.partition.val, info.subjects.len(), batch_size, device)?;
+        let val: SeenMetrics = evaluate_seen(&valid, &prep, &prep.partition.val, batch_size, device)?;
         let n = n_batches.max(1) as f64;
         let metrics = EpochMetrics {
             epoch,
@@ -526,14 +518,14 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
 }
 
-fn append_metrics(path: &PathBuf, metrics: &EpochMetrics) -> Result<()> {
+fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| TrainError::Io { path: path.clone(), source: e })?;
+        .map_err(|e| TrainError::Io { path: path.into(), source: e })?;
     let line = serde_json::to_string(metrics).map_err(|e| TrainError::Config(e.to_string()))?;
-    writeln!(file, "{line}").map_err(|e| TrainError::Io { path: path.clone(), source: e })
+    writeln!(file, "{line}").map_err(|e| TrainError::Io { path: path.into(), source: e })
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! `deper synth`: the synthetic personas world, the embedded default data set.
 
-use super::dataset::SplitArgs;
 use crate::progress::count_bar;
 use clap::Args;
 use deper_core::dataset::Dataset;
-use deper_core::split::apply_splits;
+use deper_core::split::{apply_splits, SplitConfig, UnseenChoice};
 use deper_core::stats::dataset_stats;
 use deper_synth::SynthConfig;
 use std::path::PathBuf;
@@ -52,17 +51,15 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let ds = Dataset::open(&args.out)?;
-    let split = SplitArgs {
-        dir: args.out.clone(),
-        val: 0.1,
-        test: 0.1,
-        keep_image_splits: true,
-        unseen: None,
-        unseen_fraction: args.unseen_fraction,
-        shots: args.shots,
+    // The generator already assigned image splits; choose unseen subjects and support sets.
+    let split = SplitConfig {
         seed: args.seed,
+        unseen: UnseenChoice::Fraction(args.unseen_fraction),
+        shots: args.shots,
+        keep_image_splits: true,
+        ..SplitConfig::default()
     };
-    let splits = apply_splits(&ds, &split.config())?;
+    let splits = apply_splits(&ds, &split)?;
     let stats = dataset_stats(&ds)?;
     eprintln!(
         "wrote {} ({} triplets, {} subjects of which unseen: {})",

@@ -9,18 +9,21 @@
 //!   injected at persona-token positions, logits, and KV-cache generation with a streaming callback.
 //! - [`cache`], [`sampling`], [`tokenizer`], [`preprocess`]: KV cache, seeded sampler, tokenizer + chat
 //!   template, and `Qwen2VLImageProcessor`.
+//! - [`export`]: `save_pretrained` in the hub layout; [`train`]: the batched teacher-forced caption loss.
 //! - [`pipeline`]: [`pipeline::Vlm`], what the `deper caption` and `deper vlm forward` commands call.
 //!
 //! Everything is generic over the burn backend; the backend is chosen by the caller.
 
 pub mod cache;
 pub mod config;
+pub mod export;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod pretrained;
 pub mod sampling;
 pub mod text;
+pub mod train;
 pub mod tokenizer;
 pub mod vision;
 

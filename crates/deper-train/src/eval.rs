@@ -170,7 +170,7 @@ fn normalized(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
-fn mean_vector(vectors: &[&Vec<f32>]) -> Vec<f32> {
+pub fn mean_vector(vectors: &[&Vec<f32>]) -> Vec<f32> {
     let d = vectors.first().map_or(0, |v| v.len());
     let mut m = vec![0.0; d];
     for v in vectors {
@@ -201,9 +201,8 @@ pub struct FewShotReport {
     pub unseen_queries: usize,
 }
 
-/// Evaluates a stage-1 run on `data` (see [`FewShotReport`]).
 /// A stage-1 run's description, weights and the dataset prepared as it was trained.
-fn open_run<B: Backend>(run: &Path, data: &Path, device: &B::Device) -> Result<(RunInfo, Deper<B>, Prepared)> {
+pub fn open_run<B: Backend>(run: &Path, data: &Path, device: &B::Device) -> Result<(RunInfo, Deper<B>, Prepared)> {
     let info = RunInfo::load(run)?;
     if info.stage != STAGE1 {
         return Err(TrainError::Checkpoint {

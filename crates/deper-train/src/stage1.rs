@@ -507,7 +507,7 @@ pub fn train<B: AutodiffBackend>(
         Recorder::<B>::record(&recorder(), optim.to_record(), opt_path.clone())
             .map_err(|e| TrainError::Checkpoint { path: opt_path, message: e.to_string() })?;
         write_json_atomic(&run.join(STATE_FILE), &TrainState { epochs_done: epoch })?;
-        append_metrics(&run.join(METRICS_FILE), &metrics)?;
+        append_jsonl(&run.join(METRICS_FILE), &metrics)?;
         progress(Progress::Epoch(metrics.clone()));
         all_metrics.push(metrics);
     }
@@ -518,7 +518,8 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
 }
 
-fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
+/// Appends one JSON line to `path` (a metrics log).
+pub fn append_jsonl<T: Serialize>(path: &Path, metrics: &T) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

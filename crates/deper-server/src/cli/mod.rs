@@ -3,6 +3,7 @@
 mod bench;
 mod dataset;
 mod import;
+mod personal;
 mod synth;
 mod train;
 mod vlm;
@@ -38,6 +39,8 @@ pub enum Command {
     EvalFewshot(train::EvalFewShotArgs),
     /// Write one mean z_s per subject from K support triplets (works for subjects never trained on).
     Embed(train::EmbedArgs),
+    /// Train the tiny frozen captioner (Qwen2-VL architecture, Hugging Face layout) on the synthetic world.
+    PretrainVlm(personal::PretrainVlmArgs),
     /// Caption an image with a Hugging Face Qwen2-VL folder, optionally with persona vectors.
     Caption(vlm::CaptionArgs),
     /// Low-level VLM tools.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::train(cmd),
         Command::EvalFewshot(args) => train::eval_fewshot(args),
         Command::Embed(args) => train::embed(args),
+        Command::PretrainVlm(args) => personal::pretrain_vlm(args),
         Command::Caption(args) => vlm::caption(args),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

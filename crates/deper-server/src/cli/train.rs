@@ -102,6 +102,8 @@ pub fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
 pub enum TrainCommand {
     /// Stage 1: the subject encoder (trajectory reconstruction + subject classification + contrastive).
     Stage1(Stage1Args),
+    /// Stage 2: condition the frozen VLM on z_s through the adapter (or the per-subject PT baseline).
+    Stage2(super::personal::Stage2Args),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +144,7 @@ pub enum Preset {
 
 pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
+        TrainCommand::Stage2(args) => super::personal::train_stage2(args),
         TrainCommand::Stage1(args) => {
             let mut config = match &args.config {
                 Some(path) => Stage1Config::load(path)?,

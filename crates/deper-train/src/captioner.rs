@@ -1,0 +1,542 @@
+//! The tiny frozen captioner of the offline world (`deper pretrain-vlm`).
+//!
+//! A small model of the Qwen2-VL architecture, trained from scratch on the synthetic world's
+//! train-split images and saved in the Hugging Face layout (`config.json`, `model.safetensors`,
+//! `tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`, `preprocessor_config.json`,
+//! `generation_config.json`), so the loading code that serves a real checkpoint serves it too.
+//!
+//! What it learns from (train-split images only, no subject identity anywhere):
+//! - `"Describe the image."` → the scene's subject-neutral caption (`scenes.jsonl`);
+//! - `"Describe the image in the style of <|persona|>."`, with the persona token's own, generic
+//!   embedding → the descriptions people wrote of that image, pooled over subjects.
+//!
+//! The second kind stands in for what a real VLM brings from pretraining: the words and phrasings
+//! people use. Without it a frozen model trained on one neutral template could not say anything a
+//! persona vector might select. The persona slot is the one stage 2 overwrites; the zero-shot baseline
+//! is the same prompt with the slot's generic embedding.
+//!
+//! The tokenizer is a byte-level BPE with Qwen2's pre-tokenizer regex, trained here with the
+//! `tokenizers` crate, plus Qwen2-VL's special tokens and `<|persona|>`.
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use deper_core::dataset::{find_image_file, write_json_atomic, Dataset};
+use deper_core::Split;
+use deper_vlm::export::{save_pretrained, write_json};
+use deper_vlm::pipeline::{DEFAULT_CAPTION_PROMPT, PERSONA_TOKEN};
+use deper_vlm::train::CaptionBatch;
+use deper_vlm::{ImageProcessor, Qwen2Vl, Qwen2VlConfig, Qwen2VlTokenizer, TextConfig, TokenIds, VisionConfig};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokenizers::models::bpe::BpeTrainerBuilder;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::stage1::LrSchedule;
+use crate::{Result, TrainError};
+
+/// The prompt whose persona slot stage 2 overwrites.
+pub const PERSONA_PROMPT: &str = "Describe the image in the style of <|persona|>.";
+
+/// Qwen2-VL's special tokens, then DEPER's persona token.
+pub const SPECIAL_TOKENS: [&str; 8] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    PERSONA_TOKEN,
+];
+
+/// Qwen2-VL's chat template (as shipped in its `chat_template.json`).
+pub const CHAT_TEMPLATE: &str = "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Qwen2's pre-tokenizer split pattern.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Sizes and optimisation of the captioner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptionerConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vision_embed_dim: usize,
+    pub vision_depth: usize,
+    pub vision_heads: usize,
+    /// Images are resized to `image_side²` pixels (a multiple of 28).
+    pub image_side: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub lr_schedule: LrSchedule,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Also learn the pooled human descriptions under [`PERSONA_PROMPT`] (see the module docs).
+    pub descriptions: bool,
+}
+
+impl Default for CaptionerConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 512,
+            hidden_size: 128,
+            intermediate_size: 384,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            vision_embed_dim: 64,
+            vision_depth: 2,
+            vision_heads: 4,
+            image_side: 112,
+            epochs: 12,
+            batch_size: 16,
+            lr: 2e-3,
+            lr_schedule: LrSchedule::Cosine,
+            weight_decay: 0.01,
+            seed: 0,
+            descriptions: true,
+        }
+    }
+}
+
+impl CaptionerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.hidden_size % self.heads != 0 || self.heads % self.kv_heads.max(1) != 0 {
+            return bad(format!("hidden_size {} / heads {} / kv_heads {} do not divide", self.hidden_size, self.heads, self.kv_heads));
+        }
+        if (self.hidden_size / self.heads) % 4 != 0 {
+            return bad(format!("head size {} must be a multiple of 4 (M-RoPE)", self.hidden_size / self.heads));
+        }
+        if self.vision_embed_dim % self.vision_heads != 0 || (self.vision_embed_dim / self.vision_heads) % 4 != 0 {
+            return bad(format!("vision_embed_dim {} / vision_heads {} must give a multiple of 4", self.vision_embed_dim, self.vision_heads));
+        }
+        if self.image_side == 0 || self.image_side % 28 != 0 {
+            return bad(format!("image_side {} must be a positive multiple of 28", self.image_side));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch_size must be at least 1".into());
+        }
+        if self.vocab_size < 256 + SPECIAL_TOKENS.len() {
+            return bad(format!("vocab_size {} is below the byte alphabet + special tokens", self.vocab_size));
+        }
+        Ok(())
+    }
+
+    /// `mrope_section` for the text head size: (t, h, w) frequencies summing to `head_dim / 2`.
+    fn mrope_section(&self) -> Vec<usize> {
+        let half = self.hidden_size / self.heads / 2;
+        let t = half / 4;
+        let h = (half - t) / 2;
+        vec![t, h, half - t - h]
+    }
+}
+
+/// One line of `metrics.jsonl` of a captioner run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptionerEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    /// A greedy caption of the first validation image, for eyeballing progress.
+    pub example: String,
+}
+
+/// What pretraining reports while it works.
+#[derive(Debug, Clone)]
+pub enum CaptionerProgress {
+    Start { epochs: usize, batches_per_epoch: usize },
+    Batch { epoch: usize, batch: usize, loss: f64 },
+    Epoch(CaptionerEpoch),
+}
+
+/// One (image, prompt kind, target caption) example.
+#[derive(Debug, Clone)]
+struct Example {
+    image: usize,
+    persona_prompt: bool,
+    target: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SceneLine {
+    id: String,
+    neutral_caption: String,
+}
+
+/// Reads `scenes.jsonl` (the synthetic world's neutral captions) of a dataset folder.
+fn neutral_captions(data: &Path) -> Result<BTreeMap<String, String>> {
+    let path = data.join("scenes.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        TrainError::Config(format!(
+            "{}: {e} (pretrain-vlm needs the synthetic world's subject-neutral captions; run `deper synth`)",
+            path.display()
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let s: SceneLine = serde_json::from_str(line)
+            .map_err(|e| TrainError::Config(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.insert(s.id, s.neutral_caption);
+    }
+    Ok(out)
+}
+
+/// Trains a byte-level BPE tokenizer on `texts` and writes `tokenizer.json`.
+pub fn train_tokenizer(texts: &[String], vocab_size: usize, path: &Path) -> Result<()> {
+    let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+        "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+        "vocab": {}, "merges": []});
+    let spec = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": model,
+    });
+    let tok_err = |e: tokenizers::Error| TrainError::Config(format!("tokenizer: {e}"));
+    let mut tokenizer: Tokenizer = spec.to_string().parse().map_err(tok_err)?;
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let mut trainer = TrainerWrapper::BpeTrainer(
+        BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .special_tokens(specials)
+            .build(),
+    );
+    tokenizer.train(&mut trainer, texts.iter()).map_err(tok_err)?;
+    tokenizer.save(path, false).map_err(tok_err)?;
+    Ok(())
+}
+
+/// Writes the tokenizer side files and the preprocessor config of the captioner into `out`.
+fn write_side_files(out: &Path, side: usize) -> Result<()> {
+    let vlm_err = |e: deper_vlm::VlmError| TrainError::Config(e.to_string());
+    write_json(
+        &out.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "Qwen2Tokenizer",
+            "processor_class": "Qwen2VLProcessor",
+            "bos_token": null,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": null,
+            "add_prefix_space": false,
+            "clean_up_tokenization_spaces": false,
+            "errors": "replace",
+            "model_max_length": 512,
+            "padding_side": "left",
+            "split_special_tokens": false,
+            "extra_special_tokens": SPECIAL_TOKENS[1..],
+            "chat_template": CHAT_TEMPLATE,
+        }),
+    )
+    .map_err(vlm_err)?;
+    std::fs::write(out.join("chat_template.jinja"), CHAT_TEMPLATE)
+        .map_err(|e| TrainError::Io { path: out.join("chat_template.jinja"), source: e })?;
+    let pixels = side * side;
+    write_json(
+        &out.join("preprocessor_config.json"),
+        &json!({
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "do_convert_rgb": true, "do_normalize": true, "do_rescale": true, "do_resize": true,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "merge_size": 2, "patch_size": 14, "temporal_patch_size": 2, "resample": 3,
+            "rescale_factor": 1.0 / 255.0,
+            "min_pixels": pixels, "max_pixels": pixels,
+            "size": {"shortest_edge": pixels, "longest_edge": pixels},
+        }),
+    )
+    .map_err(vlm_err)
+}
+
+/// The prompt ids of a caption request (the chat template, image pads expanded).
+pub fn prompt_ids(tokenizer: &Qwen2VlTokenizer, text: &str, grid: [usize; 3]) -> Result<Vec<u32>> {
+    Ok(tokenizer.caption_prompt(text, grid, 2).map_err(|e| TrainError::Config(e.to_string()))?.1)
+}
+
+/// Target ids of a caption: its tokens and the end-of-turn token.
+pub fn target_ids(tokenizer: &Qwen2VlTokenizer, caption: &str, max_tokens: usize) -> Result<Vec<u32>> {
+    let mut ids = tokenizer.encode(caption).map_err(|e| TrainError::Config(e.to_string()))?;
+    ids.truncate(max_tokens);
+    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| TrainError::Config("no <|im_end|> token".into()))?;
+    ids.push(end);
+    Ok(ids)
+}
+
+/// Preprocessed pixels of the dataset's images, by image id.
+pub fn load_pixels(data: &Path, images: &[String], processor: &ImageProcessor) -> Result<Vec<deper_vlm::PixelValues>> {
+    images
+        .iter()
+        .map(|id| {
+            let dir = data.join("images");
+            let file = find_image_file(&dir, id).ok_or_else(|| TrainError::MissingImage { image: id.clone() })?;
+            let path = dir.join(file);
+            processor.preprocess_file(&path).map_err(|e| TrainError::Image { path, message: e.to_string() })
+        })
+        .collect()
+}
+
+/// Maximum caption tokens the captioner learns and generates.
+pub const MAX_CAPTION_TOKENS: usize = 96;
+
+/// Pretrains the captioner on `data` and saves it (HF layout) into `out`.
+pub fn pretrain<B: AutodiffBackend>(
+    data: &Path,
+    out: &Path,
+    config: &CaptionerConfig,
+    device: &B::Device,
+    progress: &mut dyn FnMut(CaptionerProgress),
+) -> Result<Vec<CaptionerEpoch>> {
+    config.validate()?;
+    if out.join("config.json").exists() {
+        return Err(TrainError::Config(format!("{} already holds a model; choose another --out", out.display())));
+    }
+    let neutral = neutral_captions(data)?;
+    let ds = Dataset::open(data)?;
+    let triplets = ds.load_triplets()?;
+    let splits = deper_core::split::Splits::load(data)?;
+    // Image split from the triplets (splits are image-level).
+    let mut image_split: BTreeMap<String, Split> = BTreeMap::new();
+    for t in &triplets {
+        image_split.insert(t.image.clone(), t.split);
+    }
+    let images: Vec<String> = neutral.keys().filter(|id| image_split.contains_key(*id)).cloned().collect();
+    if images.is_empty() {
+        return Err(TrainError::Config("no image of scenes.jsonl appears in the dataset's triplets".into()));
+    }
+    let train_images: Vec<usize> =
+        (0..images.len()).filter(|&i| image_split.get(&images[i]) == Some(&Split::Train)).collect();
+    let val_images: Vec<usize> =
+        (0..images.len()).filter(|&i| image_split.get(&images[i]) == Some(&Split::Val)).collect();
+    if train_images.is_empty() {
+        return Err(TrainError::Config("no train-split images to pretrain on".into()));
+    }
+    let index: BTreeMap<&str, usize> = images.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    // Seen subjects' descriptions only: unseen subjects stay unseen everywhere.
+    let descriptions: Vec<(usize, &str)> = if config.descriptions {
+        triplets
+            .iter()
+            .filter(|t| !splits.is_unseen(&t.subject))
+            .filter_map(|t| index.get(t.image.as_str()).map(|&i| (i, t.description.text.as_str())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    std::fs::create_dir_all(out).map_err(|e| TrainError::Io { path: out.into(), source: e })?;
+    let mut corpus: Vec<String> = train_images.iter().map(|&i| neutral[&images[i]].clone()).collect();
+    corpus.extend(
+        descriptions.iter().filter(|(i, _)| image_split[&images[*i]] == Split::Train).map(|(_, d)| d.to_string()),
+    );
+    corpus.push(format!("system You are a helpful assistant. user {DEFAULT_CAPTION_PROMPT} assistant"));
+    corpus.push(PERSONA_PROMPT.replace(PERSONA_TOKEN, ""));
+    train_tokenizer(&corpus, config.vocab_size, &out.join("tokenizer.json"))?;
+    write_side_files(out, config.image_side)?;
+    let tokenizer = Qwen2VlTokenizer::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
+    let processor = ImageProcessor::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
+    let id = |t: &str| {
+        tokenizer.token_id(t).ok_or_else(|| TrainError::Config(format!("the trained tokenizer lacks {t}")))
+    };
+    let vocab = tokenizer.inner().get_vocab_size(true);
+    let model_config = Qwen2VlConfig {
+        text: TextConfig {
+            vocab_size: vocab,
+            hidden_size: config.hidden_size,
+            intermediate_size: config.intermediate_size,
+            num_hidden_layers: config.layers,
+            num_attention_heads: config.heads,
+            num_key_value_heads: config.kv_heads,
+            max_position_embeddings: 512,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            mrope_section: config.mrope_section(),
+            tie_word_embeddings: true,
+        },
+        vision: VisionConfig::new(config.vision_depth, config.vision_embed_dim, config.vision_heads, config.hidden_size),
+        tokens: TokenIds {
+            image_token_id: id("<|image_pad|>")?,
+            video_token_id: id("<|video_pad|>")?,
+            vision_start_token_id: id("<|vision_start|>")?,
+            vision_end_token_id: id("<|vision_end|>")?,
+            bos_token_id: Some(id("<|endoftext|>")?),
+            eos_token_id: Some(id("<|im_end|>")?),
+        },
+    };
+
+    let pixels = load_pixels(data, &images, &processor)?;
+    let grid = pixels[0].grid_thw;
+    if let Some(p) = pixels.iter().find(|p| p.grid_thw != grid) {
+        return Err(TrainError::Config(format!("images differ in size after preprocessing ({:?} vs {grid:?})", p.grid_thw)));
+    }
+    let neutral_prompt = prompt_ids(&tokenizer, DEFAULT_CAPTION_PROMPT, grid)?;
+    let persona_prompt = prompt_ids(&tokenizer, PERSONA_PROMPT, grid)?;
+    let mut examples = Vec::new();
+    for (i, id) in images.iter().enumerate() {
+        examples.push(Example { image: i, persona_prompt: false, target: target_ids(&tokenizer, &neutral[id], MAX_CAPTION_TOKENS)? });
+    }
+    for &(i, text) in &descriptions {
+        examples.push(Example { image: i, persona_prompt: true, target: target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)? });
+    }
+    let (train, val): (Vec<&Example>, Vec<&Example>) = {
+        let is = |e: &&Example, s: Split| image_split[&images[e.image]] == s;
+        (examples.iter().filter(|e| is(e, Split::Train)).collect(), examples.iter().filter(|e| is(e, Split::Val)).collect())
+    };
+
+    B::seed(device, config.seed);
+    let mut model: Qwen2Vl<B> = model_config.init(device);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
+        .init::<B, Qwen2Vl<B>>();
+    let schedule = crate::stage1::TrainSettings {
+        lr: config.lr,
+        lr_schedule: config.lr_schedule,
+        warmup_fraction: 0.05,
+        ..Default::default()
+    };
+    let batches = |set: &[&Example], seed: Option<(u64, usize)>| -> Vec<Vec<Example>> {
+        // Batches hold one prompt kind each (one shared prompt per batch).
+        let mut out = Vec::new();
+        for kind in [false, true] {
+            let mut part: Vec<Example> = set.iter().filter(|e| e.persona_prompt == kind).map(|e| (*e).clone()).collect();
+            if let Some((s, epoch)) = seed {
+                part.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-{epoch}-{kind}")));
+            }
+            out.extend(part.chunks(config.batch_size).map(<[Example]>::to_vec));
+        }
+        if let Some((s, epoch)) = seed {
+            out.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-batches-{epoch}")));
+        }
+        out
+    };
+    let per_epoch = batches(&train, None).len();
+    let total_steps = per_epoch * config.epochs;
+    progress(CaptionerProgress::Start { epochs: config.epochs, batches_per_epoch: per_epoch });
+    let metrics_path = out.join("metrics.jsonl");
+    let mut all = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=config.epochs {
+        let started = std::time::Instant::now();
+        let (mut sum, mut n) = (0.0, 0usize);
+        for (b, batch) in batches(&train, Some((config.seed, epoch))).iter().enumerate() {
+            let loss = batch_loss(&model, batch, &pixels, grid, &neutral_prompt, &persona_prompt, device)?;
+            let value = loss.clone().into_scalar().elem::<f64>();
+            if !value.is_finite() {
+                return Err(TrainError::Config(format!("captioner pretraining diverged at epoch {epoch}: loss {value}")));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(schedule.lr_at(step, total_steps), model, grads);
+            step += 1;
+            sum += value;
+            n += 1;
+            progress(CaptionerProgress::Batch { epoch, batch: b + 1, loss: value });
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let valid = model.valid();
+        let (mut vsum, mut vn) = (0.0, 0usize);
+        for batch in batches(&val, None) {
+            let loss = batch_loss(&valid, &batch, &pixels, grid, &neutral_prompt, &persona_prompt, device)?;
+            vsum += loss.into_scalar().elem::<f64>();
+            vn += 1;
+        }
+        let example = match val_images.first().or(train_images.first()) {
+            Some(&i) => greedy(&valid, &tokenizer, &neutral_prompt, &pixels[i], device, None)?,
+            None => String::new(),
+        };
+        let m = CaptionerEpoch {
+            epoch,
+            train_loss: sum / n.max(1) as f64,
+            val_loss: if vn == 0 { f64::NAN } else { vsum / vn as f64 },
+            seconds: started.elapsed().as_secs_f64(),
+            samples_per_s: train.len() as f64 / train_seconds.max(1e-9),
+            example,
+        };
+        crate::stage1::append_jsonl(&metrics_path, &m)?;
+        progress(CaptionerProgress::Epoch(m.clone()));
+        all.push(m);
+    }
+    save_pretrained(&model.valid(), &model_config, out).map_err(|e| TrainError::Config(e.to_string()))?;
+    write_json_atomic(
+        &out.join("deper_captioner.json"),
+        &json!({
+            "config": config,
+            "data": data.display().to_string(),
+            "neutral_prompt": DEFAULT_CAPTION_PROMPT,
+            "persona_prompt": PERSONA_PROMPT,
+            "train_images": train_images.len(),
+            "examples": train.len(),
+        }),
+    )?;
+    Ok(all)
+}
+
+fn batch_loss<B: Backend>(
+    model: &Qwen2Vl<B>,
+    batch: &[Example],
+    pixels: &[deper_vlm::PixelValues],
+    grid: [usize; 3],
+    neutral_prompt: &[u32],
+    persona_prompt: &[u32],
+    device: &B::Device,
+) -> Result<Tensor<B, 1>> {
+    let rows: Vec<Tensor<B, 2>> = batch.iter().map(|e| pixels[e.image].to_tensor(device)).collect();
+    let features = model
+        .visual
+        .forward(Tensor::cat(rows, 0), &vec![grid; batch.len()])
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let caption = CaptionBatch {
+        prompt_ids: if batch[0].persona_prompt { persona_prompt.to_vec() } else { neutral_prompt.to_vec() },
+        grid_thw: grid,
+        image_features: features,
+        targets: batch.iter().map(|e| e.target.clone()).collect(),
+        persona: None,
+    };
+    Ok(model.caption_nll(&caption).map_err(|e| TrainError::Config(e.to_string()))?.0)
+}
+
+/// Greedy caption of one preprocessed image with a prompt, optionally with a persona vector.
+pub fn greedy<B: Backend>(
+    model: &Qwen2Vl<B>,
+    tokenizer: &Qwen2VlTokenizer,
+    prompt: &[u32],
+    pixels: &deper_vlm::PixelValues,
+    device: &B::Device,
+    persona: Option<deper_vlm::Persona<B>>,
+) -> Result<String> {
+    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| TrainError::Config("no <|im_end|> token".into()))?;
+    let input = deper_vlm::MultimodalInput {
+        input_ids: prompt.to_vec(),
+        pixel_values: Some(pixels.to_tensor(device)),
+        image_grid_thw: vec![pixels.grid_thw],
+        persona,
+    };
+    let generation = deper_vlm::GenerationConfig {
+        max_new_tokens: MAX_CAPTION_TOKENS,
+        stop_tokens: vec![end],
+        ..Default::default()
+    };
+    let out = model.generate(&input, &generation, &mut |_| true).map_err(|e| TrainError::Config(e.to_string()))?;
+    let ids: Vec<u32> = out.generated_ids.into_iter().filter(|&i| i != end).collect();
+    tokenizer.decode(&ids, true).map_err(|e| TrainError::Config(e.to_string()))
+}

@@ -140,7 +140,7 @@ fn embeddings(out: &mut String, report: &Report) {
     if stride > 1 {
         let _ = writeln!(
             out,
-            "<p class=\"footnote\">t-SNE of {} of {} points (every {stride}th); PCA of all.</p>",
+            "<p class=\"footnote\">t-SNE of {} of {} points (one in {stride}); PCA of all.</p>",
             idx.len(),
             points.len()
         );

@@ -1,7 +1,7 @@
 //! `report.md`: the tables and a text summary of every figure, readable on a code host; the
 //! figures themselves are in `report.html`, linked at the top.
 
-use crate::escape::{markdown as md, number};
+use crate::escape::{markdown as md, number, short};
 use crate::{table, Report, HTML_FILE, JSON_FILE};
 use std::fmt::Write;
 
@@ -91,7 +91,7 @@ pub fn render(report: &Report) -> String {
         out.push_str("| Run | Metric | Points | Last epoch | Last value |\n|:--|:--|--:|--:|--:|\n");
         for c in &report.curves {
             let (epoch, value) =
-                c.points.last().map_or(("–".to_string(), "–".to_string()), |&(e, v)| (number(e), number(v)));
+                c.points.last().map_or(("–".to_string(), "–".to_string()), |&(e, v)| (short(e), number(v)));
             let _ = writeln!(out, "| {} | {} | {} | {epoch} | {value} |", md(&c.run), md(&c.metric), c.points.len());
         }
         let _ = writeln!(out, "\nCharts in [{HTML_FILE}]({HTML_FILE}#curves).\n");

@@ -20,7 +20,7 @@ use rand::Rng;
 pub const TSNE_MAX_POINTS: usize = 2000;
 
 /// Block size of the subspace iteration: Ritz vectors 1 and 2 converge at the rate λ_{k+1}/λ_2.
-const PCA_BLOCK: usize = 8;
+const PCA_BLOCK: usize = 16;
 const PCA_MAX_ITERS: usize = 500;
 /// Stop when ‖C q − λ q‖ ≤ tol · λ₁ for both components.
 const PCA_TOL: f64 = 1e-10;
@@ -363,35 +363,44 @@ pub fn tsne_with(data: &[Vec<f32>], cfg: &TsneConfig) -> Vec<[f64; 2]> {
         .collect();
     let mut update = vec![[0.0; 2]; n];
     let mut gains = vec![[1.0; 2]; n];
-    let mut num = vec![0.0; n * n];
+    let mut attract = vec![[0.0; 2]; n];
+    let mut repulse = vec![[0.0; 2]; n];
     for iter in 0..cfg.iterations {
         let exaggerating = iter < cfg.exaggeration_iterations;
         let exag = if exaggerating { cfg.early_exaggeration } else { 1.0 };
         let momentum = if exaggerating { cfg.momentum.0 } else { cfg.momentum.1 };
-        let mut sum_num = 0.0;
+        // ∂C/∂y_i = 4 Σ_j (p_ij − w_ij / Z) w_ij (y_i − y_j) with w_ij = 1 / (1 + ‖y_i − y_j‖²) and
+        // Z = Σ w. Summing the attractive (p·w) and repulsive (w²) parts separately lets one pass
+        // over the pairs (each once, by symmetry) find Z and both parts; they combine afterwards.
+        attract.iter_mut().chain(repulse.iter_mut()).for_each(|v| *v = [0.0; 2]);
+        let mut z = 0.0;
         for i in 0..n {
+            let (yi, pi) = (y[i], &p[i * n..(i + 1) * n]);
+            let (mut ai, mut ri) = ([0.0; 2], [0.0; 2]);
             for j in i + 1..n {
-                let dy0 = y[i][0] - y[j][0];
-                let dy1 = y[i][1] - y[j][1];
-                let v = 1.0 / (1.0 + dy0 * dy0 + dy1 * dy1);
-                num[i * n + j] = v;
-                num[j * n + i] = v;
-                sum_num += 2.0 * v;
+                let d0 = yi[0] - y[j][0];
+                let d1 = yi[1] - y[j][1];
+                let w = 1.0 / (1.0 + d0 * d0 + d1 * d1);
+                z += 2.0 * w;
+                let a = exag * pi[j] * w;
+                let r = w * w;
+                ai[0] += a * d0;
+                ai[1] += a * d1;
+                ri[0] += r * d0;
+                ri[1] += r * d1;
+                attract[j][0] -= a * d0;
+                attract[j][1] -= a * d1;
+                repulse[j][0] -= r * d0;
+                repulse[j][1] -= r * d1;
+            }
+            for c in 0..2 {
+                attract[i][c] += ai[c];
+                repulse[i][c] += ri[c];
             }
         }
         for i in 0..n {
-            let mut g = [0.0; 2];
-            for j in 0..n {
-                if j == i {
-                    continue;
-                }
-                let v = num[i * n + j];
-                let m = (exag * p[i * n + j] - v / sum_num) * v;
-                g[0] += m * (y[i][0] - y[j][0]);
-                g[1] += m * (y[i][1] - y[j][1]);
-            }
             for c in 0..2 {
-                let grad = 4.0 * g[c];
+                let grad = 4.0 * (attract[i][c] - repulse[i][c] / z);
                 // Gains grow where the gradient flips sign against the running update.
                 gains[i][c] = if (grad > 0.0) != (update[i][c] > 0.0) { gains[i][c] + 0.2 } else { gains[i][c] * 0.8 };
                 gains[i][c] = f64::max(gains[i][c], 0.01);
@@ -423,6 +432,22 @@ mod tests {
         let (vals, vecs) = jacobi_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
         assert!((vals[0] - 3.0).abs() < 1e-12 && (vals[1] - 1.0).abs() < 1e-12, "{vals:?}");
         assert!((vecs[0][0].abs() - 0.5f64.sqrt()).abs() < 1e-12 && (vecs[0][0] - vecs[1][0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn binary_search_hits_the_target_perplexity() {
+        // Squared distances of one point to 40 others, spread over three orders of magnitude.
+        let dist: Vec<f64> = (0..41).map(|j| if j == 5 { 0.0 } else { 0.01 * (1.0 + j as f64).powf(2.5) }).collect();
+        for perplexity in [2.0, 10.0, 30.0] {
+            let mut row = vec![0.0; dist.len()];
+            conditional_row(&dist, 5, perplexity, &mut row);
+            assert_eq!(row[5], 0.0, "no self-affinity");
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            let entropy: f64 = -row.iter().filter(|&&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>();
+            assert!((entropy.exp() / perplexity - 1.0).abs() < 1e-4, "perplexity {} vs {perplexity}", entropy.exp());
+            // Nearer points get more affinity.
+            assert!(row[0] > row[20] && row[20] > row[40]);
+        }
     }
 
     #[test]

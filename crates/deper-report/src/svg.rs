@@ -185,36 +185,34 @@ fn legend_name(name: &str) -> String {
 /// Marker shape for the `k`-th colour cycle: groups beyond the palette get a new shape.
 fn marker(out: &mut String, shape: usize, x: f64, y: f64, colour: &str, filled: bool, tooltip: &str) {
     let fill = if filled { colour } else { "white" };
-    let style = format!("fill=\"{fill}\" stroke=\"{colour}\" stroke-width=\"1.5\"");
     let r = 4.0;
-    let body = match shape % 4 {
-        0 => format!("<circle cx=\"{x:.2}\" cy=\"{y:.2}\" r=\"{r}\" {style}>"),
-        1 => format!(
-            "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.1}\" height=\"{:.1}\" {style}>",
-            x - r,
-            y - r,
-            2.0 * r,
-            2.0 * r
+    // Circle, square, triangle, diamond.
+    let (tag, geometry) = match shape % 4 {
+        0 => ("circle", format!("cx=\"{x:.2}\" cy=\"{y:.2}\" r=\"{r}\"")),
+        1 => (
+            "rect",
+            format!("x=\"{:.2}\" y=\"{:.2}\" width=\"{:.1}\" height=\"{:.1}\"", x - r, y - r, 2.0 * r, 2.0 * r),
         ),
-        2 => format!(
-            "<polygon points=\"{:.2},{:.2} {:.2},{:.2} {:.2},{:.2}\" {style}>",
-            x,
-            y - r * 1.2,
-            x - r * 1.1,
-            y + r * 0.8,
-            x + r * 1.1,
-            y + r * 0.8
-        ),
-        _ => format!(
-            "<polygon points=\"{x:.2},{:.2} {:.2},{y:.2} {x:.2},{:.2} {:.2},{y:.2}\" {style}>",
-            y - r * 1.3,
-            x + r * 1.3,
-            y + r * 1.3,
-            x - r * 1.3
-        ),
+        2 => {
+            let (dx, up, down) = (r * 1.1, r * 1.2, r * 0.8);
+            (
+                "polygon",
+                format!("points=\"{x:.2},{:.2} {:.2},{:.2} {:.2},{:.2}\"", y - up, x - dx, y + down, x + dx, y + down),
+            )
+        }
+        _ => {
+            let e = r * 1.3;
+            (
+                "polygon",
+                format!("points=\"{x:.2},{:.2} {:.2},{y:.2} {x:.2},{:.2} {:.2},{y:.2}\"", y - e, x + e, y + e, x - e),
+            )
+        }
     };
-    let tag = body.split_whitespace().next().unwrap_or("<circle").trim_start_matches('<').to_string();
-    let _ = writeln!(out, "{body}<title>{}</title></{tag}>", xml(tooltip));
+    let _ = writeln!(
+        out,
+        "<{tag} {geometry} fill=\"{fill}\" stroke=\"{colour}\" stroke-width=\"1.5\"><title>{}</title></{tag}>",
+        xml(tooltip)
+    );
 }
 
 /// A scatter plot coloured by group with a legend; filled markers for `filled` points, hollow for
@@ -492,6 +490,11 @@ mod tests {
         let svg = scatter("t", "x", "y", &p);
         assert!(svg.contains(&format!("fill=\"{}\" stroke=\"{}\"", PALETTE[0], PALETTE[0])));
         assert!(svg.contains(&format!("fill=\"white\" stroke=\"{}\"", PALETTE[1])));
+        // Past the palette, groups reuse colours with another marker shape.
+        let many: Vec<ScatterPoint> = (0..21).map(|i| pt(i as f64, 0.0, &format!("g{i:02}"))).collect();
+        let svg = scatter("t", "x", "y", &many);
+        // g20 is a square in the first colour: its point and its legend entry.
+        assert_eq!(svg.matches(&format!("height=\"8.0\" fill=\"{}\"", PALETTE[0])).count(), 2, "{svg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `report.html`: the whole report as one self-contained page — inline CSS, inline SVG, images
 //! as `data:` URIs, no script and no external request, so it opens offline and can be mailed.
+//! Void elements are self-closed, so the page is also well-formed XML (the tests parse it).
 
 use crate::escape::{self, xml};
 use crate::project::{self, TSNE_MAX_POINTS};
@@ -34,16 +35,16 @@ pub fn render(report: &Report) -> String {
     let title = if report.title.is_empty() { "DEPER report" } else { report.title.as_str() };
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
         xml(title),
         xml(title)
     );
-    let _ = writeln!(
-        out,
-        "<p class=\"meta\">Created {} by <code>{}</code></p>",
-        xml(&report.created),
-        xml(&report.command)
-    );
+    if !report.created.is_empty() {
+        let _ = writeln!(out, "<p class=\"meta\">Created {}</p>", xml(&report.created));
+    }
+    if !report.command.is_empty() {
+        let _ = writeln!(out, "<p class=\"meta\">Command: <code>{}</code></p>", xml(&report.command));
+    }
 
     out.push_str("<h2 id=\"metrics\">Metrics</h2>\n");
     if report.tables.is_empty() {
@@ -178,7 +179,7 @@ fn captions(out: &mut String, report: &Report) {
             if let Some(img) = c.image_png.as_deref().filter(|b| !b.is_empty()) {
                 let _ = write!(
                     out,
-                    "<img class=\"thumb\" src=\"{}\" alt=\"{}\"><br>",
+                    "<img class=\"thumb\" src=\"{}\" alt=\"{}\"/><br/>",
                     escape::data_uri(img),
                     xml(&c.image_id)
                 );

@@ -157,12 +157,11 @@ pub fn pca_fit(data: &[Vec<f32>]) -> Pca {
     }
     let denom = (n - 1) as f64;
     let total_variance = x.iter().map(|v| v * v).sum::<f64>() / denom;
-    let rows = |x: &[f64]| x.chunks_exact(d).map(<[f64]>::to_vec).collect::<Vec<_>>();
-    let xr = rows(&x);
+    let xr: Vec<&[f64]> = x.chunks_exact(d).collect();
     // C q = Xᵀ (X q) / (n − 1), without forming C.
     let cov_times = |q: &[f64]| -> Vec<f64> {
         let mut out = vec![0.0; d];
-        for r in &xr {
+        for &r in &xr {
             let s = dot(r, q) / denom;
             for (o, v) in out.iter_mut().zip(r) {
                 *o += s * v;
@@ -175,7 +174,7 @@ pub fn pca_fit(data: &[Vec<f32>]) -> Pca {
     let mut q: Vec<Vec<f64>> = (0..k).map(|_| (0..d).map(|_| rng.gen::<f64>() - 0.5).collect()).collect();
     orthonormalise(&mut q);
     let mut values = vec![0.0; k];
-    for _ in 0..PCA_MAX_ITERS {
+    for iter in 0..PCA_MAX_ITERS {
         let z: Vec<Vec<f64>> = q.iter().map(|c| cov_times(c)).collect();
         // Rayleigh–Ritz: T = Qᵀ C Q, rotate Q and C Q by T's eigenvectors.
         let mut t = vec![0.0; k * k];
@@ -207,10 +206,12 @@ pub fn pca_fit(data: &[Vec<f32>]) -> Pca {
             let res: f64 = zr[c].iter().zip(&qr[c]).map(|(z, q)| (z - values[c] * q).powi(2)).sum();
             res.sqrt() <= PCA_TOL * lead
         });
-        q = if converged { qr } else { zr };
-        if converged {
+        // The last step keeps the Ritz vectors even unconverged, so the axes stay sorted.
+        if converged || iter + 1 == PCA_MAX_ITERS {
+            q = qr;
             break;
         }
+        q = zr;
         orthonormalise(&mut q);
     }
     let mut components = [vec![0.0; d], vec![0.0; d]];
@@ -237,7 +238,9 @@ pub fn pca(data: &[Vec<f32>]) -> Vec<[f64; 2]> {
     pca_fit(data).coords
 }
 
-/// t-SNE hyperparameters; the defaults are the paper's.
+/// t-SNE hyperparameters. The defaults are those of the reference implementations (van der
+/// Maaten's bhtsne, scikit-learn): 1000 iterations, exaggeration 12 for the first 250, momentum
+/// 0.5 then 0.8, learning rate 200.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TsneConfig {
     /// `None`: 30, or n/3 when there are fewer than 90 points (kept within [1, n − 1]).

@@ -186,6 +186,14 @@ fn every_svg_parses_as_xml_and_nothing_is_fetched() {
         assert_eq!(doc.root_element().tag_name().name(), "svg");
         assert!(!s.contains("NaN") && !s.contains("inf\""), "non-finite number in SVG");
     }
+    // The whole page is well-formed XML too, and its sections are there.
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let page =
+        roxmltree::Document::parse_with_options(&html, options).unwrap_or_else(|e| panic!("page is not XML: {e}"));
+    let ids: Vec<&str> = page.descendants().filter_map(|n| n.attribute("id")).collect();
+    assert_eq!(ids, ["metrics", "embeddings", "trajectories", "captions", "curves", "notes"]);
+    let images = page.descendants().filter(|n| n.has_tag_name("img") || n.tag_name().name() == "image").count();
+    assert_eq!(images, 2, "caption thumbnail and trajectory background");
     // No external request: the only URL is the SVG namespace; every src/href is a data: URI.
     let without_ns = strip_data_uris(&html).replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
     for needle in ["http:", "https:", "url(", "@import", "<script", "<link", "<iframe", "//"] {
@@ -222,6 +230,8 @@ fn empty_report_says_no_data() {
     assert_eq!(html.matches("no data").count(), 5, "{html}");
     assert_eq!(md.matches("no data").count(), 5, "{md}");
     assert!(svg_parts(&html).is_empty());
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    roxmltree::Document::parse_with_options(&html, options).unwrap();
     let back: Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back.title, "empty");
     // Sections may be missing from hand-written JSON.

@@ -5,7 +5,7 @@
 use crate::escape::{self, xml};
 use crate::project::{self, TSNE_MAX_POINTS};
 use crate::svg::{self, ScatterPoint, Series};
-use crate::{table, Report};
+use crate::{table, unique_in_order, Report};
 use std::fmt::Write;
 
 /// Seed of the report's t-SNE map, fixed so a report re-renders identically.
@@ -154,18 +154,8 @@ fn captions(out: &mut String, report: &Report) {
         return;
     }
     // Methods in order of first appearance become columns; examples are grouped by subject.
-    let mut methods: Vec<&str> = Vec::new();
-    let mut subjects: Vec<&str> = Vec::new();
-    for c in &report.captions {
-        for (m, _) in &c.predictions {
-            if !methods.contains(&m.as_str()) {
-                methods.push(m);
-            }
-        }
-        if !subjects.contains(&c.subject.as_str()) {
-            subjects.push(&c.subject);
-        }
-    }
+    let methods = unique_in_order(report.captions.iter().flat_map(|c| c.predictions.iter().map(|(m, _)| m.as_str())));
+    let subjects = unique_in_order(report.captions.iter().map(|c| c.subject.as_str()));
     out.push_str("<table class=\"captions\">\n<thead><tr><th>Image</th><th>Reference</th>");
     for m in &methods {
         let _ = write!(out, "<th>{}</th>", xml(m));
@@ -202,13 +192,7 @@ fn curves(out: &mut String, report: &Report) {
         out.push_str("<p class=\"empty\">no data</p>\n");
         return;
     }
-    let mut metrics: Vec<&str> = Vec::new();
-    for c in &report.curves {
-        if !metrics.contains(&c.metric.as_str()) {
-            metrics.push(&c.metric);
-        }
-    }
-    for m in metrics {
+    for m in unique_in_order(report.curves.iter().map(|c| c.metric.as_str())) {
         let series: Vec<Series> = report
             .curves
             .iter()

@@ -8,6 +8,24 @@
 //!
 //! The pieces are usable alone: [`svg`] builds the charts as SVG strings and [`project`] holds the
 //! deterministic PCA and exact t-SNE used for the embedding map. No burn, no tokio.
+//!
+//! ```
+//! use deper_report::{MetricRow, MetricTable, Report};
+//!
+//! let report = Report {
+//!     title: "stage 1".into(),
+//!     tables: vec![MetricTable {
+//!         split: "unseen".into(),
+//!         rows: vec![MetricRow { method: "PT".into(), metrics: [("CIDEr".to_string(), None)].into() }],
+//!         ..Default::default()
+//!     }],
+//!     ..Default::default()
+//! };
+//! let dir = std::env::temp_dir().join("deper-report-doc");
+//! let [md, _json, _html] = report.write(&dir)?;
+//! assert!(std::fs::read_to_string(md)?.contains("| PT | n/a\\* |"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod escape;
 pub mod html;

@@ -2,7 +2,7 @@
 //! figures themselves are in `report.html`, linked at the top.
 
 use crate::escape::{markdown as md, number, short};
-use crate::{table, Report, HTML_FILE, JSON_FILE};
+use crate::{table, unique_in_order, Report, HTML_FILE, JSON_FILE};
 use std::fmt::Write;
 
 /// The Markdown report.
@@ -67,13 +67,7 @@ pub fn render(report: &Report) -> String {
     if report.captions.is_empty() {
         out.push_str("no data\n\n");
     }
-    let mut subjects: Vec<&str> = Vec::new();
-    for c in &report.captions {
-        if !subjects.contains(&c.subject.as_str()) {
-            subjects.push(&c.subject);
-        }
-    }
-    for s in subjects {
+    for s in unique_in_order(report.captions.iter().map(|c| c.subject.as_str())) {
         let _ = writeln!(out, "### Subject {}\n\n| Image | Source | Description |\n|:--|:--|:--|", md(s));
         for c in report.captions.iter().filter(|c| c.subject == s) {
             let _ = writeln!(out, "| {} | reference | {} |", md(&c.image_id), md(&c.reference));

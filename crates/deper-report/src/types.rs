@@ -174,6 +174,17 @@ impl Report {
     }
 }
 
+/// Distinct items in order of first appearance (caption methods and subjects, curve metrics).
+pub(crate) fn unique_in_order<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// serde_json writes NaN and infinities as `null`; these read `null` back as NaN so a written
 /// report round-trips.
 mod null_as_nan {

@@ -275,3 +275,18 @@ fn invalid_embeddings_and_json_name_the_field() {
     let e = Report::from_json_file(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.json") && e.contains("line 3") && e.contains("tables[0].rows[0].method"), "{e}");
 }
+
+#[test]
+fn captions_sit_side_by_side_grouped_by_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let (md, _, html) = write(&full_report(), dir.path());
+    assert!(html.contains("<th>Image</th><th>Reference</th><th>DEPER</th><th>Qwen2-VL</th></tr>"), "{html}");
+    let s0 = html.find("<th colspan=\"4\">subject S0</th>").unwrap();
+    let s1 = html.find("<th colspan=\"4\">subject S1</th>").unwrap();
+    let img2 = html.find("<td>img-2</td>").unwrap();
+    assert!(s0 < s1 && s1 < img2, "img-2 belongs under S1");
+    // img-2 has no Qwen2-VL caption: an empty cell, not a shifted row.
+    assert!(html[img2..]
+        .starts_with("<td>img-2</td><td>two | pipes</td><td>people</td><td><span class=\"na\">–</span></td></tr>"));
+    assert!(md.contains("### Subject S1") && md.contains("| | DEPER | people |"));
+}

@@ -11,6 +11,7 @@
 
 use std::cmp::Ordering;
 
+use super::paraphrase::ParaphraseTable;
 use super::synonyms::SynonymDictionary;
 use super::Module;
 
@@ -86,6 +87,7 @@ pub(crate) struct Resources<'a> {
     pub modules: &'a [Module],
     pub stemmer: &'a rust_stemmers::Stemmer,
     pub synonyms: Option<&'a SynonymDictionary>,
+    pub paraphrases: Option<&'a ParaphraseTable>,
     pub beam_size: usize,
 }
 
@@ -101,6 +103,20 @@ pub(crate) fn align(words1: &[String], words2: &[String], res: &Resources<'_>) -
     let syn1: Vec<_> = words1.iter().map(|w| res.synonyms.map(|s| s.all_synsets(w))).collect();
     let syn2: Vec<_> = words2.iter().map(|w| res.synonyms.map(|s| s.all_synsets(w))).collect();
     for (module_idx, module) in res.modules.iter().take(mods_used).enumerate() {
+        if *module == Module::Paraphrase {
+            if let Some(table) = res.paraphrases {
+                table.matches(words1, words2, module_idx, |m| {
+                    cand[m.start].push(m);
+                    for k in 0..m.match_length {
+                        cov1[m.match_start + k] += 1;
+                    }
+                    for k in 0..m.length {
+                        cov2[m.start + k] += 1;
+                    }
+                });
+            }
+            continue;
+        }
         for j in 0..words2.len() {
             for i in 0..words1.len() {
                 let hit = match module {
@@ -110,6 +126,7 @@ pub(crate) fn align(words1: &[String], words2: &[String], res: &Resources<'_>) -
                         (Some(a), Some(b)) => words1[i] != words2[j] && a.iter().any(|s| b.contains(s)),
                         _ => false,
                     },
+                    Module::Paraphrase => false,
                 };
                 if hit {
                     cand[j].push(Match { start: j, length: 1, match_start: i, match_length: 1, module: module_idx });

@@ -12,9 +12,12 @@
 //! pycocoevalcap's punctuation list (it lists `-LRB-`), so bracket tokens survive into the scored
 //! text. [`coco_tokenize`] keeps them too, as the reference does.
 //!
-//! Not reproduced: the tokenizer's handling of SGML/XML, phone numbers, emoticons, URLs with
-//! unusual characters and sentence-final abbreviations; Unicode curly quotes are mapped to their
-//! ASCII forms.
+//! Checked against the Java tokenizer on the goldens (`tests/fixtures/tokenizer.json` and the
+//! captions of `captions.json`: curly quotes, `?!`, `etc.` ending a line, `y'all`, `i'd've`, ...).
+//! Known differences, seen when building the goldens: the lexer splits `2+2=4` into `2 +2 = 4`,
+//! keeps `,3` whole in `cats,3`, and keeps a `!` glued to an e-mail address; this port does not.
+//! SGML/XML, emoticons, phone numbers with spaces and the full abbreviation list are not
+//! reproduced either.
 
 /// pycocoevalcap's `PUNCTUATIONS` (tokenizer/ptbtokenizer.py), dropped after tokenisation.
 pub const COCO_PUNCTUATION: [&str; 17] =
@@ -31,7 +34,8 @@ const ABBREVIATIONS: [&str; 40] = [
 const CLITICS: [&str; 7] = ["n't", "'s", "'re", "'ll", "'d", "'m", "'ve"];
 
 /// Whole words the lexer splits in two (`gonna` -> `gon na`).
-const SPLIT_WORDS: [(&str, &str, &str); 6] = [
+const SPLIT_WORDS: [(&str, &str, &str); 7] = [
+    ("y'all", "y'", "all"),
     ("cannot", "can", "not"),
     ("gonna", "gon", "na"),
     ("gotta", "got", "ta"),
@@ -57,6 +61,10 @@ pub fn ptb_tokens(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     for chunk in text.split_whitespace() {
         tokenize_chunk(chunk, &mut out);
+    }
+    // An abbreviation ending the line also ends the sentence: the lexer adds a period token.
+    if out.last().is_some_and(|t| t.len() > 1 && is_abbreviation(t)) {
+        out.push(".".to_string());
     }
     out.into_iter().map(|t| t.to_lowercase()).collect()
 }
@@ -133,7 +141,10 @@ fn tokenize_chunk(chunk: &str, out: &mut Vec<String>) {
             ("`", 1)
         } else if let Some(b) = bracket(c) {
             (b, 1)
-        } else if "$#,;:!?%&".contains(c) && s.len() > 1 {
+        } else if (c == '!' || c == '?') && s.len() > 1 {
+            let run = s.len() - s.trim_start_matches(['!', '?']).len();
+            (&s[..run], run)
+        } else if "$#,;:%&".contains(c) && s.len() > 1 {
             (&s[..1], 1)
         } else if c == '-' && s.len() > 1 && !s[1..].starts_with(|d: char| d.is_ascii_digit() || d == '.') {
             ("-", 1)
@@ -160,7 +171,12 @@ fn tokenize_chunk(chunk: &str, out: &mut Vec<String>) {
             ("''".into(), 2)
         } else if s.len() > 1 && bracket(c).is_some() {
             (bracket(c).unwrap_or_default().into(), 1)
-        } else if s.len() > 1 && ",;:!?%".contains(c) {
+        } else if s.len() > 1 && (c == '!' || c == '?') {
+            // A run like `?!` is one token.
+            let run = s.len() - s.trim_end_matches(['!', '?']).len();
+            let run = if run == s.len() { run - 1 } else { run };
+            (s[s.len() - run..].to_string(), run)
+        } else if s.len() > 1 && ",;:%".contains(c) {
             (c.to_string(), 1)
         } else if s.len() > 1 && c == '\'' && !s.ends_with("n'") {
             ("'".into(), 1)
@@ -236,16 +252,18 @@ fn push_word(word: &str, out: &mut Vec<String>) {
             return;
         }
     }
-    for clitic in CLITICS {
-        if let Some(base) = word.strip_suffix(clitic) {
-            if !base.is_empty() && !base.ends_with('\'') {
-                out.push(base.to_string());
-                out.push(clitic.to_string());
-                return;
-            }
-        }
+    // Clitics can chain (`i'd've` -> `i 'd 've`): peel them off the end one by one.
+    let mut base = word.as_str();
+    let mut clitics = Vec::new();
+    while let Some((rest, clitic)) = CLITICS
+        .iter()
+        .find_map(|c| base.strip_suffix(c).filter(|b| !b.is_empty() && !b.ends_with('\'')).map(|b| (b, *c)))
+    {
+        clitics.push(clitic);
+        base = rest;
     }
-    out.push(word.to_string());
+    out.push(base.to_string());
+    out.extend(clitics.iter().rev().map(|c| c.to_string()));
 }
 
 #[cfg(test)]

@@ -178,7 +178,8 @@ fn tokenize_chunk(chunk: &str, out: &mut Vec<String>) {
             (s[s.len() - run..].to_string(), run)
         } else if s.len() > 1 && ",;:%".contains(c) {
             (c.to_string(), 1)
-        } else if s.len() > 1 && c == '\'' && !s.ends_with("n'") {
+        } else if s.len() > 1 && c == '\'' {
+            // A closing quote, a plural possessive (`kids'`) or a dropped g (`nothin'`).
             ("'".into(), 1)
         } else if s.len() > 1 && c == '.' && !is_abbreviation(s) {
             (".".into(), 1)
@@ -275,6 +276,7 @@ mod tests {
         assert_eq!(ptb_tokens("I don't know."), ["i", "do", "n't", "know", "."]);
         assert_eq!(ptb_tokens("It's the kids' toy!"), ["it", "'s", "the", "kids", "'", "toy", "!"]);
         assert_eq!(coco_tokenize("A man (tall), 3.5 m."), "a man -lrb- tall -rrb- 3.5 m");
+        assert_eq!(ptb_tokens("I got nothin' today"), ["i", "got", "nothin", "'", "today"]);
         assert_eq!(ptb_tokens("Vitamin A. The U.S. Mr. Smith"), ["vitamin", "a.", "the", "u.s.", "mr.", "smith"]);
     }
 }

@@ -2,4 +2,5 @@
 //! study server). `main.rs` stays thin; everything is callable from tests.
 
 pub mod cli;
+pub mod evaluate;
 pub mod progress;

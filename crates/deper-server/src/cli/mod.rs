@@ -41,6 +41,12 @@ pub enum Command {
     Embed(train::EmbedArgs),
     /// Train the tiny frozen captioner (Qwen2-VL architecture, Hugging Face layout) on the synthetic world.
     PretrainVlm(personal::PretrainVlmArgs),
+    /// Evaluate stage-2 runs and the zero-shot VLM: captions, metrics, report (Markdown, JSON, HTML).
+    Eval(personal::EvalArgs),
+    /// Caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) of candidates against references, pycocoevalcap-style.
+    Metrics(personal::MetricsArgs),
+    /// The whole pipeline on the embedded defaults: world, captioner, stage 1, stage 2, baselines, report.
+    Demo(personal::DemoArgs),
     /// Caption an image with a Hugging Face Qwen2-VL folder, optionally with persona vectors.
     Caption(vlm::CaptionArgs),
     /// Low-level VLM tools.
@@ -61,6 +67,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalFewshot(args) => train::eval_fewshot(args),
         Command::Embed(args) => train::embed(args),
         Command::PretrainVlm(args) => personal::pretrain_vlm(args),
+        Command::Eval(args) => personal::eval(args),
+        Command::Metrics(args) => personal::metrics(args),
+        Command::Demo(args) => personal::demo(args),
         Command::Caption(args) => vlm::caption(args),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

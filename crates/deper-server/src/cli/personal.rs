@@ -188,3 +188,214 @@ pub(crate) fn run_stage2(
     }
     Ok(metrics)
 }
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Dataset folder the runs were trained on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Stage-2 run folders (deper, deper without trajectory, pt); the zero-shot VLM is always added.
+    #[arg(long, num_args = 1.., required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Report folder (report.json, report.md, report.html, report_full.json, captions.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Support triplets per unseen subject.
+    #[arg(long, default_value_t = deper_core::split::DEFAULT_SHOTS)]
+    pub shots: usize,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let evaluation = run_eval(&args.data, &args.runs, &args.out, args.shots, &command, args.device)?;
+    eprintln!("report: {}", args.out.join("report.html").display());
+    super::print_json(&evaluation.report_json)
+}
+
+pub(crate) fn run_eval(
+    data: &std::path::Path,
+    runs: &[PathBuf],
+    out: &std::path::Path,
+    shots: usize,
+    command: &str,
+    device: DeviceKind,
+) -> anyhow::Result<crate::evaluate::Evaluation> {
+    use crate::evaluate::{evaluate, EvalProgress};
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut on_progress = |p: EvalProgress| match p {
+        EvalProgress::Method { method, captions } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            bar = Some(count_bar(captions as u64, &method));
+        }
+        EvalProgress::Caption => {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        }
+    };
+    let evaluation = with_backend!(device, B, AD, device => {
+        evaluate::<B>(data, runs, out, shots, command, &device, &mut on_progress)
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(evaluation)
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// `{"image_id": ["reference", …]}`
+    #[arg(long)]
+    pub refs: PathBuf,
+    /// `{"image_id": "candidate"}`
+    #[arg(long)]
+    pub cands: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `deper metrics`: BLEU-1..4, METEOR, ROUGE-L and CIDEr(-D) with pycocoevalcap's conventions.
+pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
+    let scores = deper_eval::captions::score_files(&args.refs, &args.cands)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&scores)? + "\n").with_context(|| out.display().to_string())?;
+    }
+    super::print_json(&scores)
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the world, the models, the runs and the report.
+    #[arg(long, default_value_os_t = super::default_data_dir().join("demo"))]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Scenes in the synthetic world.
+    #[arg(long, default_value_t = 160)]
+    pub images: usize,
+    /// Stage-1 epochs (each of the two stage-1 runs).
+    #[arg(long, default_value_t = 6)]
+    pub stage1_epochs: usize,
+    /// Captioner pretraining epochs.
+    #[arg(long, default_value_t = 6)]
+    pub captioner_epochs: usize,
+    /// Stage-2 epochs (each of the three stage-2 runs).
+    #[arg(long, default_value_t = 3)]
+    pub stage2_epochs: usize,
+    /// Start over: delete --out first (only if it holds a previous demo).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `deper demo`: world → captioner → stage 1 (with and without trajectories) → stage 2 (DEPER, DEPER
+/// without trajectories, PT) → evaluation report. Finished steps are kept and skipped on a rerun.
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let out = &args.out;
+    let marker = out.join("demo.json");
+    if args.force && out.exists() {
+        if !marker.is_file() {
+            anyhow::bail!("{} exists and is not a deper demo folder; refusing to delete it", out.display());
+        }
+        std::fs::remove_dir_all(out).with_context(|| out.display().to_string())?;
+    }
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let settings = serde_json::json!({
+        "images": args.images, "stage1_epochs": args.stage1_epochs,
+        "captioner_epochs": args.captioner_epochs, "stage2_epochs": args.stage2_epochs,
+    });
+    if marker.is_file() {
+        let previous: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker)?)?;
+        if previous != settings {
+            anyhow::bail!(
+                "{} holds a demo made with other settings ({previous}); pass --force to start over",
+                out.display()
+            );
+        }
+    }
+    std::fs::write(&marker, serde_json::to_string_pretty(&settings)? + "\n")?;
+    let step = |n: usize, what: &str| eprintln!("[{n}/7 {:>4.0} s] {what}", started.elapsed().as_secs_f64());
+
+    let world = out.join("world");
+    if !world.join(deper_core::dataset::MANIFEST_FILE).is_file() {
+        step(1, "synthetic world");
+        super::synth::run(super::synth::SynthArgs {
+            out: world.clone(),
+            subjects: deper_synth::SynthConfig::default().subjects,
+            images: args.images,
+            coverage: deper_synth::SynthConfig::default().coverage,
+            seed: 0,
+            unseen_fraction: 0.25,
+            shots: deper_core::split::DEFAULT_SHOTS,
+            force: false,
+        })?;
+    }
+    let backbone = deper_train::features::PIXEL_STATS;
+    if !deper_train::features::cache_paths(&world, backbone).0.is_file() {
+        step(2, "image features");
+        let ds = deper_core::dataset::Dataset::open(&world)?;
+        deper_train::features::extract(&ds, backbone, &mut |_, _| {})?;
+    }
+    let captioner_dir = out.join("captioner");
+    if !captioner_dir.join("model.safetensors").is_file() {
+        step(3, "pretraining the tiny frozen captioner");
+        if captioner_dir.exists() {
+            std::fs::remove_dir_all(&captioner_dir)?;
+        }
+        let config = CaptionerConfig { epochs: args.captioner_epochs, ..CaptionerConfig::default() };
+        run_pretrain(&world, &captioner_dir, &config, args.device)?;
+    }
+    let runs = out.join("runs");
+    for (n, name, no_traj) in [(4, "stage1", false), (4, "stage1_no_traj", true)] {
+        let run = runs.join(name);
+        if done(&run, args.stage1_epochs) {
+            continue;
+        }
+        step(n, &format!("stage 1 ({name})"));
+        let mut config = deper_train::stage1::Stage1Config::default();
+        config.model = deper_train::stage1::ModelSettings { no_trajectory: no_traj, ..deper_train::stage1::ModelSettings::tiny() };
+        config.train.epochs = args.stage1_epochs;
+        config.train.lr_schedule = deper_train::stage1::LrSchedule::Cosine;
+        let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
+        with_backend!(args.device, B, AD, device => {
+            deper_train::stage1::train::<AD>(&world, &run, config, resume, &device, &mut |_| {})
+                .with_context(|| format!("stage 1 into {}", run.display()))
+        })?;
+    }
+    let mut stage2_runs = Vec::new();
+    for (name, stage1, method) in
+        [("deper", Some("stage1"), Method::Deper), ("deper_no_traj", Some("stage1_no_traj"), Method::Deper), ("pt", None, Method::Pt)]
+    {
+        let run = runs.join(name);
+        stage2_runs.push(run.clone());
+        if done(&run, args.stage2_epochs) {
+            continue;
+        }
+        step(5, &format!("stage 2 ({name})"));
+        let config = Stage2Config { epochs: args.stage2_epochs, ..Stage2Config::default() };
+        let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
+        let s1 = stage1.map(|s| runs.join(s));
+        run_stage2(&world, s1.as_deref(), &captioner_dir, &run, method, config, resume, args.device)?;
+    }
+    step(6, "evaluation (captions for every method)");
+    let report = out.join("report");
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let evaluation = run_eval(&world, &stage2_runs, &report, deper_core::split::DEFAULT_SHOTS, &command, args.device)?;
+    step(7, "done");
+    eprintln!("report: {}  ({:.1} min)", report.join("report.html").display(), started.elapsed().as_secs_f64() / 60.0);
+    super::print_json(&evaluation.report_json)
+}
+
+/// Whether a run folder finished `epochs` epochs.
+fn done(run: &std::path::Path, epochs: usize) -> bool {
+    std::fs::read_to_string(run.join(deper_train::stage1::STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("epochs_done")?.as_u64())
+        .is_some_and(|e| e as usize >= epochs)
+}

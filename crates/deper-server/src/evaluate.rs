@@ -1,0 +1,424 @@
+//! `deper eval`: personalized-caption evaluation of stage-2 runs and the zero-shot VLM, written as the
+//! report folder (`report.json`, `report.md`, `report_full.json`, `report.html`, `captions.json`).
+//!
+//! Protocol (the paper's): captions are generated greedily for the test images of seen subjects and
+//! for the val/test triplets of unseen subjects (never their support triplets). Each generated caption
+//! is scored against the description *its* subject wrote for that image (pycocoevalcap conventions,
+//! `deper-eval`). Seen subjects' z_s is the mean over their training triplets; unseen subjects' the
+//! mean over their K support triplets. The PT baseline has no persona for unseen subjects.
+//! Subject accuracy comes from the (fine-tuned) encoder: its classifier for seen subjects, K-shot
+//! nearest centroid (cosine) among the unseen subjects for unseen ones. The personalisation score asks,
+//! for images several subjects described, whether each subject's reference ranks its own subject's
+//! prediction first (CIDEr-D).
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
+use deper_core::dataset::{find_image_file, Dataset};
+use deper_eval::captions::score_corpus;
+use deper_eval::personalization::{personalization_score, PerSubject, SentenceMetric};
+use deper_report::{CaptionExample, EmbeddingPoint, MetricRow, MetricTable, Report, Step, TrainingCurve, TrajectoryExample};
+use deper_train::eval::run_model;
+use deper_train::stage2::{self, evaluation_set, GeneratedCaption, Method, Stage2Info};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Metric keys of `report.json`, per split and method.
+pub const REPORT_KEYS: [&str; 5] = ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L", "subject_acc"];
+
+/// What the evaluation reports as it goes.
+#[derive(Debug)]
+pub enum EvalProgress {
+    Method { method: String, captions: usize },
+    Caption,
+}
+
+/// A method's scores on one split.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MethodScores {
+    pub metrics: BTreeMap<String, Option<f64>>,
+    pub captions: usize,
+}
+
+/// The whole outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// split → method → scores.
+    pub splits: BTreeMap<String, BTreeMap<String, MethodScores>>,
+    pub report_json: Value,
+}
+
+struct MethodRun {
+    name: String,
+    run: PathBuf,
+    info: Stage2Info,
+}
+
+fn method_name(info: &Stage2Info) -> &'static str {
+    match info.method {
+        Method::Pt => "pt",
+        Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.model.no_trajectory) => "deper_no_traj",
+        Method::Deper => "deper",
+    }
+}
+
+/// Evaluates `runs` (stage-2 run folders) on `data` and writes the report into `out`.
+pub fn evaluate<B: Backend>(
+    data: &Path,
+    runs: &[PathBuf],
+    out: &Path,
+    shots: usize,
+    command: &str,
+    device: &B::Device,
+    progress: &mut dyn FnMut(EvalProgress),
+) -> anyhow::Result<Evaluation> {
+    if runs.is_empty() {
+        bail!("give at least one stage-2 run with --runs");
+    }
+    let mut methods: Vec<MethodRun> = Vec::new();
+    for run in runs {
+        let info = Stage2Info::load(run).with_context(|| format!("--runs {}", run.display()))?;
+        let mut name = method_name(&info).to_string();
+        if methods.iter().any(|m| m.name == name) {
+            name = format!("{name}:{}", run.file_name().map_or_else(String::new, |f| f.to_string_lossy().into()));
+        }
+        methods.push(MethodRun { name, run: run.clone(), info });
+    }
+    let first = &methods[0];
+    for m in &methods[1..] {
+        if m.info.subjects != first.info.subjects {
+            bail!(
+                "runs {} and {} were trained on different subject lists ({} vs {} subjects); evaluate runs of one dataset together",
+                first.run.display(),
+                m.run.display(),
+                first.info.subjects.len(),
+                m.info.subjects.len()
+            );
+        }
+        if m.info.vlm != first.info.vlm {
+            bail!("runs {} and {} use different VLMs ({} vs {})", first.run.display(), m.run.display(), first.info.vlm, m.info.vlm);
+        }
+    }
+    let vlm_dir = PathBuf::from(&first.info.vlm);
+    let ds = Dataset::open(data)?;
+    let references: BTreeMap<String, String> =
+        ds.load_triplets()?.into_iter().map(|t| (t.id, t.description.text)).collect();
+
+    let mut all_captions: BTreeMap<String, Vec<GeneratedCaption>> = BTreeMap::new();
+    let mut subject_acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut embeddings: Vec<EmbeddingPoint> = Vec::new();
+    let mut trajectories: Vec<TrajectoryExample> = Vec::new();
+
+    // Zero-shot: the persona prompt with the persona token's own embedding.
+    {
+        let stage1 = methods.iter().find_map(|m| m.info.stage1_info.as_ref());
+        let sd = stage2::prepare_stage2::<B>(data, &vlm_dir, stage1, device)?;
+        let set = evaluation_set(&sd.prep);
+        if set.is_empty() {
+            bail!("{}: no test triplets to caption (check splits.json)", data.display());
+        }
+        progress(EvalProgress::Method { method: "zero_shot".into(), captions: set.len() });
+        let caps = stage2::generate(&sd.frozen, &sd.prep, &references, &set, None, device, &mut || {
+            progress(EvalProgress::Caption)
+        })?;
+        all_captions.insert("zero_shot".into(), caps);
+    }
+
+    for m in &methods {
+        let sd = stage2::prepare_stage2::<B>(data, &vlm_dir, m.info.stage1_info.as_ref(), device)?;
+        let model = stage2::load_personalizer::<B>(&m.run, &m.info, device)?;
+        let personas = stage2::subject_personas(&model, &m.info, &sd.prep, shots, device)?;
+        let set: Vec<usize> =
+            evaluation_set(&sd.prep).into_iter().filter(|&i| personas.contains_key(&sd.prep.samples[i].subject)).collect();
+        progress(EvalProgress::Method { method: m.name.clone(), captions: set.len() });
+        let caps = stage2::generate(&sd.frozen, &sd.prep, &references, &set, Some(&personas), device, &mut || {
+            progress(EvalProgress::Caption)
+        })?;
+        all_captions.insert(m.name.clone(), caps);
+
+        if let Some(encoder) = &model.encoder {
+            let prep = &sd.prep;
+            let seen_set = prep.partition.test.clone();
+            let outputs = run_model(encoder, prep, &seen_set, 32, device)?;
+            let truth: Vec<usize> = seen_set.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
+            let seen_acc = deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject).unwrap_or(f64::NAN);
+            let unseen_acc = unseen_accuracy(encoder, prep, shots, device)?;
+            subject_acc.insert(m.name.clone(), (seen_acc, unseen_acc));
+            if m.name == "deper" || embeddings.is_empty() {
+                embeddings = embedding_points(encoder, prep, device)?;
+                trajectories = trajectory_examples(prep, &seen_set, &outputs.boxes, data)?;
+            }
+        }
+    }
+
+    // Scores per split and method.
+    let mut splits: BTreeMap<String, BTreeMap<String, MethodScores>> = BTreeMap::new();
+    for (method, caps) in &all_captions {
+        for (split, seen) in [("seen", true), ("unseen", false)] {
+            let part: Vec<&GeneratedCaption> = caps.iter().filter(|c| c.seen == seen).collect();
+            if part.is_empty() {
+                continue;
+            }
+            let mut refs = BTreeMap::new();
+            let mut cands = BTreeMap::new();
+            for c in &part {
+                if c.reference.trim().is_empty() {
+                    bail!("triplet {} has an empty reference description; cannot score it", c.triplet_id);
+                }
+                refs.insert(c.triplet_id.clone(), vec![c.reference.clone()]);
+                cands.insert(c.triplet_id.clone(), c.prediction.clone());
+            }
+            let scores = score_corpus(&refs, &cands).with_context(|| format!("scoring {method} on {split}"))?;
+            let mut metrics: BTreeMap<String, Option<f64>> =
+                scores.corpus.iter().map(|(k, v)| (k.clone(), Some(*v))).collect();
+            let acc = subject_acc.get(method).map(|(s, u)| if seen { *s } else { *u });
+            metrics.insert("subject_acc".into(), acc.filter(|v| v.is_finite()));
+            metrics.insert("personalization".into(), personalization(&part)?);
+            splits.entry(split.into()).or_default().insert(method.clone(), MethodScores { metrics, captions: part.len() });
+        }
+    }
+
+    let mut report_json = serde_json::Map::new();
+    for (split, methods) in &splits {
+        let mut per_method = serde_json::Map::new();
+        for (method, scores) in methods {
+            let entry: serde_json::Map<String, Value> =
+                REPORT_KEYS.iter().map(|k| (k.to_string(), json!(scores.metrics.get(*k).copied().flatten()))).collect();
+            per_method.insert(method.clone(), Value::Object(entry));
+        }
+        report_json.insert(split.clone(), Value::Object(per_method));
+    }
+    let report_json = Value::Object(report_json);
+
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report_json)? + "\n")?;
+    std::fs::write(out.join("captions.json"), serde_json::to_string_pretty(&all_captions)? + "\n")?;
+
+    let mut notes = vec![
+        "Each caption is scored against the description its own subject wrote for that image (pycocoevalcap conventions; METEOR with exact + stem matching only, see deper-eval's README for its gap to the jar).".to_string(),
+        format!("Unseen subjects: z_s is the mean over {shots} support triplets, no retraining. The PT baseline learns one embedding per training subject and cannot describe unseen subjects (n/a)."),
+        "subject_acc: the encoder's classifier on held-out images of seen subjects; nearest-centroid over the unseen subjects' support means for unseen subjects.".to_string(),
+        "personalization: fraction of (image, subject) pairs, on images described by several subjects, whose reference ranks its own subject's prediction first (CIDEr-D).".to_string(),
+    ];
+    if !methods.iter().any(|m| m.info.method == Method::Pt) {
+        notes.push("No PT run was given.".into());
+    }
+    let report = Report {
+        title: "DEPER: personalized captions".into(),
+        command: command.into(),
+        created: now_utc(),
+        tables: ["seen", "unseen"]
+            .iter()
+            .map(|split| MetricTable {
+                split: split.to_string(),
+                rows: table_rows(splits.get(*split), &all_captions, *split == "unseen"),
+                ..Default::default()
+            })
+            .collect(),
+        embeddings,
+        trajectories,
+        captions: caption_examples(&all_captions, data)?,
+        curves: curves(&methods),
+        notes,
+    };
+    report.write(out).with_context(|| format!("writing the report into {}", out.display()))?;
+    Ok(Evaluation { splits, report_json })
+}
+
+fn table_rows(
+    split: Option<&BTreeMap<String, MethodScores>>,
+    all: &BTreeMap<String, Vec<GeneratedCaption>>,
+    unseen: bool,
+) -> Vec<MetricRow> {
+    let mut rows = Vec::new();
+    for method in all.keys() {
+        match split.and_then(|s| s.get(method)) {
+            Some(scores) => rows.push(MetricRow { method: method.clone(), metrics: scores.metrics.clone() }),
+            // A method with no captions on this split (PT on unseen subjects): every metric n/a.
+            None if unseen => rows.push(MetricRow {
+                method: method.clone(),
+                metrics: REPORT_KEYS.iter().map(|k| (k.to_string(), None)).collect(),
+            }),
+            None => {}
+        }
+    }
+    rows
+}
+
+fn personalization(part: &[&GeneratedCaption]) -> anyhow::Result<Option<f64>> {
+    let mut refs: PerSubject = BTreeMap::new();
+    let mut preds: PerSubject = BTreeMap::new();
+    for c in part {
+        refs.entry(c.image.clone()).or_default().insert(c.subject.clone(), c.reference.clone());
+        preds.entry(c.image.clone()).or_default().insert(c.subject.clone(), c.prediction.clone());
+    }
+    let score = personalization_score(&refs, &preds, &SentenceMetric::CiderD)?;
+    Ok((score.pairs > 0).then_some(score.score))
+}
+
+/// K-shot nearest-centroid accuracy over the unseen subjects (cosine similarity to support means).
+fn unseen_accuracy<B: Backend>(
+    encoder: &deper_model::Deper<B>,
+    prep: &deper_train::stage1::Prepared,
+    shots: usize,
+    device: &B::Device,
+) -> anyhow::Result<f64> {
+    let mut centroids: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in &prep.partition.support {
+        groups.entry(prep.samples[i].subject.clone()).or_default().push(i);
+    }
+    for (subject, mut ids) in groups {
+        ids.truncate(shots.max(1));
+        let z = run_model(encoder, prep, &ids, 32, device)?.z_s;
+        centroids.insert(subject, deper_train::eval::mean_vector(&z.iter().collect::<Vec<_>>()));
+    }
+    let queries = &prep.partition.unseen_queries;
+    if centroids.is_empty() || queries.is_empty() {
+        return Ok(f64::NAN);
+    }
+    let z = run_model(encoder, prep, queries, 32, device)?.z_s;
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb).max(1e-12)
+    };
+    let mut truth = Vec::new();
+    let mut pred = Vec::new();
+    for (k, &i) in queries.iter().enumerate() {
+        let best = centroids
+            .iter()
+            .max_by(|a, b| cos(&z[k], a.1).total_cmp(&cos(&z[k], b.1)))
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default();
+        truth.push(prep.samples[i].subject.clone());
+        pred.push(best);
+    }
+    Ok(deper_eval::subjects::accuracy(&truth, &pred)?)
+}
+
+/// z_s of every held-out triplet (seen test images and unseen queries and supports).
+fn embedding_points<B: Backend>(
+    encoder: &deper_model::Deper<B>,
+    prep: &deper_train::stage1::Prepared,
+    device: &B::Device,
+) -> anyhow::Result<Vec<EmbeddingPoint>> {
+    let mut set = prep.partition.test.clone();
+    set.extend(&prep.partition.unseen_queries);
+    set.extend(&prep.partition.support);
+    let z = run_model(encoder, prep, &set, 32, device)?.z_s;
+    Ok(set
+        .iter()
+        .zip(z)
+        .map(|(&i, vector)| {
+            let s = &prep.samples[i];
+            EmbeddingPoint {
+                subject: s.subject.clone(),
+                vector,
+                seen: !prep.splits.is_unseen(&s.subject),
+                label: Some(s.triplet_id.clone()),
+            }
+        })
+        .collect())
+}
+
+fn read_image_png(data: &Path, image: &str) -> Option<Vec<u8>> {
+    let dir = data.join("images");
+    let file = find_image_file(&dir, image)?;
+    std::fs::read(dir.join(file)).ok()
+}
+
+/// Ground truth vs the decoder's reconstruction for one test triplet per subject (up to 6).
+fn trajectory_examples(
+    prep: &deper_train::stage1::Prepared,
+    set: &[usize],
+    boxes: &[Vec<deper_core::BBox>],
+    data: &Path,
+) -> anyhow::Result<Vec<TrajectoryExample>> {
+    let mut out = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    for (k, &i) in set.iter().enumerate() {
+        let s = &prep.samples[i];
+        if out.len() >= 6 || !done.insert(s.subject.clone()) {
+            continue;
+        }
+        let Some(png) = read_image_png(data, &s.image) else { continue };
+        let gt = s.trajectory.steps.iter().map(|st| Step::from(*&st)).collect();
+        let rec = boxes[k].iter().map(|b| Step { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, duration: f64::NAN }).collect();
+        out.push(TrajectoryExample {
+            image_id: s.image.clone(),
+            subject: s.subject.clone(),
+            image_png: png,
+            ground_truth: gt,
+            reconstructed: rec,
+        });
+    }
+    Ok(out)
+}
+
+/// One image per subject with every method's caption beside the subject's own description.
+fn caption_examples(all: &BTreeMap<String, Vec<GeneratedCaption>>, data: &Path) -> anyhow::Result<Vec<CaptionExample>> {
+    let Some(zero) = all.get("zero_shot") else { return Ok(Vec::new()) };
+    let mut done = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for c in zero {
+        if !done.insert(c.subject.clone()) {
+            continue;
+        }
+        let predictions = all
+            .iter()
+            .filter_map(|(m, caps)| caps.iter().find(|x| x.triplet_id == c.triplet_id).map(|x| (m.clone(), x.prediction.clone())))
+            .collect();
+        out.push(CaptionExample {
+            image_id: c.image.clone(),
+            image_png: read_image_png(data, &c.image),
+            subject: c.subject.clone(),
+            reference: c.reference.clone(),
+            predictions,
+        });
+    }
+    Ok(out)
+}
+
+/// Training curves of the stage-2 runs and their stage-1 runs.
+fn curves(methods: &[MethodRun]) -> Vec<TrainingCurve> {
+    let mut out = Vec::new();
+    let mut read = |run: &Path, name: &str, keys: &[&str]| {
+        let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) else { return };
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        for key in keys {
+            let points: Vec<(f64, f64)> = lines
+                .iter()
+                .filter_map(|v| Some((v.get("epoch")?.as_f64()?, v.get(*key)?.as_f64()?)))
+                .collect();
+            if !points.is_empty() {
+                out.push(TrainingCurve { run: name.to_string(), metric: key.to_string(), points });
+            }
+        }
+    };
+    for m in methods {
+        read(&m.run, &format!("{} (stage 2)", m.name), &["train_nll", "val_nll"]);
+        if let Some(s1) = &m.info.stage1 {
+            read(Path::new(s1), &format!("{} (stage 1)", m.name), &["train_loss", "val_subject_acc", "val_box_iou"]);
+        }
+    }
+    out
+}
+
+/// The current time as `YYYY-MM-DD HH:MM UTC` (civil-from-days, proleptic Gregorian).
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}

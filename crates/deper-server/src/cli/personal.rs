@@ -324,7 +324,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let world = out.join("world");
     if !world.join(deper_core::dataset::MANIFEST_FILE).is_file() {
         step(1, "synthetic world");
-        super::synth::run(super::synth::SynthArgs {
+        super::synth::build(super::synth::SynthArgs {
             out: world.clone(),
             subjects: deper_synth::SynthConfig::default().subjects,
             images: args.images,

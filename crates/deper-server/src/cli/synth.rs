@@ -36,6 +36,12 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
+    let stats = build(args)?;
+    super::print_json(&stats)
+}
+
+/// Generates the world and its splits; returns the dataset stats.
+pub fn build(args: SynthArgs) -> anyhow::Result<deper_core::stats::DatasetStats> {
     if args.force {
         super::remove_existing_dataset(&args.out)?;
     }
@@ -68,5 +74,5 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         stats.subjects,
         splits.unseen_subjects.join(", ")
     );
-    super::print_json(&stats)
+    Ok(stats)
 }

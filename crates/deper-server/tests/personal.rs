@@ -1,0 +1,142 @@
+//! The personalized-caption loop through the real binary: `deper demo` on a tiny world (captioner
+//! pretraining, stage 1 with and without trajectories, stage 2 DEPER/PT, evaluation report), the
+//! captioner's Hugging Face folder, `deper metrics`, and the bad inputs of stage 2 and evaluation.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures by design
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn deper(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deper")).args(args).output().expect("run deper")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = deper(args);
+    assert!(out.status.success(), "deper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = deper(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "deper {args:?} should fail");
+    assert!(stderr.contains(needle), "deper {args:?}: expected `{needle}` in: {stderr}");
+    assert!(!stderr.contains("panicked"), "deper {args:?} panicked: {stderr}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let args = [
+        "demo",
+        "--out",
+        s(&out),
+        "--images",
+        "24",
+        "--stage1-epochs",
+        "1",
+        "--captioner-epochs",
+        "1",
+        "--stage2-epochs",
+        "1",
+    ];
+    let printed = ok_json(&args);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report/report.json")).unwrap()).unwrap();
+    assert_eq!(printed, report, "stdout is report.json");
+    for method in ["zero_shot", "pt", "deper", "deper_no_traj"] {
+        let m = &report["seen"][method];
+        for key in ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L"] {
+            let v = m[key].as_f64().unwrap_or_else(|| panic!("seen.{method}.{key} missing: {report}"));
+            assert!((0.0..=10.0).contains(&v), "seen.{method}.{key} = {v}");
+        }
+    }
+    // Subject accuracy only where an encoder exists; PT cannot serve unseen subjects.
+    assert!(report["seen"]["deper"]["subject_acc"].as_f64().is_some());
+    assert!(report["seen"]["zero_shot"]["subject_acc"].is_null());
+    assert!(report["unseen"]["deper"]["CIDEr"].as_f64().is_some());
+    assert!(report["unseen"].get("pt").is_none(), "{report}");
+    for file in ["report.html", "report.md", "report_full.json", "captions.json"] {
+        assert!(out.join("report").join(file).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(md.contains("deper\\_no\\_traj") && md.contains("n/a"), "{md}");
+
+    // The captioner is a Hugging Face folder the ordinary loading code captions with.
+    let captioner = out.join("captioner");
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"] {
+        assert!(captioner.join(file).is_file(), "{file}");
+    }
+    let image = out.join("world/images/scene_0000.png");
+    let caption = ok_json(&["caption", "--model", s(&captioner), "--image", s(&image), "--json", "--max-new-tokens", "8"]);
+    assert!(!caption["generated_ids"].as_array().unwrap().is_empty(), "{caption}");
+
+    // A rerun keeps every finished step and reproduces the report.
+    let again = ok_json(&args);
+    assert_eq!(again, report);
+
+    let runs = out.join("runs");
+    let world = out.join("world");
+    // A stage-2 run where a stage-1 run belongs, and the other way round.
+    fails_with(
+        &["train", "stage2", "--data", s(&world), "--stage1", s(&runs.join("pt")), "--vlm", s(&captioner), "--out", s(&dir.path().join("x"))],
+        "not stage1",
+    );
+    fails_with(&["eval", "--data", s(&world), "--runs", s(&runs.join("stage1")), "--out", s(&dir.path().join("r"))], "not stage2");
+    // Runs trained on different subject lists cannot share a table.
+    let other = dir.path().join("pt_other");
+    std::fs::create_dir_all(&other).unwrap();
+    for entry in std::fs::read_dir(runs.join("pt")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    let mut info: Value = serde_json::from_str(&std::fs::read_to_string(other.join("run.json")).unwrap()).unwrap();
+    info["subjects"].as_array_mut().unwrap().pop();
+    std::fs::write(other.join("run.json"), info.to_string()).unwrap();
+    fails_with(
+        &["eval", "--data", s(&world), "--runs", s(&runs.join("deper")), s(&other), "--out", s(&dir.path().join("r"))],
+        "different subject lists",
+    );
+    // A VLM folder without the persona token.
+    fails_with(
+        &["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&world), "--out", s(&dir.path().join("y"))],
+        "config.json",
+    );
+}
+
+#[test]
+fn metrics_prints_coco_scores_and_rejects_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let refs = dir.path().join("refs.json");
+    let cands = dir.path().join("cands.json");
+    std::fs::write(
+        &refs,
+        r#"{"a": ["A red circle, left of a blue square.", "a red circle and a blue square"], "b": ["Two green stars!"], "c": ["a cat on a mat"]}"#,
+    )
+    .unwrap();
+    std::fs::write(&cands, r#"{"a": "a red circle and a blue square", "b": "two green stars", "c": "zebras grazing"}"#).unwrap();
+    let out_file = dir.path().join("scores.json");
+    let scores = ok_json(&["metrics", "--refs", s(&refs), "--cands", s(&cands), "--out", s(&out_file)]);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(scores, written);
+    for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"] {
+        assert!(scores["corpus"][key].is_number(), "{key}: {scores}");
+    }
+    // Tokenised exactly, `a` matches a reference word for word; `c` shares nothing.
+    assert!((scores["per_image"]["a"]["Bleu_1"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{scores}");
+    assert!((scores["per_image"]["a"]["ROUGE_L"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{scores}");
+    assert!(scores["per_image"]["c"]["ROUGE_L"].as_f64().unwrap() < 1e-9, "{scores}");
+
+    std::fs::write(&refs, r#"{"a": [], "b": ["x"], "c": ["y"]}"#).unwrap();
+    fails_with(&["metrics", "--refs", s(&refs), "--cands", s(&cands)], "a");
+    std::fs::write(&refs, r#"{"a": ["x"], "b": ["x"]"#).unwrap();
+    fails_with(&["metrics", "--refs", s(&refs), "--cands", s(&cands)], "refs.json");
+}

@@ -59,6 +59,7 @@ fn method_name(info: &Stage2Info) -> &'static str {
     match info.method {
         Method::Pt => "pt",
         Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.model.no_trajectory) => "deper_no_traj",
+        Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.loss.w_traj == 0.0) => "deper_no_decoder_loss",
         Method::Deper => "deper",
     }
 }
@@ -109,6 +110,7 @@ pub fn evaluate<B: Backend>(
     let mut subject_acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut embeddings: Vec<EmbeddingPoint> = Vec::new();
     let mut trajectories: Vec<TrajectoryExample> = Vec::new();
+    let mut trajectory_rows: Vec<MetricRow> = Vec::new();
 
     // Zero-shot: the persona prompt with the persona token's own embedding.
     {
@@ -145,6 +147,24 @@ pub fn evaluate<B: Backend>(
             let seen_acc = deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject).unwrap_or(f64::NAN);
             let unseen_acc = unseen_accuracy(encoder, prep, shots, device)?;
             subject_acc.insert(m.name.clone(), (seen_acc, unseen_acc));
+            let predicted: Vec<Vec<deper_core::BBox>> = outputs
+                .boxes
+                .iter()
+                .zip(&outputs.valid_steps)
+                .map(|(b, &n)| b[..n.clamp(1, b.len())].to_vec())
+                .collect();
+            trajectory_rows.push(MetricRow { method: m.name.clone(), metrics: scanpath_scores(prep, &seen_set, &predicted)? });
+            if !trajectory_rows.iter().any(|r| r.method == "mean_trajectory") {
+                let means = deper_train::eval::mean_trajectories(prep, &prep.partition.train);
+                let baseline: Vec<Vec<deper_core::BBox>> = seen_set
+                    .iter()
+                    .map(|&i| means.get(&prep.samples[i].subject).cloned().unwrap_or_default())
+                    .collect();
+                trajectory_rows.push(MetricRow {
+                    method: "mean_trajectory".into(),
+                    metrics: scanpath_scores(prep, &seen_set, &baseline)?,
+                });
+            }
             if m.name == "deper" || embeddings.is_empty() {
                 embeddings = embedding_points(encoder, prep, device)?;
                 trajectories = trajectory_examples(prep, &seen_set, &outputs.boxes, data)?;
@@ -215,6 +235,11 @@ pub fn evaluate<B: Backend>(
                 rows: table_rows(splits.get(*split), &all_captions, *split == "unseen"),
                 ..Default::default()
             })
+            .chain((!trajectory_rows.is_empty()).then(|| MetricTable {
+                split: "trajectory reconstruction (seen subjects, test images)".into(),
+                rows: trajectory_rows.clone(),
+                lower_is_better: ["dtw".to_string()].into_iter().collect(),
+            }))
             .collect(),
         embeddings,
         trajectories,
@@ -244,6 +269,43 @@ fn table_rows(
         }
     }
     rows
+}
+
+/// Box IoU per step, DTW of box centres (lower is better), ScanMatch-style sequence score and
+/// edit-distance similarity on a 5×5 grid, averaged over `set`, of `predicted` against the truth.
+fn scanpath_scores(
+    prep: &deper_train::stage1::Prepared,
+    set: &[usize],
+    predicted: &[Vec<deper_core::BBox>],
+) -> anyhow::Result<BTreeMap<String, Option<f64>>> {
+    use deper_eval::scanpath::{dtw, scanmatch, string_edit_distance, Fixation, ScanMatchParams};
+    let centre = |b: &deper_core::BBox, d: f64| Fixation { x: (b.x1 + b.x2) / 2.0, y: (b.y1 + b.y2) / 2.0, duration: d };
+    let (mut iou, mut steps) = (0.0, 0usize);
+    let (mut d_sum, mut s_sum, mut e_sum, mut n) = (0.0, 0.0, 0.0, 0usize);
+    for (&i, pred) in set.iter().zip(predicted) {
+        let truth = &prep.samples[i].trajectory;
+        let (sum, count) = deper_train::eval::trajectory_iou(pred, truth);
+        iou += sum;
+        steps += count;
+        if truth.steps.is_empty() || pred.is_empty() {
+            continue;
+        }
+        let a: Vec<Fixation> = truth.steps.iter().map(|s| centre(&s.bbox, s.duration)).collect();
+        let b: Vec<Fixation> = pred.iter().map(|p| centre(p, 1.0)).collect();
+        d_sum += dtw(&a, &b)?;
+        s_sum += scanmatch(&a, &b, &ScanMatchParams::default())?;
+        e_sum += string_edit_distance(&a, &b, (5, 5))?.similarity;
+        n += 1;
+    }
+    let mean = |v: f64, k: usize| (k > 0).then(|| v / k as f64);
+    Ok([
+        ("box_iou".to_string(), mean(iou, steps)),
+        ("dtw".to_string(), mean(d_sum, n)),
+        ("sequence_score".to_string(), mean(s_sum, n)),
+        ("edit_similarity".to_string(), mean(e_sum, n)),
+    ]
+    .into_iter()
+    .collect())
 }
 
 fn personalization(part: &[&GeneratedCaption]) -> anyhow::Result<Option<f64>> {

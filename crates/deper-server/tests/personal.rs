@@ -67,6 +67,18 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     for file in ["report.html", "report.md", "report_full.json", "captions.json"] {
         assert!(out.join("report").join(file).is_file(), "{file}");
     }
+    // Trajectory reconstruction beside the per-subject mean-trajectory baseline.
+    let full: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report/report_full.json")).unwrap()).unwrap();
+    let tables = full["tables"].as_array().unwrap();
+    let traj = tables.iter().find(|t| t["split"].as_str().unwrap().starts_with("trajectory")).unwrap();
+    let methods: Vec<&str> = traj["rows"].as_array().unwrap().iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["deper", "mean_trajectory", "deper_no_traj"], "{traj}");
+    for row in traj["rows"].as_array().unwrap() {
+        let iou = row["metrics"]["box_iou"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&iou), "{row}");
+        assert!(row["metrics"]["dtw"].as_f64().unwrap() >= 0.0, "{row}");
+    }
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     assert!(md.contains("deper\\_no\\_traj") && md.contains("n/a"), "{md}");
 

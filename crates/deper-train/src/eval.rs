@@ -29,6 +29,8 @@ pub struct Outputs {
     pub z_s: Vec<Vec<f32>>,
     pub predicted_subject: Vec<usize>,
     pub boxes: Vec<Vec<BBox>>,
+    /// Decoded steps the validity head keeps (logit > 0), per sample.
+    pub valid_steps: Vec<usize>,
 }
 
 /// Runs the model over `indices` in batches.
@@ -39,7 +41,7 @@ pub fn run_model<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Outputs> {
-    let mut out = Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new() };
+    let mut out = Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new(), valid_steps: Vec::new() };
     for chunk in indices.chunks(batch_size.max(1)) {
         let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
         let batch = make_batch::<B>(&samples, &prep.features, device)?;
@@ -57,6 +59,13 @@ pub fn run_model<B: Backend>(
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         out.predicted_subject.extend(pred.into_iter().map(|p| p as usize));
         let [_, steps, _] = o.pred_boxes.dims();
+        let valid: Vec<f32> = o
+            .pred_valid_logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        out.valid_steps.extend(valid.chunks(steps).map(|row| row.iter().filter(|&&l| l > 0.0).count()));
         let b: Vec<f32> =
             o.pred_boxes.into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
         for i in 0..n {

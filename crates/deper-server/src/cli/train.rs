@@ -131,6 +131,9 @@ pub struct Stage1Args {
     /// The ablation without the trajectory stream.
     #[arg(long)]
     pub no_trajectory: bool,
+    /// The ablation without the trajectory decoder loss (its weight set to 0).
+    #[arg(long)]
+    pub no_trajectory_loss: bool,
     /// Continue the run in --out from its last completed epoch.
     #[arg(long)]
     pub resume: bool,
@@ -171,6 +174,9 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
             }
             if args.no_trajectory {
                 config.model.no_trajectory = true;
+            }
+            if args.no_trajectory_loss {
+                config.loss.w_traj = 0.0;
             }
             let mut bar = None;
             let mut on_progress = |p: Progress| match p {

@@ -139,7 +139,21 @@ fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 async fn participant_completes_study_and_export_holds_the_samples(s: &Server) {
     let (study, stimuli) = s.study(2).await;
+    // Editing the study keeps its images.
+    let edit = json!({"title": "Pointing study (v2)", "instructions": "Point, then describe.", "capture_mode": "mouse",
+                      "description_mode": "narrative", "settings": {"trial_seconds": 30}});
+    let (status, edited) = s.api.call(reqwest::Method::PUT, &format!("/api/studies/{study}"), s.r(), Some(&edit)).await;
+    assert_eq!(status, 200, "{edited}");
+    let (_, detail) = s.api.get(&format!("/api/studies/{study}"), s.r()).await;
+    assert_eq!((&detail["title"], &detail["settings"]["trial_seconds"]), (&json!("Pointing study (v2)"), &json!(30)));
+    assert_eq!(detail["stimuli"].as_array().unwrap().len(), 2);
+
     let (sid, tok) = s.join(study).await;
+    let (status, cal) = s
+        .api
+        .post(&format!("/api/sessions/{sid}/calibration"), Some(&tok), &json!({"points": 9, "error_px": 31.5}))
+        .await;
+    assert_eq!(status, 201, "{cal}");
     let mut sent: Vec<(String, Vec<Value>)> = Vec::new();
     let mut trials = 0;
     loop {
@@ -463,6 +477,14 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     let (status, body) = s.api.post("/api/jobs", s.r(), &json!({"kind": "sing", "params": {}})).await;
     assert_eq!(status, 422, "{body}");
 
+    // Features first, as their own job; training then finds them.
+    let (status, job) =
+        s.api.post("/api/jobs", s.r(), &json!({"kind": "features", "params": {"dataset": &data}})).await;
+    assert_eq!(status, 201, "{job}");
+    let evs = events(s, job["id"].as_i64().unwrap()).await;
+    assert_eq!(evs.last().unwrap().1["state"], "succeeded", "{evs:?}");
+    assert!(deper_train::features::load(&data, deper_train::features::PIXEL_STATS).is_ok());
+
     let (status, job) =
         s.api.post("/api/jobs", s.r(), &json!({"kind": "train_stage1", "params": tiny_params(&data, 2)})).await;
     assert_eq!(status, 201, "{job}");
@@ -495,7 +517,7 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     assert!(!bytes.is_empty());
     assert_eq!(ckpt["sha256"].as_str().unwrap(), deper_store::sha256_hex(&bytes));
     let (_, jobs) = s.api.get("/api/jobs", s.r()).await;
-    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs.as_array().unwrap().len(), 2);
 }
 
 async fn cancel_stops_a_running_job(s: &Server) {
@@ -590,6 +612,12 @@ async fn restart_fails_jobs_left_running_and_keeps_the_token() {
     assert_eq!(status, 200, "{job}");
     assert_eq!((&job["state"], &job["error"]), (&json!("failed"), &json!("server restarted")));
     let data = s.shutdown().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file must be private");
+    }
     let s = Server::start_in(data, None).await;
     assert_eq!(s.token, token);
     let (status, _) = s.api.get("/api/studies", s.r()).await;

@@ -515,6 +515,7 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     assert!(!bytes.is_empty());
+    assert!(!ckpt["path"].as_str().unwrap().starts_with('/'), "paths inside the data folder are stored relative");
     assert_eq!(ckpt["sha256"].as_str().unwrap(), deper_store::sha256_hex(&bytes));
     let (_, jobs) = s.api.get("/api/jobs", s.r()).await;
     assert_eq!(jobs.as_array().unwrap().len(), 2);
@@ -556,6 +557,31 @@ async fn cancel_stops_a_running_job(s: &Server) {
     assert_eq!(q["state"], "cancelled", "a cancelled queued job never runs: {q}");
 }
 
+/// Training straight from a study: the job exports it, splits it, extracts features and trains.
+async fn training_job_on_a_study(s: &Server) {
+    let (study, _) = s.study(8).await;
+    for p in 0..4 {
+        let (sid, tok) = s.join(study).await;
+        for trial in 0..8u32 {
+            let batch = json!({"batch_id": format!("b{trial}"), "trial": trial,
+                               "samples": samples(0.02 * f64::from(trial) + 0.01 * p as f64)});
+            let (status, ack) = s.api.post(&format!("/api/sessions/{sid}/samples"), Some(&tok), &batch).await;
+            assert_eq!(status, 200, "{ack}");
+            let d = json!({"trial": trial, "text": format!("participant {p} sees a red thing then a blue thing")});
+            let (status, body) = s.api.post(&format!("/api/sessions/{sid}/descriptions"), Some(&tok), &d).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        s.api.post(&format!("/api/sessions/{sid}/finish"), Some(&tok), &json!({})).await;
+    }
+    let params = json!({"study_id": study, "epochs": 1, "batch_size": 8,
+        "config": {"model": {"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "token_dim": 16}}});
+    let (status, job) = s.api.post("/api/jobs", s.r(), &json!({"kind": "train_stage1", "params": params})).await;
+    assert_eq!(status, 201, "{job}");
+    let evs = events(s, job["id"].as_i64().unwrap()).await;
+    let (_, last) = evs.last().unwrap();
+    assert_eq!(last["state"], "succeeded", "{last}");
+}
+
 macro_rules! suite {
     ($($case:ident),+ $(,)?) => {
         mod sqlite {
@@ -594,6 +620,7 @@ suite!(
     static_files_health_and_caption,
     training_job_runs_reports_progress_and_yields_a_checkpoint,
     cancel_stops_a_running_job,
+    training_job_on_a_study,
 );
 
 /// A job cut off by a stopped server is failed on the next start, never left `running`;

@@ -316,7 +316,11 @@ async fn run_one(app: &AppState, job: Job, stop: &mut tokio::sync::watch::Receiv
     app.jobs.unregister(id);
     let (state, error) = match outcome {
         Ok(artifacts) => {
-            for a in artifacts {
+            for mut a in artifacts {
+                // Inside the data folder, paths are stored relative to it (the folder may move).
+                if let Ok(rel) = FsPath::new(&a.path).strip_prefix(&*app.data_dir) {
+                    a.path = rel.display().to_string();
+                }
                 if let Err(e) = app.store.insert_artifact(&a).await {
                     eprintln!("job {id}: registering artifact {}: {e}", a.path);
                 }

@@ -108,6 +108,8 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+    // Absolute, so paths stored for artifacts do not depend on the working directory.
+    let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
     let url = match &settings.db_url {
         Some(url) => url.clone(),
         None => data_dir.join(DB_FILE).display().to_string(),

@@ -651,3 +651,35 @@ async fn restart_fails_jobs_left_running_and_keeps_the_token() {
     assert_eq!(status, 200);
     s.shutdown().await;
 }
+
+/// `/healthz` follows the database: 503 while PostgreSQL refuses connections, 200 again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_the_database_is_unreachable() {
+    use sqlx::Connection;
+    let Some(base) = deper_store::testing::postgres_url() else {
+        eprintln!("DEPER_TEST_POSTGRES_URL not set: PostgreSQL case skipped");
+        return;
+    };
+    let url = deper_store::testing::fresh_postgres_database(&base).await.unwrap();
+    let name = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let s = Server::start(Some(url)).await;
+    let (status, _) = s.api.get("/healthz", None).await;
+    assert_eq!(status, 200);
+
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (status, body) = s.api.get("/healthz", None).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = s.api.get("/api/studies", s.r()).await;
+    assert_eq!(status, 500, "{body}");
+
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    let (status, _) = s.api.get("/healthz", None).await;
+    assert_eq!(status, 200);
+    s.shutdown().await;
+}

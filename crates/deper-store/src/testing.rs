@@ -12,11 +12,29 @@ pub fn postgres_url() -> Option<String> {
     std::env::var(POSTGRES_ENV).ok().filter(|u| !u.trim().is_empty())
 }
 
-/// Creates a new, empty database on the server of `base_url` and returns its URL
-/// (the role in `base_url` needs CREATEDB).
+/// Test databases older than this are dropped when a new one is made (tests do not clean up
+/// after themselves: a pool may still hold connections when a test ends).
+const STALE_AFTER_SECS: u64 = 3600;
+
+/// Creates a new, empty database `deper_test_<unix seconds>_<random>` on the server of
+/// `base_url` and returns its URL (the role in `base_url` needs CREATEDB). Test databases of
+/// this role older than an hour are dropped first.
 pub async fn fresh_postgres_database(base_url: &str) -> Result<String> {
-    let name = format!("deper_test_{}", crate::random_hex(8)?);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let name = format!("deper_test_{now}_{}", crate::random_hex(6)?);
     let mut conn = sqlx::PgConnection::connect(base_url).await?;
+    let existing: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'deper\\_test\\_%' AND pg_get_userbyid(datdba) = current_user",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    for (old,) in existing {
+        let created = old.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
+        if created.is_some_and(|t| t + STALE_AFTER_SECS < now) {
+            // Best effort: another test run may be dropping it at the same time.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
     conn.close().await?;
     Ok(replace_database(base_url, &name))

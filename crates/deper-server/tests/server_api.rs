@@ -490,6 +490,13 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     assert_eq!(status, 201, "{job}");
     let id = job["id"].as_i64().unwrap();
     let evs = events(s, id).await;
+    // Browsers' EventSource cannot set headers: the stream also takes `?access_token=`.
+    let resp =
+        s.api.http.get(s.api.url(&format!("/api/jobs/{id}/events?access_token={}", s.token))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("event: end"));
+    let resp = s.api.http.get(s.api.url(&format!("/api/jobs/{id}?access_token={}", s.token))).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "query tokens are for event streams only");
     let (last_name, last) = evs.last().unwrap();
     assert_eq!(last_name, "end");
     assert_eq!(last["state"], "succeeded", "{last}");

@@ -56,6 +56,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         reset_token: args.reset_token,
         ..ServerSettings::new(args.data)
     };
+    // Fail now, not at the first job, when the training device is missing.
+    super::with_backend!(args.device, B, AD, dev => {
+        device_ready::<B>(&dev);
+        Ok::<(), anyhow::Error>(())
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr)
@@ -66,6 +71,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         launch(settings, listener, shutdown_signal()).await
     })
 }
+
+/// Names the backend of `with_backend!` (its probe has already run a tensor op on the device).
+fn device_ready<B: burn::tensor::backend::Backend>(_device: &B::Device) {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

@@ -16,9 +16,18 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// `?access_token=` of an event-stream request: browsers' `EventSource` cannot send headers.
+fn event_stream_token(req: &Request) -> Option<&str> {
+    if req.method() != axum::http::Method::GET || !req.uri().path().ends_with("/events") {
+        return None;
+    }
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+}
+
 /// Middleware: lets a request through only with the researcher token.
 pub async fn require_researcher(State(app): State<AppState>, req: Request, next: Next) -> ApiResult<Response> {
     let token = bearer(req.headers())
+        .or_else(|| event_stream_token(&req))
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <researcher token>`"))?;
     if sha256_hex(token.as_bytes()) != *app.researcher_hash {
         return Err(ApiError::unauthorized("wrong researcher token"));

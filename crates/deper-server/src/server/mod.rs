@@ -177,6 +177,10 @@ async fn healthz(State(app): State<AppState>) -> (StatusCode, &'static str) {
 async fn researcher_token(store: &dyn Store, data_dir: &Path, reset: bool) -> anyhow::Result<String> {
     if !reset {
         if let Some(hash) = store.get_setting(TOKEN_SETTING).await? {
+            eprintln!(
+                "researcher token: as printed at the first start (kept in {})",
+                data_dir.join(TOKEN_FILE).display()
+            );
             return Ok(hash);
         }
     }

@@ -169,3 +169,18 @@ fn a_backend_not_compiled_in_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn serve_refuses_a_training_device_it_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    for device in ["wgpu", "cuda"] {
+        if cfg!(feature = "wgpu") && device == "wgpu" || cfg!(feature = "cuda") && device == "cuda" {
+            continue; // compiled in: it would start serving
+        }
+        let out = deper(&["serve", "--data", s(dir.path()), "--addr", "127.0.0.1:0", "--device", device]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--features {device}")), "{err}");
+        assert!(!dir.path().join("deper.db").exists(), "nothing is created before the check");
+    }
+}

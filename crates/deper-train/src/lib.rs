@@ -34,6 +34,8 @@ pub enum TrainError {
     Config(String),
     #[error("{}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

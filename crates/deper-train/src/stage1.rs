@@ -25,6 +25,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::{make_batch, make_samples, partition, Partition, Sample};
 use crate::eval::{evaluate_seen, SeenMetrics};
@@ -372,6 +373,20 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<EpochMetrics>> {
+    train_cancellable::<B>(data, run, config, resume, device, progress, &AtomicBool::new(false))
+}
+
+/// [`train`] that stops with [`TrainError::Cancelled`] after the batch during which `cancel` was set
+/// (the server's job runner sets it). Completed epochs stay on disk, so a cancelled run can be resumed.
+pub fn train_cancellable<B: AutodiffBackend>(
+    data: &Path,
+    run: &Path,
+    config: Stage1Config,
+    resume: bool,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
     let info = if resume {
         let info = RunInfo::load(run)?;
@@ -485,6 +500,9 @@ pub fn train<B: AutodiffBackend>(
             }
             bank.update(out.z_s.detach(), &batch.labels);
             progress(Progress::Batch { epoch, batch: b + 1, loss: total });
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Cancelled);
+            }
         }
         let train_seconds = started.elapsed().as_secs_f64();
 

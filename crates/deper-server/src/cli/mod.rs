@@ -4,9 +4,13 @@ mod bench;
 mod dataset;
 mod import;
 mod personal;
+mod serve;
 mod synth;
-mod train;
+pub(crate) mod train;
 mod vlm;
+
+pub(crate) use train::with_backend;
+pub use train::DeviceKind;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +56,8 @@ pub enum Command {
     /// Low-level VLM tools.
     #[command(subcommand)]
     Vlm(vlm::VlmCommand),
+    /// Run the study server: researcher API, participant API, jobs, the browser app.
+    Serve(serve::ServeArgs),
     /// Benchmarks that print throughput and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Caption(args) => vlm::caption(args),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

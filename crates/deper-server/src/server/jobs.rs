@@ -1,0 +1,553 @@
+//! Background jobs: queued in the database, run one at a time per device by [`run_jobs`]
+//! beside the API (it stops with the server under `tokio::select!`), cancellable, with
+//! progress stored on the job and streamed as server-sent events.
+//!
+//! Kinds:
+//! * `train_stage1`: stage-1 training ([`deper_train::stage1::train_cancellable`]) on a dataset
+//!   folder (`dataset`) or a fresh export of a study (`study_id`). Splits and `pixel-stats`
+//!   features are made first when the dataset has none. The run folder and its checkpoint
+//!   become artifacts.
+//! * `features`: image patch features for a dataset folder.
+//!
+//! Cancellation sets a flag the training loop checks after every batch (so it stops within
+//! one batch); the job ends `cancelled`. A job found `running` at start-up was cut off by a
+//! stopped server and is marked `failed` (see [`super::launch`]).
+//! Pattern after zero-to-production's worker loop and burn-train's interrupter.
+
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+use crate::cli::{with_backend, DeviceKind};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use deper_store::{Artifact, Job, JobState, NewArtifact};
+use deper_train::stage1::{self, ModelSettings, Progress, Stage1Config};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TRAIN_STAGE1: &str = "train_stage1";
+pub const FEATURES: &str = "features";
+
+/// How often an idle runner looks for queued jobs (a new job also wakes it at once).
+const POLL: Duration = Duration::from_millis(500);
+/// Least time between two stored batch-progress updates.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How often an event stream checks its job.
+const EVENT_POLL: Duration = Duration::from_millis(200);
+
+/// The runner's live state shared with the API: a wake-up for new jobs and the cancel flags
+/// of running jobs.
+#[derive(Debug, Default)]
+pub struct JobHub {
+    wake: tokio::sync::Notify,
+    cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+}
+
+impl JobHub {
+    fn cancel_flag(&self, id: i64) -> Option<Arc<AtomicBool>> {
+        self.cancels.lock().ok()?.get(&id).cloned()
+    }
+
+    fn register(&self, id: i64) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut map) = self.cancels.lock() {
+            map.insert(id, flag.clone());
+        }
+        flag
+    }
+
+    fn unregister(&self, id: i64) {
+        if let Ok(mut map) = self.cancels.lock() {
+            map.remove(&id);
+        }
+    }
+}
+
+/// Parameters of `train_stage1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// A dataset folder on the server (absolute, or relative to the data folder).
+    #[serde(default)]
+    pub dataset: Option<PathBuf>,
+    /// A study to export and train on (instead of `dataset`).
+    #[serde(default)]
+    pub study_id: Option<i64>,
+    /// `tiny` or `paper`: the network size preset (overrides `config.model`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// A stage-1 config (`train`, `model`, `loss` sections, any subset of fields).
+    #[serde(default)]
+    pub config: Option<Stage1Config>,
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Parameters of `features`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesParams {
+    pub dataset: PathBuf,
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+}
+
+fn default_backbone() -> String {
+    deper_train::features::PIXEL_STATS.to_string()
+}
+
+impl TrainParams {
+    fn check(&self) -> Result<(), String> {
+        match (&self.dataset, self.study_id) {
+            (Some(_), Some(_)) => return Err("give either `dataset` or `study_id`, not both".into()),
+            (None, None) => return Err("give `dataset` (a dataset folder) or `study_id`".into()),
+            _ => {}
+        }
+        if let Some(p) = &self.preset {
+            if p != "tiny" && p != "paper" {
+                return Err(format!("`preset` must be `tiny` or `paper`, not `{p}`"));
+            }
+        }
+        if self.epochs == Some(0) || self.batch_size == Some(0) {
+            return Err("`epochs` and `batch_size` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn stage1_config(&self) -> Stage1Config {
+        let mut config = self.config.clone().unwrap_or_default();
+        match self.preset.as_deref() {
+            Some("tiny") => {
+                config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::tiny() }
+            }
+            Some("paper") => {
+                config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::default() }
+            }
+            _ => {}
+        }
+        if let Some(e) = self.epochs {
+            config.train.epochs = e;
+        }
+        if let Some(b) = self.batch_size {
+            config.train.batch_size = b;
+        }
+        if let Some(s) = self.seed {
+            config.train.seed = s;
+        }
+        config
+    }
+}
+
+/// Checks a job's kind and parameters before it is queued.
+fn check_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
+    match kind {
+        TRAIN_STAGE1 => {
+            let p: TrainParams = serde_json::from_value(params.clone()).map_err(|e| format!("params: {e}"))?;
+            p.check()?;
+            p.stage1_config().validate().map_err(|e| format!("params.config: {e}"))
+        }
+        FEATURES => {
+            serde_json::from_value::<FeaturesParams>(params.clone()).map(|_| ()).map_err(|e| format!("params: {e}"))
+        }
+        other => Err(format!("unknown job kind `{other}` (known: {TRAIN_STAGE1}, {FEATURES})")),
+    }
+}
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(list_jobs).post(create_job))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/events", get(job_events))
+        .route_layer(middleware::from_fn_with_state(state, super::auth::require_researcher))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobIn {
+    kind: String,
+    #[serde(default)]
+    params: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+struct JobOut {
+    #[serde(flatten)]
+    job: Job,
+    artifacts: Vec<Artifact>,
+}
+
+async fn create_job(State(app): State<AppState>, ApiJson(input): ApiJson<JobIn>) -> ApiResult<(StatusCode, Json<Job>)> {
+    let params = if input.params.is_null() { serde_json::json!({}) } else { input.params };
+    check_params(&input.kind, &params).map_err(ApiError::unprocessable)?;
+    let device = device_name(app.device);
+    let job = app.store.create_job(&input.kind, &params, &device).await?;
+    app.jobs.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+async fn list_jobs(State(app): State<AppState>) -> ApiResult<Json<Vec<Job>>> {
+    Ok(Json(app.store.list_jobs().await?))
+}
+
+async fn job_or_404(app: &AppState, id: i64) -> ApiResult<Job> {
+    app.store.get_job(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
+}
+
+async fn get_job(State(app): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<JobOut>> {
+    let job = job_or_404(&app, id).await?;
+    let artifacts = app.store.job_artifacts(id).await?;
+    Ok(Json(JobOut { job, artifacts }))
+}
+
+async fn cancel_job(State(app): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
+    let job = app.store.request_cancel(id).await?.ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+    if let Some(flag) = app.jobs.cancel_flag(id) {
+        flag.store(true, Ordering::Relaxed);
+    }
+    Ok(Json(job))
+}
+
+/// Server-sent events: `progress` (the job, whenever its progress or state changes), then one
+/// `end` event with the final job; the stream closes after it (or when the server stops).
+async fn job_events(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    job_or_404(&app, id).await?;
+    struct Cursor {
+        app: AppState,
+        last: Option<(String, String)>,
+        ended: bool,
+    }
+    let start = Cursor { app, last: None, ended: false };
+    let stream = futures_util::stream::unfold(start, move |mut c| async move {
+        if c.ended {
+            return None;
+        }
+        loop {
+            let job = match c.app.store.get_job(id).await {
+                Ok(Some(job)) => job,
+                Ok(None) | Err(_) => return None,
+            };
+            let key = (job.state.to_string(), job.progress_detail.to_string());
+            let data = serde_json::to_string(&job).unwrap_or_default();
+            if job.state.is_terminal() {
+                c.ended = true;
+                return Some((Ok(Event::default().event("end").data(data)), c));
+            }
+            if c.last.as_ref() != Some(&key) {
+                c.last = Some(key);
+                return Some((Ok(Event::default().event("progress").data(data)), c));
+            }
+            let mut stopping = c.app.stopping.clone();
+            if *stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(EVENT_POLL) => {}
+                _ = stopping.changed() => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub fn device_name(device: DeviceKind) -> String {
+    format!("{device:?}").to_lowercase()
+}
+
+/// Runs queued jobs of this server's device, one at a time, until `stop` turns true.
+pub async fn run_jobs(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let device = device_name(app.device);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match app.store.claim_next_job(&device).await {
+            Ok(Some(job)) => run_one(&app, job, &mut stop).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = app.jobs.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(e) => {
+                eprintln!("job runner: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL * 4) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// A progress event from the blocking job to the runner.
+#[derive(Debug)]
+struct Tick {
+    fraction: f64,
+    detail: serde_json::Value,
+    log: Option<String>,
+    /// Batch ticks are thinned out; the others are always stored.
+    frequent: bool,
+}
+
+async fn run_one(app: &AppState, job: Job, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let id = job.id;
+    let cancel = app.jobs.register(id);
+    if job.cancel_requested {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    let outcome = run_job(app, &job, &cancel, stop).await;
+    app.jobs.unregister(id);
+    let (state, error) = match outcome {
+        Ok(artifacts) => {
+            for mut a in artifacts {
+                // Inside the data folder, paths are stored relative to it (the folder may move).
+                if let Ok(rel) = FsPath::new(&a.path).strip_prefix(&*app.data_dir) {
+                    a.path = rel.display().to_string();
+                }
+                if let Err(e) = app.store.insert_artifact(&a).await {
+                    eprintln!("job {id}: registering artifact {}: {e}", a.path);
+                }
+            }
+            (JobState::Succeeded, None)
+        }
+        Err(JobEnd::Cancelled) => (JobState::Cancelled, Some("cancelled".to_string())),
+        Err(JobEnd::Stopped) => (JobState::Failed, Some("server stopped while the job was running".to_string())),
+        Err(JobEnd::Failed(message)) => (JobState::Failed, Some(message)),
+    };
+    if let Err(e) = app.store.finish_job(id, state, error.as_deref()).await {
+        eprintln!("job {id}: recording its end ({state}): {e}");
+    }
+}
+
+#[derive(Debug)]
+enum JobEnd {
+    Cancelled,
+    Stopped,
+    Failed(String),
+}
+
+async fn run_job(
+    app: &AppState,
+    job: &Job,
+    cancel: &Arc<AtomicBool>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<NewArtifact>, JobEnd> {
+    let job_dir = app.data_dir.join("jobs").join(job.id.to_string());
+    std::fs::create_dir_all(&job_dir).map_err(|e| JobEnd::Failed(format!("{}: {e}", job_dir.display())))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Tick>();
+    let blocking: tokio::task::JoinHandle<anyhow::Result<Vec<NewArtifact>>> = match job.kind.as_str() {
+        TRAIN_STAGE1 => {
+            let params: TrainParams =
+                serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
+            let dataset = match (params.study_id, &params.dataset) {
+                (Some(study), _) => {
+                    let (rel, _) = super::studies::export_study(app, study, super::studies::ExportFormat::Dataset)
+                        .await
+                        .map_err(|e| JobEnd::Failed(format!("exporting study {study}: {}", e.message)))?;
+                    app.data_dir.join(rel)
+                }
+                (None, Some(path)) => app.data_dir.join(path),
+                (None, None) => return Err(JobEnd::Failed("params name no dataset".into())),
+            };
+            let (device, cancel, job_id) = (app.device, cancel.clone(), job.id);
+            tokio::task::spawn_blocking(move || train_job(job_id, &dataset, &job_dir, &params, device, &tx, &cancel))
+        }
+        FEATURES => {
+            let params: FeaturesParams =
+                serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
+            let dataset = app.data_dir.join(&params.dataset);
+            tokio::task::spawn_blocking(move || features_job(&dataset, &params.backbone, &tx))
+        }
+        other => return Err(JobEnd::Failed(format!("unknown job kind `{other}`"))),
+    };
+    tokio::pin!(blocking);
+    let mut last_store = Instant::now().checked_sub(PROGRESS_EVERY).unwrap_or_else(Instant::now);
+    let mut pending: Option<Tick> = None;
+    let (mut stopped, mut ticks_closed) = (false, false);
+    let result = loop {
+        tokio::select! {
+            done = &mut blocking => break done,
+            tick = rx.recv(), if !ticks_closed => {
+                ticks_closed = tick.is_none();
+                if let Some(tick) = tick {
+                    if tick.frequent && last_store.elapsed() < PROGRESS_EVERY {
+                        pending = Some(tick);
+                        continue;
+                    }
+                    pending = None;
+                    store_tick(app, job.id, &tick).await;
+                    last_store = Instant::now();
+                }
+            }
+            _ = stop.changed(), if !stopped => {
+                // The server is stopping: ask the job to stop and wait for it.
+                stopped = true;
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    while let Ok(tick) = rx.try_recv() {
+        pending = None;
+        store_tick(app, job.id, &tick).await;
+    }
+    if let Some(tick) = pending {
+        store_tick(app, job.id, &tick).await;
+    }
+    match result {
+        Ok(Ok(artifacts)) => Ok(artifacts),
+        Ok(Err(e)) => {
+            let cancelled = e
+                .downcast_ref::<deper_train::TrainError>()
+                .is_some_and(|t| matches!(t, deper_train::TrainError::Cancelled));
+            match (cancelled, stopped) {
+                (true, true) => Err(JobEnd::Stopped),
+                (true, false) => Err(JobEnd::Cancelled),
+                _ => Err(JobEnd::Failed(format!("{e:#}"))),
+            }
+        }
+        Err(join) => Err(JobEnd::Failed(format!("the job panicked: {join}"))),
+    }
+}
+
+async fn store_tick(app: &AppState, id: i64, tick: &Tick) {
+    if let Err(e) = app.store.set_job_progress(id, tick.fraction, &tick.detail, tick.log.as_deref()).await {
+        eprintln!("job {id}: storing progress: {e}");
+    }
+}
+
+fn send(
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+    fraction: f64,
+    detail: serde_json::Value,
+    log: Option<String>,
+    frequent: bool,
+) {
+    // A closed channel means the runner is gone; the job's result is then ignored anyway.
+    let _ = tx.send(Tick { fraction, detail, log, frequent });
+}
+
+/// Makes sure `dataset` has splits and `backbone` features (as `deper dataset split` and
+/// `deper features extract` would with their defaults).
+fn prepare_dataset(
+    dataset: &FsPath,
+    backbone: &str,
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+) -> anyhow::Result<()> {
+    let ds = deper_core::dataset::Dataset::open(dataset)?;
+    if !dataset.join(deper_core::dataset::SPLITS_FILE).is_file() {
+        deper_core::split::apply_splits(&ds, &deper_core::split::SplitConfig::default())?;
+        send(tx, 0.0, serde_json::json!({"event": "splits"}), Some("made default splits".into()), false);
+    }
+    if deper_train::features::load(dataset, backbone).is_err() {
+        deper_train::features::extract(&ds, backbone, &mut |done, total| {
+            send(tx, 0.0, serde_json::json!({"event": "features", "done": done, "total": total}), None, true);
+        })?;
+        send(
+            tx,
+            0.0,
+            serde_json::json!({"event": "features_done"}),
+            Some(format!("extracted {backbone} features")),
+            false,
+        );
+    }
+    Ok(())
+}
+
+fn train_job(
+    job_id: i64,
+    dataset: &FsPath,
+    job_dir: &FsPath,
+    params: &TrainParams,
+    device: DeviceKind,
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Vec<NewArtifact>> {
+    let config = params.stage1_config();
+    prepare_dataset(dataset, &config.train.backbone, tx)?;
+    let run = job_dir.join("run");
+    let (mut total, mut done) = (1usize, 0usize);
+    let mut on_progress = |p: Progress| match p {
+        Progress::Start { epochs, batches_per_epoch, first_epoch } => {
+            total = (epochs.saturating_sub(first_epoch - 1) * batches_per_epoch).max(1);
+            send(
+                tx,
+                0.0,
+                serde_json::json!({"event": "start", "epochs": epochs, "batches_per_epoch": batches_per_epoch}),
+                Some(format!("training {epochs} epochs of {batches_per_epoch} batches")),
+                false,
+            );
+        }
+        Progress::Batch { epoch, batch, loss } => {
+            done += 1;
+            let detail = serde_json::json!({"event": "batch", "epoch": epoch, "batch": batch, "loss": loss});
+            send(tx, done as f64 / total as f64, detail, None, true);
+        }
+        Progress::Epoch(m) => {
+            let line = format!(
+                "epoch {} loss {:.4} val acc {:.3} f1 {:.3} box IoU {:.3}",
+                m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou
+            );
+            let detail = serde_json::json!({"event": "epoch", "metrics": m});
+            send(tx, done as f64 / total as f64, detail, Some(line), false);
+        }
+    };
+    with_backend!(device, B, AD, dev => {
+        stage1::train_cancellable::<AD>(dataset, &run, config, false, &dev, &mut on_progress, cancel)
+            .map_err(anyhow::Error::from)
+    })?;
+    let checkpoint = run.join(format!("{}.mpk", stage1::MODEL_FILE));
+    let bytes = std::fs::read(&checkpoint).map_err(|e| anyhow::anyhow!("{}: {e}", checkpoint.display()))?;
+    Ok(vec![
+        NewArtifact {
+            kind: "checkpoint".into(),
+            path: checkpoint.display().to_string(),
+            sha256: Some(deper_store::sha256_hex(&bytes)),
+            job_id: Some(job_id),
+            study_id: params.study_id,
+        },
+        NewArtifact {
+            kind: "stage1_run".into(),
+            path: run.display().to_string(),
+            sha256: None,
+            job_id: Some(job_id),
+            study_id: params.study_id,
+        },
+    ])
+}
+
+fn features_job(
+    dataset: &FsPath,
+    backbone: &str,
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+) -> anyhow::Result<Vec<NewArtifact>> {
+    let ds = deper_core::dataset::Dataset::open(dataset)?;
+    let meta = deper_train::features::extract(&ds, backbone, &mut |done, total| {
+        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        send(tx, fraction, serde_json::json!({"event": "features", "done": done, "total": total}), None, true);
+    })?;
+    send(
+        tx,
+        1.0,
+        serde_json::json!({"event": "done", "meta": meta}),
+        Some(format!("extracted {backbone} features")),
+        false,
+    );
+    Ok(Vec::new())
+}

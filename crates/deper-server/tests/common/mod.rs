@@ -1,0 +1,86 @@
+//! Helpers shared by the server tests: PNG fixtures and small HTTP calls.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use serde_json::Value;
+
+/// A small PNG whose pixels depend on `seed` (so each seed has its own SHA-256).
+pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([seed, (x % 256) as u8, (y % 256) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encoding a PNG in memory");
+    out.into_inner()
+}
+
+/// A client for `base` with an optional bearer token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("building an HTTP client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request and returns the status and the body parsed as JSON (or as a string).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body)).await
+    }
+
+    /// Uploads raw bytes as an image; returns status and JSON.
+    pub async fn upload(&self, token: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url("/api/stimuli"))
+            .bearer_auth(token)
+            .header("content-type", "image/png")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// The error message of a JSON error body.
+pub fn message(body: &Value) -> String {
+    body["error"].as_str().map_or_else(|| body.to_string(), str::to_string)
+}

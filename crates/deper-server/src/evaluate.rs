@@ -16,7 +16,9 @@ use burn::tensor::backend::Backend;
 use deper_core::dataset::{find_image_file, Dataset};
 use deper_eval::captions::score_corpus;
 use deper_eval::personalization::{personalization_score, PerSubject, SentenceMetric};
-use deper_report::{CaptionExample, EmbeddingPoint, MetricRow, MetricTable, Report, Step, TrainingCurve, TrajectoryExample};
+use deper_report::{
+    CaptionExample, EmbeddingPoint, MetricRow, MetricTable, Report, Step, TrainingCurve, TrajectoryExample,
+};
 use deper_train::eval::run_model;
 use deper_train::stage2::{self, evaluation_set, GeneratedCaption, Method, Stage2Info};
 use serde::Serialize;
@@ -59,7 +61,9 @@ fn method_name(info: &Stage2Info) -> &'static str {
     match info.method {
         Method::Pt => "pt",
         Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.model.no_trajectory) => "deper_no_traj",
-        Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.loss.w_traj == 0.0) => "deper_no_decoder_loss",
+        Method::Deper if info.stage1_info.as_ref().is_some_and(|i| i.config.loss.w_traj == 0.0) => {
+            "deper_no_decoder_loss"
+        }
         Method::Deper => "deper",
     }
 }
@@ -98,7 +102,13 @@ pub fn evaluate<B: Backend>(
             );
         }
         if m.info.vlm != first.info.vlm {
-            bail!("runs {} and {} use different VLMs ({} vs {})", first.run.display(), m.run.display(), first.info.vlm, m.info.vlm);
+            bail!(
+                "runs {} and {} use different VLMs ({} vs {})",
+                first.run.display(),
+                m.run.display(),
+                first.info.vlm,
+                m.info.vlm
+            );
         }
     }
     let vlm_dir = PathBuf::from(&first.info.vlm);
@@ -131,8 +141,10 @@ pub fn evaluate<B: Backend>(
         let sd = stage2::prepare_stage2::<B>(data, &vlm_dir, m.info.stage1_info.as_ref(), device)?;
         let model = stage2::load_personalizer::<B>(&m.run, &m.info, device)?;
         let personas = stage2::subject_personas(&model, &m.info, &sd.prep, shots, device)?;
-        let set: Vec<usize> =
-            evaluation_set(&sd.prep).into_iter().filter(|&i| personas.contains_key(&sd.prep.samples[i].subject)).collect();
+        let set: Vec<usize> = evaluation_set(&sd.prep)
+            .into_iter()
+            .filter(|&i| personas.contains_key(&sd.prep.samples[i].subject))
+            .collect();
         progress(EvalProgress::Method { method: m.name.clone(), captions: set.len() });
         let caps = stage2::generate(&sd.frozen, &sd.prep, &references, &set, Some(&personas), device, &mut || {
             progress(EvalProgress::Caption)
@@ -153,7 +165,8 @@ pub fn evaluate<B: Backend>(
                 .zip(&outputs.valid_steps)
                 .map(|(b, &n)| b[..n.clamp(1, b.len())].to_vec())
                 .collect();
-            trajectory_rows.push(MetricRow { method: m.name.clone(), metrics: scanpath_scores(prep, &seen_set, &predicted)? });
+            trajectory_rows
+                .push(MetricRow { method: m.name.clone(), metrics: scanpath_scores(prep, &seen_set, &predicted)? });
             if !trajectory_rows.iter().any(|r| r.method == "mean_trajectory") {
                 let means = deper_train::eval::mean_trajectories(prep, &prep.partition.train);
                 let baseline: Vec<Vec<deper_core::BBox>> = seen_set
@@ -195,7 +208,10 @@ pub fn evaluate<B: Backend>(
             let acc = subject_acc.get(method).map(|(s, u)| if seen { *s } else { *u });
             metrics.insert("subject_acc".into(), acc.filter(|v| v.is_finite()));
             metrics.insert("personalization".into(), personalization(&part)?);
-            splits.entry(split.into()).or_default().insert(method.clone(), MethodScores { metrics, captions: part.len() });
+            splits
+                .entry(split.into())
+                .or_default()
+                .insert(method.clone(), MethodScores { metrics, captions: part.len() });
         }
     }
 
@@ -279,7 +295,8 @@ fn scanpath_scores(
     predicted: &[Vec<deper_core::BBox>],
 ) -> anyhow::Result<BTreeMap<String, Option<f64>>> {
     use deper_eval::scanpath::{dtw, scanmatch, string_edit_distance, Fixation, ScanMatchParams};
-    let centre = |b: &deper_core::BBox, d: f64| Fixation { x: (b.x1 + b.x2) / 2.0, y: (b.y1 + b.y2) / 2.0, duration: d };
+    let centre =
+        |b: &deper_core::BBox, d: f64| Fixation { x: (b.x1 + b.x2) / 2.0, y: (b.y1 + b.y2) / 2.0, duration: d };
     let (mut iou, mut steps) = (0.0, 0usize);
     let (mut d_sum, mut s_sum, mut e_sum, mut n) = (0.0, 0.0, 0.0, 0usize);
     for (&i, pred) in set.iter().zip(predicted) {
@@ -407,8 +424,9 @@ fn trajectory_examples(
             continue;
         }
         let Some(png) = read_image_png(data, &s.image) else { continue };
-        let gt = s.trajectory.steps.iter().map(|st| Step::from(*&st)).collect();
-        let rec = boxes[k].iter().map(|b| Step { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, duration: f64::NAN }).collect();
+        let gt = s.trajectory.steps.iter().map(Step::from).collect();
+        let rec =
+            boxes[k].iter().map(|b| Step { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, duration: f64::NAN }).collect();
         out.push(TrajectoryExample {
             image_id: s.image.clone(),
             subject: s.subject.clone(),
@@ -431,7 +449,9 @@ fn caption_examples(all: &BTreeMap<String, Vec<GeneratedCaption>>, data: &Path) 
         }
         let predictions = all
             .iter()
-            .filter_map(|(m, caps)| caps.iter().find(|x| x.triplet_id == c.triplet_id).map(|x| (m.clone(), x.prediction.clone())))
+            .filter_map(|(m, caps)| {
+                caps.iter().find(|x| x.triplet_id == c.triplet_id).map(|x| (m.clone(), x.prediction.clone()))
+            })
             .collect();
         out.push(CaptionExample {
             image_id: c.image.clone(),
@@ -451,10 +471,8 @@ fn curves(methods: &[MethodRun]) -> Vec<TrainingCurve> {
         let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) else { return };
         let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         for key in keys {
-            let points: Vec<(f64, f64)> = lines
-                .iter()
-                .filter_map(|v| Some((v.get("epoch")?.as_f64()?, v.get(*key)?.as_f64()?)))
-                .collect();
+            let points: Vec<(f64, f64)> =
+                lines.iter().filter_map(|v| Some((v.get("epoch")?.as_f64()?, v.get(*key)?.as_f64()?))).collect();
             if !points.is_empty() {
                 out.push(TrainingCurve { run: name.to_string(), metric: key.to_string(), points });
             }

@@ -84,11 +84,14 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
 
     // The captioner is a Hugging Face folder the ordinary loading code captions with.
     let captioner = out.join("captioner");
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"] {
+    for file in
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"]
+    {
         assert!(captioner.join(file).is_file(), "{file}");
     }
     let image = out.join("world/images/scene_0000.png");
-    let caption = ok_json(&["caption", "--model", s(&captioner), "--image", s(&image), "--json", "--max-new-tokens", "8"]);
+    let caption =
+        ok_json(&["caption", "--model", s(&captioner), "--image", s(&image), "--json", "--max-new-tokens", "8"]);
     assert!(!caption["generated_ids"].as_array().unwrap().is_empty(), "{caption}");
 
     // A rerun keeps every finished step and reproduces the report.
@@ -99,10 +102,24 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let world = out.join("world");
     // A stage-2 run where a stage-1 run belongs, and the other way round.
     fails_with(
-        &["train", "stage2", "--data", s(&world), "--stage1", s(&runs.join("pt")), "--vlm", s(&captioner), "--out", s(&dir.path().join("x"))],
+        &[
+            "train",
+            "stage2",
+            "--data",
+            s(&world),
+            "--stage1",
+            s(&runs.join("pt")),
+            "--vlm",
+            s(&captioner),
+            "--out",
+            s(&dir.path().join("x")),
+        ],
         "not stage1",
     );
-    fails_with(&["eval", "--data", s(&world), "--runs", s(&runs.join("stage1")), "--out", s(&dir.path().join("r"))], "not stage2");
+    fails_with(
+        &["eval", "--data", s(&world), "--runs", s(&runs.join("stage1")), "--out", s(&dir.path().join("r"))],
+        "not stage2",
+    );
     // Runs trained on different subject lists cannot share a table.
     let other = dir.path().join("pt_other");
     std::fs::create_dir_all(&other).unwrap();
@@ -119,7 +136,18 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     );
     // A VLM folder without the persona token.
     fails_with(
-        &["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&world), "--out", s(&dir.path().join("y"))],
+        &[
+            "train",
+            "stage2",
+            "--method",
+            "pt",
+            "--data",
+            s(&world),
+            "--vlm",
+            s(&world),
+            "--out",
+            s(&dir.path().join("y")),
+        ],
         "config.json",
     );
 }
@@ -134,7 +162,8 @@ fn metrics_prints_coco_scores_and_rejects_bad_files() {
         r#"{"a": ["A red circle, left of a blue square.", "a red circle and a blue square"], "b": ["Two green stars!"], "c": ["a cat on a mat"]}"#,
     )
     .unwrap();
-    std::fs::write(&cands, r#"{"a": "a red circle and a blue square", "b": "two green stars", "c": "zebras grazing"}"#).unwrap();
+    std::fs::write(&cands, r#"{"a": "a red circle and a blue square", "b": "two green stars", "c": "zebras grazing"}"#)
+        .unwrap();
     let out_file = dir.path().join("scores.json");
     let scores = ok_json(&["metrics", "--refs", s(&refs), "--cands", s(&cands), "--out", s(&out_file)]);
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();

@@ -67,7 +67,8 @@ pub const SPECIAL_TOKENS: [&str; 8] = [
 pub const CHAT_TEMPLATE: &str = "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 /// Qwen2's pre-tokenizer split pattern.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Sizes and optimisation of the captioner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,13 +127,19 @@ impl CaptionerConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.hidden_size % self.heads != 0 || self.heads % self.kv_heads.max(1) != 0 {
-            return bad(format!("hidden_size {} / heads {} / kv_heads {} do not divide", self.hidden_size, self.heads, self.kv_heads));
+            return bad(format!(
+                "hidden_size {} / heads {} / kv_heads {} do not divide",
+                self.hidden_size, self.heads, self.kv_heads
+            ));
         }
         if (self.hidden_size / self.heads) % 4 != 0 {
             return bad(format!("head size {} must be a multiple of 4 (M-RoPE)", self.hidden_size / self.heads));
         }
         if self.vision_embed_dim % self.vision_heads != 0 || (self.vision_embed_dim / self.vision_heads) % 4 != 0 {
-            return bad(format!("vision_embed_dim {} / vision_heads {} must give a multiple of 4", self.vision_embed_dim, self.vision_heads));
+            return bad(format!(
+                "vision_embed_dim {} / vision_heads {} must give a multiple of 4",
+                self.vision_embed_dim, self.vision_heads
+            ));
         }
         if self.image_side == 0 || self.image_side % 28 != 0 {
             return bad(format!("image_side {} must be a positive multiple of 28", self.image_side));
@@ -200,8 +207,8 @@ fn neutral_captions(data: &Path) -> Result<BTreeMap<String, String>> {
     })?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let s: SceneLine = serde_json::from_str(line)
-            .map_err(|e| TrainError::Config(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let s: SceneLine =
+            serde_json::from_str(line).map_err(|e| TrainError::Config(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.insert(s.id, s.neutral_caption);
     }
     Ok(out)
@@ -366,9 +373,8 @@ pub fn pretrain<B: AutodiffBackend>(
     write_side_files(out, config.image_side)?;
     let tokenizer = Qwen2VlTokenizer::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
     let processor = ImageProcessor::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
-    let id = |t: &str| {
-        tokenizer.token_id(t).ok_or_else(|| TrainError::Config(format!("the trained tokenizer lacks {t}")))
-    };
+    let id =
+        |t: &str| tokenizer.token_id(t).ok_or_else(|| TrainError::Config(format!("the trained tokenizer lacks {t}")));
     let vocab = tokenizer.inner().get_vocab_size(true);
     let model_config = Qwen2VlConfig {
         text: TextConfig {
@@ -384,7 +390,12 @@ pub fn pretrain<B: AutodiffBackend>(
             mrope_section: config.mrope_section(),
             tie_word_embeddings: true,
         },
-        vision: VisionConfig::new(config.vision_depth, config.vision_embed_dim, config.vision_heads, config.hidden_size),
+        vision: VisionConfig::new(
+            config.vision_depth,
+            config.vision_embed_dim,
+            config.vision_heads,
+            config.hidden_size,
+        ),
         tokens: TokenIds {
             image_token_id: id("<|image_pad|>")?,
             video_token_id: id("<|video_pad|>")?,
@@ -398,20 +409,34 @@ pub fn pretrain<B: AutodiffBackend>(
     let pixels = load_pixels(data, &images, &processor)?;
     let grid = pixels[0].grid_thw;
     if let Some(p) = pixels.iter().find(|p| p.grid_thw != grid) {
-        return Err(TrainError::Config(format!("images differ in size after preprocessing ({:?} vs {grid:?})", p.grid_thw)));
+        return Err(TrainError::Config(format!(
+            "images differ in size after preprocessing ({:?} vs {grid:?})",
+            p.grid_thw
+        )));
     }
     let neutral_prompt = prompt_ids(&tokenizer, DEFAULT_CAPTION_PROMPT, grid)?;
     let persona_prompt = prompt_ids(&tokenizer, PERSONA_PROMPT, grid)?;
     let mut examples = Vec::new();
     for (i, id) in images.iter().enumerate() {
-        examples.push(Example { image: i, persona_prompt: false, target: target_ids(&tokenizer, &neutral[id], MAX_CAPTION_TOKENS)? });
+        examples.push(Example {
+            image: i,
+            persona_prompt: false,
+            target: target_ids(&tokenizer, &neutral[id], MAX_CAPTION_TOKENS)?,
+        });
     }
     for &(i, text) in &descriptions {
-        examples.push(Example { image: i, persona_prompt: true, target: target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)? });
+        examples.push(Example {
+            image: i,
+            persona_prompt: true,
+            target: target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)?,
+        });
     }
     let (train, val): (Vec<&Example>, Vec<&Example>) = {
         let is = |e: &&Example, s: Split| image_split[&images[e.image]] == s;
-        (examples.iter().filter(|e| is(e, Split::Train)).collect(), examples.iter().filter(|e| is(e, Split::Val)).collect())
+        (
+            examples.iter().filter(|e| is(e, Split::Train)).collect(),
+            examples.iter().filter(|e| is(e, Split::Val)).collect(),
+        )
     };
 
     B::seed(device, config.seed);
@@ -430,7 +455,8 @@ pub fn pretrain<B: AutodiffBackend>(
         // Batches hold one prompt kind each (one shared prompt per batch).
         let mut out = Vec::new();
         for kind in [false, true] {
-            let mut part: Vec<Example> = set.iter().filter(|e| e.persona_prompt == kind).map(|e| (*e).clone()).collect();
+            let mut part: Vec<Example> =
+                set.iter().filter(|e| e.persona_prompt == kind).map(|e| (*e).clone()).collect();
             if let Some((s, epoch)) = seed {
                 part.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-{epoch}-{kind}")));
             }
@@ -457,7 +483,9 @@ pub fn pretrain<B: AutodiffBackend>(
                 batch_loss(&model, batch, &pixels, grid, &neutral_prompt, &persona_prompt, slot, &mut rng, device)?;
             let value = loss.clone().into_scalar().elem::<f64>();
             if !value.is_finite() {
-                return Err(TrainError::Config(format!("captioner pretraining diverged at epoch {epoch}: loss {value}")));
+                return Err(TrainError::Config(format!(
+                    "captioner pretraining diverged at epoch {epoch}: loss {value}"
+                )));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(schedule.lr_at(step, total_steps), model, grads);

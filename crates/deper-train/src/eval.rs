@@ -41,7 +41,8 @@ pub fn run_model<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Result<Outputs> {
-    let mut out = Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new(), valid_steps: Vec::new() };
+    let mut out =
+        Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new(), valid_steps: Vec::new() };
     for chunk in indices.chunks(batch_size.max(1)) {
         let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
         let batch = make_batch::<B>(&samples, &prep.features, device)?;

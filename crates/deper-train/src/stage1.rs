@@ -228,8 +228,10 @@ impl RunInfo {
         let path = run.join(RUN_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("unreadable run description: {e}") })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            message: format!("unreadable run description: {e}"),
+        })?;
         // Name the stage before complaining about fields: another stage's run.json has other fields.
         let stage = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>");
         if stage != STAGE1 {

@@ -8,6 +8,7 @@
 //!   the one being captioned, so z_s has to carry the person, not the content.
 //! - `pt` ("VLM + PT"): one learned persona embedding per training subject, NLL only. It cannot
 //!   describe subjects it was not trained on.
+//!
 //! The zero-shot baseline needs no run: the same prompt with the persona token's own embedding.
 //!
 //! The VLM stays frozen (its parameters get no gradients); its image features are computed once per
@@ -81,7 +82,7 @@ impl Default for Stage2Config {
             epochs: 4,
             batch_size: 16,
             grad_accum: 1,
-            lr: 1e-3,
+            lr: 2e-3,
             lr_schedule: LrSchedule::Cosine,
             weight_decay: 0.0,
             clip_norm: 1.0,
@@ -165,7 +166,12 @@ impl<B: Backend> Personalizer<B> {
             Method::Pt => Personalizer {
                 encoder: None,
                 adapter: None,
-                table: Some(EmbeddingConfig::new(info.subjects.len(), info.hidden_size).init(device)),
+                // Zeros, like the adapter's near-zero start: no subject begins with a random soft prompt.
+                table: Some(
+                    EmbeddingConfig::new(info.subjects.len(), info.hidden_size)
+                        .with_initializer(burn::nn::Initializer::Zeros)
+                        .init(device),
+                ),
             },
         }
     }
@@ -239,7 +245,8 @@ impl<B: Backend> FrozenVlm<B> {
         for (id, px) in images.iter().zip(pixel_list) {
             let f = vlm.model.visual.forward(px.to_tensor(device), &[grid]).map_err(vlm_err)?;
             image_tokens = f.dims()[0];
-            let values = f.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+            let values =
+                f.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
             features.insert(id.clone(), values);
             pixels.insert(id.clone(), px);
         }
@@ -304,7 +311,9 @@ pub fn prepare_stage2<B: Backend>(
     let targets = prep
         .samples
         .iter()
-        .map(|s| target_ids(frozen.tokenizer(), captions.get(&s.triplet_id).map_or("", String::as_str), MAX_CAPTION_TOKENS))
+        .map(|s| {
+            target_ids(frozen.tokenizer(), captions.get(&s.triplet_id).map_or("", String::as_str), MAX_CAPTION_TOKENS)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Stage2Data { prep, frozen, targets })
 }
@@ -606,14 +615,20 @@ pub fn subject_personas<B: Backend>(
                 let mean = mean_vector(&z.iter().collect::<Vec<_>>());
                 let d = mean.len();
                 let t = Tensor::<B, 2>::from_data(TensorData::new(mean, [1, d]), device);
-                let p = adapter.forward(t).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+                let p = adapter
+                    .forward(t)
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| TrainError::Config(format!("{e:?}")))?;
                 out.insert(subject.to_string(), p);
             }
         }
         (_, _, Some(table)) => {
             let w = table.weight.val();
             let [n, h] = w.dims();
-            let values = w.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+            let values =
+                w.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
             for (k, subject) in info.subjects.iter().enumerate().take(n) {
                 out.insert(subject.clone(), values[k * h..(k + 1) * h].to_vec());
             }
@@ -709,7 +724,8 @@ pub fn generate<B: Backend>(
             None => None,
         };
         let pixels = frozen.pixels.get(&s.image).ok_or_else(|| TrainError::MissingImage { image: s.image.clone() })?;
-        let prediction = greedy(&frozen.vlm.model, frozen.tokenizer(), &frozen.persona_prompt, pixels, device, persona)?;
+        let prediction =
+            greedy(&frozen.vlm.model, frozen.tokenizer(), &frozen.persona_prompt, pixels, device, persona)?;
         out.push(GeneratedCaption {
             triplet_id: s.triplet_id.clone(),
             image: s.image.clone(),

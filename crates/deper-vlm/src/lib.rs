@@ -23,8 +23,8 @@ pub mod preprocess;
 pub mod pretrained;
 pub mod sampling;
 pub mod text;
-pub mod train;
 pub mod tokenizer;
+pub mod train;
 pub mod vision;
 
 pub use cache::KvCache;

@@ -136,7 +136,8 @@ pub fn train_stage2(args: Stage2Args) -> anyhow::Result<()> {
         MethodArg::Deper => Method::Deper,
         MethodArg::Pt => Method::Pt,
     };
-    let metrics = run_stage2(&args.data, args.stage1.as_deref(), &args.vlm, &args.out, method, config, args.resume, args.device)?;
+    let metrics =
+        run_stage2(&args.data, args.stage1.as_deref(), &args.vlm, &args.out, method, config, args.resume, args.device)?;
     if let Some(last) = metrics.last() {
         super::print_json(last)?;
     }
@@ -263,7 +264,8 @@ pub struct MetricsArgs {
 pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
     let scores = deper_eval::captions::score_files(&args.refs, &args.cands)?;
     if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_string_pretty(&scores)? + "\n").with_context(|| out.display().to_string())?;
+        std::fs::write(out, serde_json::to_string_pretty(&scores)? + "\n")
+            .with_context(|| out.display().to_string())?;
     }
     super::print_json(&scores)
 }
@@ -357,8 +359,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             continue;
         }
         step(n, &format!("stage 1 ({name})"));
-        let mut config = deper_train::stage1::Stage1Config::default();
-        config.model = deper_train::stage1::ModelSettings { no_trajectory: no_traj, ..deper_train::stage1::ModelSettings::tiny() };
+        let mut config = deper_train::stage1::Stage1Config {
+            model: deper_train::stage1::ModelSettings {
+                no_trajectory: no_traj,
+                ..deper_train::stage1::ModelSettings::tiny()
+            },
+            ..Default::default()
+        };
         config.train.epochs = args.stage1_epochs;
         config.train.lr_schedule = deper_train::stage1::LrSchedule::Cosine;
         let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
@@ -368,9 +375,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         })?;
     }
     let mut stage2_runs = Vec::new();
-    for (name, stage1, method) in
-        [("deper", Some("stage1"), Method::Deper), ("deper_no_traj", Some("stage1_no_traj"), Method::Deper), ("pt", None, Method::Pt)]
-    {
+    for (name, stage1, method) in [
+        ("deper", Some("stage1"), Method::Deper),
+        ("deper_no_traj", Some("stage1_no_traj"), Method::Deper),
+        ("pt", None, Method::Pt),
+    ] {
         let run = runs.join(name);
         stage2_runs.push(run.clone());
         if done(&run, args.stage2_epochs) {

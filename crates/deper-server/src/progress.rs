@@ -25,3 +25,13 @@ pub fn count_bar(total: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// Prints a line above the bar, or on stderr when the bar is hidden (not a terminal), so logs keep
+/// per-epoch summaries.
+pub fn line(bar: &ProgressBar, message: String) {
+    if bar.is_hidden() {
+        eprintln!("{message}");
+    } else {
+        bar.println(message);
+    }
+}

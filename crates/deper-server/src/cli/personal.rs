@@ -67,10 +67,13 @@ pub(crate) fn run_pretrain(
         }
         CaptionerProgress::Epoch(m) => {
             if let Some(b) = &bar {
-                b.println(format!(
-                    "epoch {:>3}  loss {:.4}  val loss {:.4}  {:.0} samples/s  e.g. \"{}\"",
-                    m.epoch, m.train_loss, m.val_loss, m.samples_per_s, m.example
-                ));
+                crate::progress::line(
+                    b,
+                    format!(
+                        "epoch {:>3}  loss {:.4}  val loss {:.4}  {:.0} samples/s  e.g. \"{}\"",
+                        m.epoch, m.train_loss, m.val_loss, m.samples_per_s, m.example
+                    ),
+                );
             }
         }
     };
@@ -173,10 +176,13 @@ pub(crate) fn run_stage2(
         }
         Stage2Progress::Epoch(m) => {
             if let Some(b) = &bar {
-                b.println(format!(
-                    "epoch {:>3}  loss {:.4}  nll {:.4}  val nll {:.4}  {:.0} samples/s",
-                    m.epoch, m.train_loss, m.train_nll, m.val_nll, m.samples_per_s
-                ));
+                crate::progress::line(
+                    b,
+                    format!(
+                        "epoch {:>3}  loss {:.4}  nll {:.4}  val nll {:.4}  {:.0} samples/s",
+                        m.epoch, m.train_loss, m.train_nll, m.val_nll, m.samples_per_s
+                    ),
+                );
             }
         }
     };
@@ -369,10 +375,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         config.train.epochs = args.stage1_epochs;
         config.train.lr_schedule = deper_train::stage1::LrSchedule::Cosine;
         let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
-        with_backend!(args.device, B, AD, device => {
-            deper_train::stage1::train::<AD>(&world, &run, config, resume, &device, &mut |_| {})
-                .with_context(|| format!("stage 1 into {}", run.display()))
-        })?;
+        super::train::run_stage1(&world, &run, config, resume, args.device)?;
     }
     let mut stage2_runs = Vec::new();
     for (name, stage1, method) in [

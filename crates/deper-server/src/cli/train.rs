@@ -178,34 +178,7 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
             if args.no_trajectory_loss {
                 config.loss.w_traj = 0.0;
             }
-            let mut bar = None;
-            let mut on_progress = |p: Progress| match p {
-                Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-                    let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
-                    bar = Some(count_bar(remaining as u64, "stage 1"));
-                }
-                Progress::Batch { epoch, loss, .. } => {
-                    if let Some(b) = &bar {
-                        b.inc(1);
-                        b.set_message(format!("ep {epoch} {loss:.3}"));
-                    }
-                }
-                Progress::Epoch(m) => {
-                    if let Some(b) = &bar {
-                        b.println(format!(
-                            "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
-                            m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou, m.samples_per_s
-                        ));
-                    }
-                }
-            };
-            let metrics: Vec<stage1::EpochMetrics> = with_backend!(args.device, B, AD, device => {
-                stage1::train::<AD>(&args.data, &args.out, config, args.resume, &device, &mut on_progress)
-                    .with_context(|| format!("training stage 1 into {}", args.out.display()))
-            })?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            let metrics = run_stage1(&args.data, &args.out, config, args.resume, args.device)?;
             match metrics.last() {
                 Some(last) => super::print_json(last),
                 None => {
@@ -283,4 +256,47 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     deper_core::dataset::write_json_atomic(&args.out, &emb)?;
     eprintln!("wrote {} subject embeddings (dim {}) to {}", emb.subjects.len(), emb.dim, args.out.display());
     Ok(())
+}
+
+/// Stage-1 training with a progress bar and a summary line per epoch.
+pub(crate) fn run_stage1(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    config: Stage1Config,
+    resume: bool,
+    device: DeviceKind,
+) -> anyhow::Result<Vec<stage1::EpochMetrics>> {
+    let label = if config.model.no_trajectory { "stage 1 (no traj)" } else { "stage 1" };
+    let mut bar = None;
+    let mut on_progress = |p: Progress| match p {
+        Progress::Start { epochs, batches_per_epoch, first_epoch } => {
+            let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
+            bar = Some(count_bar(remaining as u64, label));
+        }
+        Progress::Batch { epoch, loss, .. } => {
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!("ep {epoch} {loss:.3}"));
+            }
+        }
+        Progress::Epoch(m) => {
+            if let Some(b) = &bar {
+                crate::progress::line(
+                    b,
+                    format!(
+                        "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
+                        m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou, m.samples_per_s
+                    ),
+                );
+            }
+        }
+    };
+    let metrics: Vec<stage1::EpochMetrics> = with_backend!(device, B, AD, device => {
+        stage1::train::<AD>(data, out, config, resume, &device, &mut on_progress)
+            .with_context(|| format!("training stage 1 into {}", out.display()))
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(metrics)
 }

@@ -441,6 +441,14 @@ pub fn pretrain<B: AutodiffBackend>(
 
     B::seed(device, config.seed);
     let mut model: Qwen2Vl<B> = model_config.init(device);
+    // Token embeddings at N(0, 0.02) as transformers initialises Qwen2 (`initializer_range`): with
+    // burn's N(0, 1) and tied weights the first logits are ~10× too large and the first epoch is spent
+    // shrinking them.
+    model.model.embed_tokens.weight = burn::module::Param::from_tensor(Tensor::random(
+        [vocab, config.hidden_size],
+        burn::tensor::Distribution::Normal(0.0, 0.02),
+        device,
+    ));
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))

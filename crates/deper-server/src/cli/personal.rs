@@ -290,10 +290,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6)]
     pub stage1_epochs: usize,
     /// Captioner pretraining epochs.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 10)]
     pub captioner_epochs: usize,
     /// Stage-2 epochs (each of the three stage-2 runs).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub stage2_epochs: usize,
     /// Start over: delete --out first (only if it holds a previous demo).
     #[arg(long)]

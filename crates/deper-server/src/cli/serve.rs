@@ -20,9 +20,12 @@ pub struct ServeArgs {
     /// Device for training jobs.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// Qwen2-VL folder for the caption API (not wired yet: /api/caption answers 503).
+    /// Qwen2-VL Hugging Face folder for the caption API (`POST /api/captions`); without it the API answers 503.
     #[arg(long)]
     pub vlm: Option<PathBuf>,
+    /// A `deper train stage2` DEPER run whose adapter turns a z_s into the persona embedding.
+    #[arg(long, requires = "vlm")]
+    pub persona_run: Option<PathBuf>,
     /// Folder with index.html, web/ and web/pkg/ (the browser app).
     #[arg(long, default_value = ".")]
     pub web: PathBuf,
@@ -38,12 +41,17 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if let Some(vlm) = &args.vlm {
-        if !vlm.is_dir() {
-            anyhow::bail!("--vlm {}: not a folder", vlm.display());
+    let caption: Option<std::sync::Arc<dyn crate::server::CaptionService>> = match &args.vlm {
+        Some(vlm) => {
+            if !vlm.is_dir() {
+                anyhow::bail!("--vlm {}: not a folder", vlm.display());
+            }
+            let service = crate::server::caption::VlmCaptioner::load(vlm, args.persona_run.as_deref())?;
+            eprintln!("caption API: {} loaded", vlm.display());
+            Some(std::sync::Arc::new(service))
         }
-        eprintln!("note: --vlm is accepted but the caption service is not wired yet; /api/caption answers 503");
-    }
+        None => None,
+    };
     let settings = ServerSettings {
         db_url: args.db,
         device: args.device,
@@ -54,6 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
         reset_token: args.reset_token,
+        caption,
         ..ServerSettings::new(args.data)
     };
     // Fail now, not at the first job, when the training device is missing.

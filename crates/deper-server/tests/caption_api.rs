@@ -1,0 +1,89 @@
+//! `POST /api/captions` on a real server with a real Hugging Face folder (the Qwen2-VL fixture,
+//! whose tokenizer has `<|persona|>`): zero-shot and persona-conditioned captions, equal to the CLI's
+//! `deper caption`, and bad requests answered 4xx while the server keeps serving.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on broken fixtures by design
+
+mod common;
+
+use common::{png, Api};
+use deper_server::server::caption::VlmCaptioner;
+use deper_server::server::{launch, ServerSettings};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl_tiny/model")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = ServerSettings::new(data.path());
+    settings.caption = Some(Arc::new(VlmCaptioner::load(&model_dir(), None).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(launch(settings, listener, async move {
+        let _ = rx.await;
+    }));
+    let api = Api::new(&format!("http://{addr}"));
+    let started = Instant::now();
+    while api.http.get(api.url("/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = std::fs::read_to_string(data.path().join("researcher-token")).unwrap().trim().to_string();
+    let image = png(56, 56, 7);
+    let (status, stim) = api.upload(&token, image.clone()).await;
+    assert!(status == 200 || status == 201, "{stim}");
+    let sha = stim["sha256"].as_str().unwrap().to_string();
+
+    // Without a token: 401, like every researcher endpoint.
+    let (status, _) = api.post("/api/captions", None, &json!({"image": sha})).await;
+    assert_eq!(status, 401);
+
+    let (status, zero) = api.post("/api/captions", Some(&token), &json!({"image": sha, "max_new_tokens": 6})).await;
+    assert_eq!(status, 200, "{zero}");
+    assert_eq!(zero["personalized"], false);
+    let zero_ids = zero["generated_ids"].as_array().unwrap().clone();
+    assert!(!zero_ids.is_empty() && zero_ids.len() <= 6, "{zero}");
+
+    // The CLI on the same image and prompt gives the same ids (one model, one code path).
+    let file = data.path().join("image.png");
+    std::fs::write(&file, &image).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deper"))
+        .args(["caption", "--model", model_dir().to_str().unwrap(), "--image", file.to_str().unwrap()])
+        .args(["--prompt", deper_train::captioner::PERSONA_PROMPT, "--max-new-tokens", "6", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["generated_ids"].as_array().unwrap(), &zero_ids);
+
+    // A persona embedding of the VLM's hidden size (64) conditions the caption.
+    let persona: Vec<f32> = (0..64).map(|i| ((i * 37 % 11) as f32 - 5.0) * 3.0).collect();
+    let (status, personal) =
+        api.post("/api/captions", Some(&token), &json!({"image": sha, "persona": persona, "max_new_tokens": 6})).await;
+    assert_eq!(status, 200, "{personal}");
+    assert_eq!(personal["personalized"], true);
+    assert_ne!(personal["generated_ids"], zero["generated_ids"], "the persona changed nothing");
+
+    // Bad requests: 4xx with a message, and the server keeps serving.
+    let (status, body) = api.post("/api/captions", Some(&token), &json!({"image": sha, "persona": [1.0, 2.0]})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("persona has 2 values"), "{body}");
+    let (status, _) = api.post("/api/captions", Some(&token), &json!({"image": "0000"})).await;
+    assert_eq!(status, 404);
+    let (status, _) = api.post("/api/captions", Some(&token), &json!({"image": sha, "max_new_tokens": 0})).await;
+    assert_eq!(status, 422);
+    let (status, _) = api.post("/api/captions", Some(&token), &json!({"img": sha})).await;
+    assert!((400..500).contains(&status));
+    let (status, _) = api.get("/healthz", None).await;
+    assert_eq!(status, 200);
+
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+}

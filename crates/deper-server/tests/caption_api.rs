@@ -71,6 +71,34 @@ async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
     assert_eq!(personal["personalized"], true);
     assert_ne!(personal["generated_ids"], zero["generated_ids"], "the persona changed nothing");
 
+    // Streaming: one `token` event per generated id, then `done` with the same caption.
+    let resp = api
+        .http
+        .post(api.url("/api/captions"))
+        .bearer_auth(&token)
+        .json(&json!({"image": sha, "max_new_tokens": 6, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let body = resp.text().await.unwrap();
+    let mut events: Vec<(String, serde_json::Value)> = Vec::new();
+    for block in body.split("\n\n").filter(|b| b.contains("data:")) {
+        let name = block.lines().find_map(|l| l.strip_prefix("event:")).unwrap_or("").trim().to_string();
+        let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+        events.push((name, serde_json::from_str(&data).unwrap()));
+    }
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done", "{body}");
+    assert_eq!(done["generated_ids"], zero["generated_ids"]);
+    assert_eq!(done["caption"], zero["caption"]);
+    let tokens: Vec<&serde_json::Value> = events.iter().filter(|(n, _)| n == "token").map(|(_, v)| v).collect();
+    let streamed_ids: Vec<serde_json::Value> = tokens.iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(&streamed_ids, &zero_ids);
+    let streamed_text: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed_text, zero["caption"].as_str().unwrap());
+
     // Bad requests: 4xx with a message, and the server keeps serving.
     let (status, body) = api.post("/api/captions", Some(&token), &json!({"image": sha, "persona": [1.0, 2.0]})).await;
     assert_eq!(status, 422, "{body}");

@@ -7,9 +7,13 @@ use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::convert::Infallible;
 
 /// What a caption request carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +29,10 @@ pub struct CaptionRequest {
     /// Most generated tokens (default 64, at most 256).
     #[serde(default)]
     pub max_new_tokens: Option<usize>,
+    /// Answer with server-sent events: `token` `{"id", "text"}` per generated token (the text it adds),
+    /// then `done` with the whole response (or `error`).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +49,21 @@ pub struct CaptionResponse {
 pub trait CaptionService: Send + Sync + std::fmt::Debug {
     /// Captions the PNG at `image_path` (a stored stimulus).
     fn caption(&self, image_path: &std::path::Path, request: &CaptionRequest) -> anyhow::Result<CaptionResponse>;
+
+    /// Like [`Self::caption`], calling `on_token(id, added_text)` as tokens arrive; returning `false`
+    /// stops generation (the client went away).
+    fn caption_streaming(
+        &self,
+        image_path: &std::path::Path,
+        request: &CaptionRequest,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> anyhow::Result<CaptionResponse> {
+        let out = self.caption(image_path, request)?;
+        for &id in &out.generated_ids {
+            on_token(id, "");
+        }
+        Ok(out)
+    }
 
     /// Checks a request before any work: `Err` is the client's mistake (answered 422).
     fn check(&self, _request: &CaptionRequest) -> Result<(), String> {
@@ -138,6 +161,15 @@ impl CaptionService for VlmCaptioner {
     }
 
     fn caption(&self, image_path: &std::path::Path, request: &CaptionRequest) -> anyhow::Result<CaptionResponse> {
+        self.caption_streaming(image_path, request, &mut |_, _| true)
+    }
+
+    fn caption_streaming(
+        &self,
+        image_path: &std::path::Path,
+        request: &CaptionRequest,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> anyhow::Result<CaptionResponse> {
         let persona = match &request.persona {
             Some(v) => Some(deper_vlm::PersonaVectors {
                 values: self.persona_row(v).map_err(anyhow::Error::msg)?,
@@ -155,7 +187,23 @@ impl CaptionService for VlmCaptioner {
         let prompt = request.prompt.as_deref().unwrap_or(default_prompt);
         let vlm = self.vlm.lock().map_err(|_| anyhow::anyhow!("the captioner crashed earlier"))?;
         let generation = vlm.generation_config(request.max_new_tokens.unwrap_or(64));
-        let out = vlm.caption(image_path, prompt, persona.as_ref(), &generation, &mut |_| true)?;
+        // Each token's text is what it adds to the decoded caption (byte-level BPE pieces may only
+        // become characters together with later ones).
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut forward = |id: u32| {
+            if generation.stop_tokens.contains(&id) {
+                return on_token(id, "");
+            }
+            ids.push(id);
+            let now = vlm.tokenizer.decode(&ids, true).unwrap_or_default();
+            let added = now.strip_prefix(text.as_str()).unwrap_or("").to_string();
+            if now.starts_with(text.as_str()) {
+                text = now;
+            }
+            on_token(id, &added)
+        };
+        let out = vlm.caption(image_path, prompt, persona.as_ref(), &generation, &mut forward)?;
         Ok(CaptionResponse { caption: out.text, personalized: persona.is_some(), generated_ids: out.generated_ids })
     }
 }
@@ -167,10 +215,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, super::auth::require_researcher))
 }
 
-async fn caption(
-    State(app): State<AppState>,
-    ApiJson(req): ApiJson<CaptionRequest>,
-) -> ApiResult<Json<CaptionResponse>> {
+async fn caption(State(app): State<AppState>, ApiJson(req): ApiJson<CaptionRequest>) -> ApiResult<Response> {
     let Some(service) = app.caption.clone() else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no captioner loaded"));
     };
@@ -181,6 +226,26 @@ async fn caption(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no uploaded image with sha256 {}", req.image)))?;
     let path = app.data_dir.join(&stimulus.file);
-    let out = tokio::task::spawn_blocking(move || service.caption(&path, &req)).await.map_err(ApiError::internal)??;
-    Ok(Json(out))
+    if !req.stream {
+        let out =
+            tokio::task::spawn_blocking(move || service.caption(&path, &req)).await.map_err(ApiError::internal)??;
+        return Ok(Json(out).into_response());
+    }
+    // Tokens go from the generating thread to the response as they come; a closed connection makes
+    // the send fail, which stops generation.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::task::spawn_blocking(move || {
+        let result = service.caption_streaming(&path, &req, &mut |id, text| {
+            tx.send(Event::default().event("token").data(json!({"id": id, "text": text}).to_string())).is_ok()
+        });
+        let last = match result {
+            Ok(out) => Event::default().event("done").data(serde_json::to_string(&out).unwrap_or_default()),
+            Err(e) => Event::default().event("error").data(json!({"error": format!("{e:#}")}).to_string()),
+        };
+        let _ = tx.send(last);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }

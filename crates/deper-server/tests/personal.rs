@@ -100,6 +100,16 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
 
     let runs = out.join("runs");
     let world = out.join("world");
+    // Stage 2 resumes a finished run for more epochs, and never overwrites one silently.
+    let pt = runs.join("pt");
+    let pt_args = ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&captioner), "--out", s(&pt)];
+    fails_with(&[&pt_args[..], &["--epochs", "2"]].concat(), "--resume");
+    let resumed = ok_json(&[&pt_args[..], &["--epochs", "2", "--resume"]].concat());
+    assert_eq!(resumed["epoch"], 2, "{resumed}");
+    let lines = std::fs::read_to_string(pt.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> =
+        lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2]);
     // A stage-2 run where a stage-1 run belongs, and the other way round.
     fails_with(
         &[

@@ -311,40 +311,54 @@ pub fn prepare(
     Ok(Prepared { samples, partition, features, splits })
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
 
 /// Loads a run's weights into a freshly built model, turning any mismatch into an error.
 pub fn load_model<B: Backend>(run: &Path, info: &RunInfo, device: &B::Device) -> Result<Deper<B>> {
+    let model: Deper<B> = info.model_config().init(device);
+    load_checked(
+        run,
+        model,
+        device,
+        |model| smoke_test(model, info.feature_grid, device),
+        "the weights do not match the model described by run.json (another config or a foreign checkpoint)",
+    )
+}
+
+/// Loads `RUN/model.mpk` into `model`, then runs `check` on it, turning a missing, unreadable or
+/// mismatched checkpoint into an error (with `mismatch` as the message when the shapes do not fit).
+///
+/// burn loads a record into a module of another shape without complaint and panics later, in the
+/// first forward pass. A foreign, truncated or mismatched checkpoint must be an error instead: load,
+/// then `check` (e.g. one tiny forward pass), both behind catch_unwind with the panic message kept
+/// off the terminal.
+pub(crate) fn load_checked<B: Backend, M: Module<B>>(
+    run: &Path,
+    model: M,
+    device: &B::Device,
+    check: impl FnOnce(&M),
+    mismatch: &str,
+) -> Result<M> {
     let path = run.join(MODEL_FILE);
     let file = path.with_extension("mpk");
     if !file.is_file() {
         return Err(TrainError::Checkpoint { path: file, message: "no weights in this run folder".into() });
     }
-    let model: Deper<B> = info.model_config().init(device);
-    // burn loads a record into a module of another shape without complaint and
-    // panics later, in the first forward pass. A foreign, truncated or mismatched
-    // checkpoint must be an error instead: load, then run one tiny forward pass,
-    // both behind catch_unwind with the panic message kept off the terminal.
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let record = Recorder::<B>::load(&recorder(), path.clone(), device)?;
         let model = model.load_record(record);
-        smoke_test(&model, info.feature_grid, device);
+        check(&model);
         Ok::<_, burn::record::RecorderError>(model)
     }));
     std::panic::set_hook(previous_hook);
     match loaded {
         Ok(Ok(model)) => Ok(model),
         Ok(Err(e)) => Err(TrainError::Checkpoint { path: file, message: format!("cannot load weights: {e}") }),
-        Err(_) => Err(TrainError::Checkpoint {
-            path: file,
-            message:
-                "the weights do not match the model described by run.json (another config or a foreign checkpoint)"
-                    .into(),
-        }),
+        Err(_) => Err(TrainError::Checkpoint { path: file, message: mismatch.into() }),
     }
 }
 

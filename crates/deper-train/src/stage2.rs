@@ -23,7 +23,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use deper_core::dataset::write_json_atomic;
 use deper_core::Split;
@@ -41,7 +41,7 @@ use std::path::Path;
 use crate::captioner::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::data::{make_batch, Sample};
 use crate::eval::{mean_vector, run_model};
-use crate::stage1::{self, append_jsonl, LrSchedule, Prepared, RunInfo, TrainSettings};
+use crate::stage1::{self, append_jsonl, recorder, LrSchedule, Prepared, RunInfo, TrainSettings};
 use crate::{Result, TrainError};
 
 pub const STAGE2: &str = "stage2";
@@ -200,10 +200,6 @@ pub enum Stage2Progress {
     Start { epochs: usize, batches_per_epoch: usize, first_epoch: usize },
     Batch { epoch: usize, batch: usize, loss: f64 },
     Epoch(Stage2Epoch),
-}
-
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
 
 /// The frozen VLM with what stage 2 needs of it: persona prompt, token ids, image features.
@@ -561,26 +557,7 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
 pub fn load_personalizer<B: Backend>(run: &Path, info: &Stage2Info, device: &B::Device) -> Result<Personalizer<B>> {
     let encoder = info.stage1_info.as_ref().map(|i| i.model_config().init::<B>(device));
     let model = Personalizer::new(info, encoder, device);
-    let path = run.join(stage1::MODEL_FILE);
-    let file = path.with_extension("mpk");
-    if !file.is_file() {
-        return Err(TrainError::Checkpoint { path: file, message: "no weights in this run folder".into() });
-    }
-    let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let record = Recorder::<B>::load(&recorder(), path.clone(), device)?;
-        Ok::<_, burn::record::RecorderError>(model.load_record(record))
-    }));
-    std::panic::set_hook(previous_hook);
-    match loaded {
-        Ok(Ok(m)) => Ok(m),
-        Ok(Err(e)) => Err(TrainError::Checkpoint { path: file, message: format!("cannot load weights: {e}") }),
-        Err(_) => Err(TrainError::Checkpoint {
-            path: file,
-            message: "the weights do not match the model described by run.json".into(),
-        }),
-    }
+    stage1::load_checked(run, model, device, |_| {}, "the weights do not match the model described by run.json")
 }
 
 /// Persona embedding `[hidden]` per subject for evaluation: seen subjects from their training

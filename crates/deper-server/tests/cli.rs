@@ -177,7 +177,7 @@ fn serve_refuses_a_training_device_it_does_not_have() {
         if cfg!(feature = "wgpu") && device == "wgpu" || cfg!(feature = "cuda") && device == "cuda" {
             continue; // compiled in: it would start serving
         }
-        let out = deper(&["serve", "--data", s(dir.path()), "--addr", "127.0.0.1:0", "--device", device]);
+        let out = deper(&["serve", "--no-demo", "--data", s(dir.path()), "--addr", "127.0.0.1:0", "--device", device]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("--features {device}")), "{err}");

@@ -21,7 +21,7 @@ const PER_BATCH: usize = 20;
 /// Starts `deper serve` on a free port; returns the child and its base URL.
 fn serve(data: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .args(["serve", "--no-demo", "--addr", "127.0.0.1:0", "--data"])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -560,6 +560,31 @@ pub fn load_personalizer<B: Backend>(run: &Path, info: &Stage2Info, device: &B::
     stage1::load_checked(run, model, device, |_| {}, "the weights do not match the model described by run.json")
 }
 
+/// Writes the fine-tuned subject encoder of a `deper` stage-2 run as a stage-1 run folder (`run.json`
+/// + `model.mpk`) in `out`, so everything that reads stage-1 runs (`deper embed`, the browser's
+/// in-page encoder) computes the z_s this run's adapter was trained on.
+pub fn export_encoder(run: &Path, out: &Path) -> Result<()> {
+    let info = Stage2Info::load(run)?;
+    let stage1_info = info.stage1_info.clone().ok_or_else(|| TrainError::Checkpoint {
+        path: run.join(stage1::RUN_FILE),
+        message: format!("a `{:?}` run has no subject encoder to export", info.method),
+    })?;
+    let device = Default::default();
+    let personalizer = load_personalizer::<burn::backend::NdArray>(run, &info, &device)?;
+    let encoder = personalizer.encoder.ok_or_else(|| TrainError::Checkpoint {
+        path: run.join(stage1::RUN_FILE),
+        message: "the run's weights hold no encoder".into(),
+    })?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::Io { path: out.into(), source: e })?;
+    let model_path = out.join(stage1::MODEL_FILE);
+    encoder
+        .save_file(model_path.clone(), &stage1::recorder())
+        .map_err(|e| TrainError::Checkpoint { path: model_path, message: e.to_string() })?;
+    // run.json last: a folder with run.json is a complete run.
+    write_json_atomic(&out.join(stage1::RUN_FILE), &stage1_info)?;
+    Ok(())
+}
+
 /// Persona embedding `[hidden]` per subject for evaluation: seen subjects from their training
 /// triplets (DEPER: mean z_s; PT: their row), unseen subjects (DEPER only) from their K support
 /// triplets. Subjects a method cannot serve are absent.

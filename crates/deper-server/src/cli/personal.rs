@@ -403,6 +403,49 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     super::print_json(&evaluation.report_json)
 }
 
+/// The demo's pieces `deper serve` runs on.
+#[derive(Debug, Clone)]
+pub struct DemoPaths {
+    pub world: PathBuf,
+    pub captioner: PathBuf,
+    /// The stage-2 DEPER run (adapter; its fine-tuned encoder is the page's encoder).
+    pub persona_run: PathBuf,
+    pub encoder: PathBuf,
+}
+
+/// Builds the demo in `out` unless a finished one is there (its settings are kept: a demo made with
+/// `deper demo --images 24` is served as it is), then names its parts.
+pub fn ensure_demo(out: &std::path::Path, device: DeviceKind) -> anyhow::Result<DemoPaths> {
+    // The defaults `deper demo` itself has, from its clap definition.
+    let matches = <DemoArgs as Args>::augment_args(clap::Command::new("demo")).get_matches_from(["demo"]);
+    let defaults = <DemoArgs as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    let mut args = DemoArgs { out: out.to_path_buf(), device, ..defaults };
+    let marker = out.join("demo.json");
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        let previous: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a demo marker", marker.display()))?;
+        let get =
+            |key: &str, default: usize| previous.get(key).and_then(|v| v.as_u64()).map_or(default, |v| v as usize);
+        args.images = get("images", args.images);
+        args.stage1_epochs = get("stage1_epochs", args.stage1_epochs);
+        args.captioner_epochs = get("captioner_epochs", args.captioner_epochs);
+        args.stage2_epochs = get("stage2_epochs", args.stage2_epochs);
+    }
+    if !out.join("report").join("report.json").is_file() {
+        eprintln!(
+            "first start: building the demo models in {} (once; `deper serve --no-demo` skips this)",
+            out.display()
+        );
+        demo(args)?;
+    }
+    Ok(DemoPaths {
+        world: out.join("world"),
+        captioner: out.join("captioner"),
+        persona_run: out.join("runs").join("deper"),
+        encoder: out.join("runs").join("deper"),
+    })
+}
+
 /// Whether a run folder finished `epochs` epochs.
 fn done(run: &std::path::Path, epochs: usize) -> bool {
     std::fs::read_to_string(run.join(deper_train::stage1::STATE_FILE))

@@ -26,6 +26,17 @@ pub struct ServeArgs {
     /// A `deper train stage2` DEPER run whose adapter turns a z_s into the persona embedding.
     #[arg(long, requires = "vlm")]
     pub persona_run: Option<PathBuf>,
+    /// Stage-1 run folder (`run.json` + `model.mpk`) whose subject encoder the page runs in the browser
+    /// (`/api/embedder`); a `deper train stage2 --method deper` run works too (its fine-tuned encoder).
+    #[arg(long)]
+    pub embedder: Option<PathBuf>,
+    /// Do not build or open the demo (world, models, study). Without --vlm and --embedder, `deper serve`
+    /// otherwise builds the demo models in DATA/demo on first start (as `deper demo` does) and serves them.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Images in the demo study.
+    #[arg(long, default_value_t = 8)]
+    pub demo_study_images: usize,
     /// Folder with index.html, web/ and web/pkg/ (the browser app).
     #[arg(long, default_value = ".")]
     pub web: PathBuf,
@@ -40,7 +51,24 @@ pub struct ServeArgs {
     pub reset_token: bool,
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    // Fail now, not at the first job, when the training device is missing.
+    super::with_backend!(args.device, B, AD, dev => {
+        device_ready::<B>(&dev);
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let mut demo = None;
+    if !args.no_demo && args.vlm.is_none() && args.embedder.is_none() {
+        let prepared = super::personal::ensure_demo(&args.data.join("demo"), args.device)?;
+        args.vlm = Some(prepared.captioner);
+        args.persona_run = Some(prepared.persona_run);
+        args.embedder = Some(prepared.encoder);
+        demo = Some(crate::server::demo::DemoStudy { world: prepared.world, images: args.demo_study_images });
+    }
+    let embedder = match &args.embedder {
+        Some(run) => Some(std::sync::Arc::new(load_embedder(run)?)),
+        None => None,
+    };
     let caption: Option<std::sync::Arc<dyn crate::server::CaptionService>> = match &args.vlm {
         Some(vlm) => {
             if !vlm.is_dir() {
@@ -63,13 +91,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         reset_token: args.reset_token,
         caption,
+        embedder,
+        demo,
         ..ServerSettings::new(args.data)
     };
-    // Fail now, not at the first job, when the training device is missing.
-    super::with_backend!(args.device, B, AD, dev => {
-        device_ready::<B>(&dev);
-        Ok::<(), anyhow::Error>(())
-    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr)
@@ -79,6 +104,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("listening on http://{addr}");
         launch(settings, listener, shutdown_signal()).await
     })
+}
+
+/// A stage-1 run as it is; a stage-2 DEPER run through its exported encoder (`RUN/encoder`, written
+/// once: stage 2 fine-tunes the encoder, and its adapter expects that encoder's z_s).
+fn load_embedder(run: &std::path::Path) -> anyhow::Result<crate::server::embedder::EmbedderAssets> {
+    let stage = std::fs::read_to_string(run.join(deper_train::stage1::RUN_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("stage")?.as_str().map(str::to_string));
+    let folder = if stage.as_deref() == Some(deper_train::stage2::STAGE2) {
+        let out = run.join("encoder");
+        if !out.join(deper_train::stage1::RUN_FILE).is_file() {
+            deper_train::stage2::export_encoder(run, &out)?;
+        }
+        out
+    } else {
+        run.to_path_buf()
+    };
+    let assets = crate::server::embedder::EmbedderAssets::load(&folder)
+        .with_context(|| format!("--embedder {}", run.display()))?;
+    eprintln!("in-page subject encoder: {} (version {})", folder.display(), assets.version);
+    Ok(assets)
 }
 
 /// Names the backend of `with_backend!` (its probe has already run a tensor op on the device).

@@ -212,7 +212,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/caption", post(caption))
         .route("/captions", post(caption))
-        .route_layer(middleware::from_fn_with_state(state, super::auth::require_researcher))
+        .route_layer(middleware::from_fn_with_state(state, super::auth::require_researcher_or_previewing_participant))
 }
 
 async fn caption(State(app): State<AppState>, ApiJson(req): ApiJson<CaptionRequest>) -> ApiResult<Response> {

@@ -9,6 +9,8 @@
 
 pub mod auth;
 pub mod caption;
+pub mod demo;
+pub mod embedder;
 pub mod error;
 pub mod jobs;
 pub mod participant;
@@ -70,6 +72,10 @@ pub struct ServerSettings {
     pub reset_token: bool,
     /// The captioner behind `/api/caption`; `None` answers 503.
     pub caption: Option<Arc<dyn CaptionService>>,
+    /// The subject encoder the page computes z_s with (`/api/embedder`); `None` answers 404.
+    pub embedder: Option<Arc<embedder::EmbedderAssets>>,
+    /// Create (once) and announce the demo study.
+    pub demo: Option<demo::DemoStudy>,
 }
 
 impl ServerSettings {
@@ -82,6 +88,8 @@ impl ServerSettings {
             limits: Limits::default(),
             reset_token: false,
             caption: None,
+            embedder: None,
+            demo: None,
         }
     }
 }
@@ -96,6 +104,7 @@ pub struct AppState {
     pub device: DeviceKind,
     pub jobs: Arc<jobs::JobHub>,
     pub caption: Option<Arc<dyn CaptionService>>,
+    pub embedder: Option<Arc<embedder::EmbedderAssets>>,
     /// Becomes `true` when the server is shutting down (ends event streams).
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -120,6 +129,10 @@ pub async fn launch(
         eprintln!("{failed} job(s) were running when the server stopped; marked failed (server restarted)");
     }
     let researcher_hash = researcher_token(&*store, &data_dir, settings.reset_token).await?;
+    if let Some(demo) = &settings.demo {
+        let id = demo::ensure_study(&*store, &data_dir, demo).await.context("preparing the demo study")?;
+        eprintln!("demo study {id} ready: open /?study={id} (participant), /?researcher (dashboard)");
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
@@ -130,6 +143,7 @@ pub async fn launch(
         device: settings.device,
         jobs: Arc::new(jobs::JobHub::default()),
         caption: settings.caption.clone(),
+        embedder: settings.embedder.clone(),
         stopping: stop_rx.clone(),
     };
     let runner = tokio::spawn(jobs::run_jobs(state.clone(), stop_rx));
@@ -150,7 +164,9 @@ pub fn router(state: AppState, web_root: &Path) -> Router {
         .merge(studies::routes(state.clone()))
         .merge(participant::routes(state.clone()))
         .merge(jobs::routes(state.clone()))
-        .merge(caption::routes(state.clone()));
+        .merge(caption::routes(state.clone()))
+        .merge(embedder::routes(state.clone()))
+        .merge(demo::routes(state.clone()));
     Router::new().route("/healthz", get(healthz)).nest("/api", api).merge(static_routes(web_root)).with_state(state)
 }
 

@@ -22,6 +22,7 @@ const MAX_TEXT: usize = 20_000;
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/studies/{id}/join", post(join))
+        .route("/studies/{id}/brief", get(brief))
         .route("/sessions/{id}/next", get(next))
         .route("/sessions/{id}/samples", post(samples))
         .route("/sessions/{id}/descriptions", post(describe))
@@ -64,6 +65,12 @@ struct Joined {
     participant: String,
     trials: usize,
     study: StudyBrief,
+}
+
+/// What a participant sees before joining (title, consent, instructions); no token needed.
+async fn brief(State(app): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<StudyBrief>> {
+    let study = app.store.get_study(id).await?.ok_or_else(|| ApiError::not_found(format!("study {id} not found")))?;
+    Ok(Json(study.into()))
 }
 
 async fn join(State(app): State<AppState>, Path(id): Path<i64>) -> ApiResult<(StatusCode, Json<Joined>)> {

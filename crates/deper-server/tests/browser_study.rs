@@ -1,0 +1,388 @@
+//! The browser study end to end: a tiny demo is built, `deper serve` opens it (demo study, in-page
+//! subject encoder, caption API), and a scripted participant in real headless Chromium
+//! (tests/browser/study.mjs, playwright-core) takes the study with the mouse, reloading the page in
+//! the middle of a trial. The database must then hold exactly the pointer positions the script
+//! produced (count, order and coordinates within half a CSS pixel), the page must have computed a
+//! z_s on WebGPU or the CPU fallback, and personalized captions must have streamed in. Screenshots of
+//! the study page, the preview and the dashboard go to docs/screenshots/.
+//!
+//! The server side of the same setup runs without a browser: the demo study (created once, kept
+//! across restarts), the encoder files and per-image features the page downloads (equal to the
+//! native feature cache and the stage-2 run's fine-tuned encoder), and the caption API opened to a
+//! participant of a study that shows the preview, and only to them.
+//!
+//! The browser test needs /usr/bin/chromium, node with tests/browser/node_modules (`npm ci --prefix tests/browser`) and
+//! the wasm build in web/pkg (`bash web/build.sh`). Without them the test says so and passes, unless
+//! DEPER_REQUIRE_BROWSER=1 (CI sets it), where it fails.
+
+#![allow(clippy::unwrap_used)] // a failing call should fail the test loudly
+
+mod common;
+
+use common::{png, Api};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const STUDY_IMAGES: usize = 6;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// What is missing for the browser tests, if anything.
+fn missing_prerequisites(root: &Path) -> Vec<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut missing = Vec::new();
+    if !Path::new(&chromium).is_file() {
+        missing.push(format!("{chromium} (apt install chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node".into());
+    }
+    if !root.join("tests/browser/node_modules/playwright-core").is_dir() {
+        missing.push("tests/browser/node_modules (npm ci --prefix tests/browser)".into());
+    }
+    if !root.join("web/pkg/deper_web.js").is_file() {
+        missing.push("web/pkg (bash web/build.sh)".into());
+    }
+    missing
+}
+
+/// One tiny demo (as tests/personal.rs makes it) for every test here, built by the first that asks.
+fn tiny_demo() -> &'static Path {
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        // Kept for the whole test process (both tests read it); the OS temp folder cleans it.
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = dir.join("demo");
+        let demo = Command::new(env!("CARGO_BIN_EXE_deper"))
+            .args(["demo", "--images", "24", "--stage1-epochs", "1", "--captioner-epochs", "1", "--stage2-epochs", "1"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(demo.status.success(), "deper demo: {}", String::from_utf8_lossy(&demo.stderr));
+        out
+    })
+}
+
+/// A fresh data folder whose `demo/` is a copy of the shared tiny demo (`deper serve` writes into it).
+fn data_with_demo(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    copy_dir(tiny_demo(), &data.join("demo"));
+    data
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, web: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--demo-study-images", &STUDY_IMAGES.to_string(), "--data"])
+        .arg(data)
+        .arg("--web")
+        .arg(web)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("deper serve exited before listening").unwrap();
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+fn get(base: &str, path: &str, token: &str) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json::<Value>().await.unwrap()
+    })
+}
+
+fn wait_healthy(base: &str) {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn a_scripted_participant_completes_the_demo_study_in_chromium() {
+    let root = repo_root();
+    let missing = missing_prerequisites(&root);
+    if !missing.is_empty() {
+        let message = format!("browser study test needs: {}", missing.join(", "));
+        assert!(std::env::var("DEPER_REQUIRE_BROWSER").as_deref() != Ok("1"), "{message}");
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // `deper serve` finds the finished demo and serves it as it is.
+    let data = data_with_demo(dir.path());
+
+    let server = serve(&data, &root);
+    wait_healthy(&server.base);
+    let token = std::fs::read_to_string(data.join("researcher-token")).unwrap().trim().to_string();
+    let demo_info = get(&server.base, "/api/demo", &token);
+    let study_id = demo_info["study_id"].as_i64().unwrap();
+    let manifest = get(&server.base, "/api/embedder", &token);
+
+    let shots = root.join("docs/screenshots");
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/study.mjs"))
+        .args(["--base", &server.base, "--token", &token, "--moves", "30", "--reload-trial", "1", "--shots"])
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!("study.mjs printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(result["ok"], true, "scripted participant failed: {}\npage log: {}", result["error"], result["log"]);
+    assert_eq!(result["trials"], STUDY_IMAGES as u64);
+    assert_eq!(result["reloads"], 1);
+    assert_eq!(result["state"]["pending"], 0, "batches left unsent");
+    assert_eq!(result["state"]["refused"], 0, "batches refused");
+    let code = result["completion_code"].as_str().unwrap();
+    assert!(!code.is_empty() && code != "…");
+
+    // The database holds exactly the positions the script produced, in order.
+    let session_id = result["state"]["session_id"].as_i64().unwrap();
+    let sessions = get(&server.base, &format!("/api/studies/{study_id}/sessions"), &token);
+    let session = sessions.as_array().unwrap().iter().find(|s| s["id"] == session_id).unwrap();
+    assert_eq!(session["state"], "finished");
+    assert_eq!(session["completion_code"], code);
+    let mut stored: Vec<Value> =
+        get(&server.base, &format!("/api/studies/{study_id}/sessions/{session_id}/samples"), &token)
+            .as_array()
+            .unwrap()
+            .clone();
+    stored.sort_by(|a, b| {
+        (a["trial"].as_u64(), a["t"].as_f64().unwrap())
+            .partial_cmp(&(b["trial"].as_u64(), b["t"].as_f64().unwrap()))
+            .unwrap()
+    });
+    let expected = result["expected"].as_array().unwrap();
+    assert_eq!(stored.len(), expected.len(), "stored samples vs produced moves");
+    for (i, (s, e)) in stored.iter().zip(expected).enumerate() {
+        assert_eq!(s["trial"], e["trial"], "sample {i}: trial");
+        assert_eq!(s["source"], "mouse");
+        let half_pixel = 0.5 / e["px_per_unit"].as_f64().unwrap();
+        for axis in ["x", "y"] {
+            let (got, want) = (s[axis].as_f64().unwrap(), e[axis].as_f64().unwrap());
+            assert!((got - want).abs() <= half_pixel + 1e-9, "sample {i}: {axis} stored {got}, produced {want}");
+        }
+    }
+    // Times increase within each trial, across the reload too.
+    for pair in stored.windows(2) {
+        if pair[0]["trial"] == pair[1]["trial"] {
+            assert!(pair[1]["t"].as_f64() > pair[0]["t"].as_f64(), "times not increasing: {pair:?}");
+        }
+    }
+
+    // The page computed z_s itself and the captions streamed in.
+    let backend = result["backend"].as_str().unwrap();
+    assert!(backend == "webgpu" || backend == "cpu", "{backend}");
+    let z = result["embedding"]["z_s"].as_array().unwrap_or_else(|| panic!("no z_s: {}", result["preview_status"]));
+    assert_eq!(z.len() as u64, manifest["dim"].as_u64().unwrap());
+    assert!(z.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)));
+    assert_eq!(result["embedding"]["count"], STUDY_IMAGES as u64);
+    for which in ["generic", "personal"] {
+        let text = result["captions"][which].as_str().unwrap_or_default();
+        assert!(!text.is_empty() && text != "…" && !text.starts_with('('), "{which} caption: {text:?}");
+    }
+    for shot in ["study.png", "describe.png", "preview.png", "dashboard.png"] {
+        assert!(shots.join(shot).is_file(), "missing screenshot {shot}");
+    }
+}
+
+#[test]
+fn serve_opens_the_demo_study_with_the_encoder_files_features_and_participant_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_with_demo(dir.path());
+    let root = repo_root();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = serve(&data, &root);
+    wait_healthy(&server.base);
+    let api = Api::new(&server.base);
+    let token = std::fs::read_to_string(data.join("researcher-token")).unwrap().trim().to_string();
+    let demo = data.join("demo");
+    let (study_id, stimuli) = runtime.block_on(async {
+        let (status, info) = api.get("/api/demo", None).await;
+        assert_eq!(status, 200, "{info}");
+        let study_id = info["study_id"].as_i64().unwrap();
+        assert_eq!(info["study_url"], format!("/?study={study_id}"));
+        // What a participant sees before joining needs no token.
+        let (status, brief) = api.get(&format!("/api/studies/{study_id}/brief"), None).await;
+        assert_eq!(status, 200, "{brief}");
+        assert_eq!(brief["settings"]["preview"], true);
+        assert!(!brief["consent"].as_str().unwrap().is_empty());
+        let (status, detail) = api.get(&format!("/api/studies/{study_id}"), Some(&token)).await;
+        assert_eq!(status, 200);
+        (study_id, detail["stimuli"].as_array().unwrap().clone())
+    });
+    assert_eq!(stimuli.len(), STUDY_IMAGES);
+
+    // The encoder the page downloads is the stage-2 run's fine-tuned encoder, exported as a stage-1
+    // run folder that native `deper embed` reads too.
+    let encoder = demo.join("runs/deper/encoder");
+    let manifest = runtime.block_on(async {
+        let (status, manifest) = api.get("/api/embedder", None).await;
+        assert_eq!(status, 200, "{manifest}");
+        let model = api.http.get(api.url("/api/embedder/model.mpk")).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(model.as_ref(), std::fs::read(encoder.join("model.mpk")).unwrap(), "model.mpk");
+        let (_, run) = api.get("/api/embedder/run.json", None).await;
+        assert_eq!(run["stage"], "stage1");
+        assert_eq!(run["config"]["model"]["d_model"], manifest["dim"]);
+        manifest
+    });
+    assert_eq!(manifest["backbone"], "pixel-stats");
+    let embed = |run: &Path, out: &Path| {
+        let done = Command::new(env!("CARGO_BIN_EXE_deper"))
+            .args(["embed", "--shots", "5", "--run"])
+            .arg(run)
+            .arg("--data")
+            .arg(demo.join("world"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "deper embed: {}", String::from_utf8_lossy(&done.stderr));
+        serde_json::from_str::<Value>(&std::fs::read_to_string(out).unwrap()).unwrap()
+    };
+    let fine_tuned = embed(&encoder, &dir.path().join("z_encoder.json"));
+    let stage1 = embed(&demo.join("runs/stage1"), &dir.path().join("z_stage1.json"));
+    let subject = fine_tuned["subjects"].as_object().unwrap().keys().next().unwrap().clone();
+    assert_eq!(fine_tuned["dim"], manifest["dim"]);
+    assert_ne!(
+        fine_tuned["subjects"][&subject]["z_s"], stage1["subjects"][&subject]["z_s"],
+        "the exported encoder is the stage-1 one: stage 2's fine-tuning is lost"
+    );
+
+    // Features of a study image equal the native feature cache of the same world image.
+    let world = deper_core::dataset::Dataset::open(&demo.join("world")).unwrap();
+    let cache = deper_train::features::load(&demo.join("world"), "pixel-stats").unwrap();
+    let by_sha: std::collections::HashMap<String, String> = std::fs::read_dir(world.image_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (sha256_hex(&std::fs::read(&p).unwrap()), p.file_stem().unwrap().to_str().unwrap().to_string()))
+        .collect();
+    runtime.block_on(async {
+        for stimulus in &stimuli[..2] {
+            let sha = stimulus["sha256"].as_str().unwrap();
+            let response = api.http.get(api.url(&format!("/api/images/{sha}/features"))).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["x-deper-grid"], "14,14,16");
+            let bytes = response.bytes().await.unwrap();
+            let values: Vec<f32> =
+                bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let image_id = &by_sha[sha];
+            assert_eq!(values.as_slice(), cache.get(image_id).unwrap(), "features of {image_id}");
+        }
+        let (status, _) = api.get(&format!("/api/images/{}/features", "0".repeat(64)), None).await;
+        assert_eq!(status, 404);
+        let (status, _) = api.get("/api/images/not-a-hash/features", None).await;
+        assert_eq!(status, 404);
+    });
+
+    // A participant of the demo study (preview on) may ask for captions with their own z_s …
+    let dim = manifest["dim"].as_u64().unwrap() as usize;
+    let sha = stimuli[0]["sha256"].as_str().unwrap().to_string();
+    runtime.block_on(async {
+        let (status, joined) = api.post(&format!("/api/studies/{study_id}/join"), None, &json!({})).await;
+        assert_eq!(status, 201, "{joined}");
+        let (session, session_token) = (joined["session_id"].as_i64().unwrap(), joined["token"].as_str().unwrap());
+        let persona: Vec<f32> = (0..dim).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+        let body = json!({"image": sha, "persona": persona, "max_new_tokens": 4});
+        let ask = |token: String, session: Option<i64>| {
+            let mut req = api.http.post(api.url("/api/captions")).bearer_auth(token).json(&body);
+            if let Some(id) = session {
+                req = req.header("x-deper-session", id.to_string());
+            }
+            req
+        };
+        let response = ask(session_token.to_string(), Some(session)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["personalized"], true, "{answer}");
+        // … but not without naming the session, nor with another session's number.
+        assert_eq!(ask(session_token.to_string(), None).send().await.unwrap().status(), 401);
+        assert_eq!(ask(session_token.to_string(), Some(session + 1000)).send().await.unwrap().status(), 404);
+
+        // A study without the preview keeps the caption API to the researcher.
+        let (status, quiet) =
+            api.post("/api/studies", Some(&token), &json!({"title": "no preview", "settings": {}})).await;
+        assert_eq!(status, 201, "{quiet}");
+        let (_, stim) = api.upload(&token, png(32, 32, 3)).await;
+        let attach = json!({"stimulus_id": stim["id"]});
+        let (status, _) = api.post(&format!("/api/studies/{}/stimuli", quiet["id"]), Some(&token), &attach).await;
+        assert_eq!(status, 200);
+        let (_, other) = api.post(&format!("/api/studies/{}/join", quiet["id"]), None, &json!({})).await;
+        let response =
+            ask(other["token"].as_str().unwrap().to_string(), other["session_id"].as_i64()).send().await.unwrap();
+        assert_eq!(response.status(), 403);
+    });
+    drop(server);
+
+    // A restart reuses the demo study instead of making another.
+    let server = serve(&data, &root);
+    wait_healthy(&server.base);
+    runtime.block_on(async {
+        let (_, info) = api_at(&server.base).get("/api/demo", None).await;
+        assert_eq!(info["study_id"].as_i64(), Some(study_id));
+        let (_, studies) = api_at(&server.base).get("/api/studies", Some(&token)).await;
+        let demos =
+            studies.as_array().unwrap().iter().filter(|s| s["title"].as_str().unwrap().starts_with("Demo")).count();
+        assert_eq!(demos, 1);
+    });
+}
+
+fn api_at(base: &str) -> Api {
+    Api::new(base)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    deper_store::sha256_hex(bytes)
+}

@@ -26,15 +26,17 @@ if (!base || !shots || !args.token) {
 }
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
+// A fresh profile each run (no cached model files, no leftover study state).
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'deper-chromium-')), {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1100, height: 900 },
   args: [
-    '--headless', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu',
-    `--user-data-dir=${mkdtempSync(join(tmpdir(), 'deper-chromium-'))}`,
   ],
 });
-const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+const page = browser.pages()[0] || await browser.newPage();
 const log = [];
 page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
 page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));

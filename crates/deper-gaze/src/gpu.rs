@@ -228,16 +228,15 @@ impl GpuPreprocessor {
         rx.await
             .map_err(|_| GazeError::Gpu("buffer mapping was cancelled".into()))?
             .map_err(|e| GazeError::Gpu(format!("map_async: {e}")))?;
-        let mut out = [0u8; FEATURE_LEN];
-        {
-            let view = self.readback.get_mapped_range(..);
-            for (o, word) in out.iter_mut().zip(view.chunks_exact(4)) {
-                let v = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-                // The kernels write 0..=255; anything else is a kernel bug, not a value to clamp.
-                *o = u8::try_from(v).map_err(|_| GazeError::Gpu(format!("kernel wrote {v}, not a grey level")))?;
-            }
-        }
+        let view = self.readback.get_mapped_range(..);
+        let words: Vec<u32> = view.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        drop(view);
         self.readback.unmap();
+        let mut out = [0u8; FEATURE_LEN];
+        for (o, &v) in out.iter_mut().zip(&words) {
+            // The kernels write 0..=255; anything else is a kernel bug, not a value to clamp.
+            *o = u8::try_from(v).map_err(|_| GazeError::Gpu(format!("kernel wrote {v}, not a grey level")))?;
+        }
         Ok(out)
     }
 }

@@ -290,3 +290,112 @@ impl CalibrationSet {
         RidgeModel::fit(&samples, params.lambda)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(features: Vec<f64>, x: f64, y: f64) -> CalibrationSample {
+        CalibrationSample { features, x, y }
+    }
+
+    /// Features 3-dimensional, targets an affine map of them.
+    fn affine(n: usize) -> Vec<CalibrationSample> {
+        (0..n)
+            .map(|i| {
+                let f = vec![(i % 5) as f64, ((i * 7) % 11) as f64, ((i * i) % 13) as f64];
+                let (x, y) = (500.0 + 3.0 * f[0] - 2.0 * f[1] + 0.5 * f[2], 300.0 - f[0] + 4.0 * f[2]);
+                sample(f, x, y)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn primal_and_dual_both_recover_an_affine_map() {
+        // n = 3 ≤ d = 3 takes the dual form, n = 40 the primal; both must give the true weights.
+        for n in [40, 3] {
+            let samples = affine(n);
+            let m = RidgeModel::fit(&samples, 1e-9).unwrap();
+            if n == 40 {
+                for (w, t) in m.weights_x.iter().zip([3.0, -2.0, 0.5]) {
+                    assert!((w - t).abs() < 1e-8, "{:?}", m.weights_x);
+                }
+                for (w, t) in m.weights_y.iter().zip([-1.0, 0.0, 4.0]) {
+                    assert!((w - t).abs() < 1e-8, "{:?}", m.weights_y);
+                }
+            }
+            for s in &samples {
+                let p = m.predict(&s.features).unwrap();
+                assert!((p.x - s.x).abs() < 1e-6 && (p.y - s.y).abs() < 1e-6, "n = {n}: {p:?} vs {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn intercept_is_not_penalised() {
+        // With a large λ the slopes shrink, but shifting every target shifts every prediction by
+        // exactly the same amount: the offset lives in the unpenalised intercept.
+        let samples = affine(30);
+        let shifted: Vec<_> = samples.iter().map(|s| sample(s.features.clone(), s.x + 1000.0, s.y - 500.0)).collect();
+        let (a, b) = (RidgeModel::fit(&samples, 50.0).unwrap(), RidgeModel::fit(&shifted, 50.0).unwrap());
+        for (wa, wb) in a.weights_x.iter().zip(&b.weights_x) {
+            assert!((wa - wb).abs() < 1e-12);
+        }
+        for s in &samples {
+            let (pa, pb) = (a.predict(&s.features).unwrap(), b.predict(&s.features).unwrap());
+            assert!((pb.x - pa.x - 1000.0).abs() < 1e-9 && (pb.y - pa.y + 500.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn bad_input_gives_clear_errors() {
+        let s = affine(5);
+        assert_eq!(
+            RidgeModel::fit(&s[..2], 1e-5),
+            Err(GazeError::TooFewSamples { what: "ridge fit", got: 2, need: 3 })
+        );
+        let mut short = s.clone();
+        short[3].features.pop();
+        assert_eq!(
+            RidgeModel::fit(&short, 1e-5),
+            Err(GazeError::FeatureLength { what: "samples", index: 3, expected: 3, got: 2 })
+        );
+        let mut nan = s.clone();
+        nan[2].features[1] = f64::NAN;
+        let err = RidgeModel::fit(&nan, 1e-5).unwrap_err();
+        assert!(err.to_string().starts_with("samples[2].features[1]:"), "{err}");
+        assert!(matches!(RidgeModel::fit(&s, -1.0), Err(GazeError::InvalidParam { field: "lambda", .. })));
+        // λ = 0: repeated samples make the primal system singular; the dual one always is.
+        let repeated: Vec<_> = (0..10).map(|i| sample(vec![1.0, 2.0, 3.0], i as f64, 0.0)).collect();
+        assert!(matches!(RidgeModel::fit(&repeated, 0.0), Err(GazeError::Singular { .. })));
+        assert!(matches!(RidgeModel::fit(&s[..3], 0.0), Err(GazeError::Singular { .. })));
+        // With λ > 0 the same data fit: all features equal, so the prediction is the mean target.
+        let m = RidgeModel::fit(&repeated, 1e-5).unwrap();
+        assert!((m.predict(&[1.0, 2.0, 3.0]).unwrap().x - 4.5).abs() < 1e-12);
+        assert_eq!(
+            m.predict(&[1.0]).unwrap_err(),
+            GazeError::FeatureLength { what: "predict", index: 0, expected: 3, got: 1 }
+        );
+    }
+
+    #[test]
+    fn calibration_set_keeps_a_bounded_window_of_recent_clicks() {
+        let all = affine(70);
+        let mut set = CalibrationSet::default();
+        for s in &all[..9] {
+            set.push_calibration(s.clone());
+        }
+        for s in &all[9..] {
+            set.push_click(s.clone(), 50);
+        }
+        assert_eq!(set.calibration.len(), 9);
+        assert_eq!(set.recent.len(), 50);
+        // The oldest 11 clicks were dropped.
+        assert_eq!(set.recent.front(), Some(&all[20]));
+        assert_eq!(set.samples().len(), 59);
+        assert_eq!(set.fit(&RidgeParams::default()).unwrap().n_samples, 59);
+        assert_eq!(set.fit(&RidgeParams { max_recent: 10, ..RidgeParams::default() }).unwrap().n_samples, 19);
+        let p = RidgeParams::default();
+        assert_eq!((p.lambda, p.max_recent), (1e-5, 50));
+    }
+}

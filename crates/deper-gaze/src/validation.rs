@@ -110,3 +110,66 @@ pub fn validate(
         setup: setup.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(x: f64, y: f64) -> ScreenPoint {
+        ScreenPoint { x, y }
+    }
+
+    #[test]
+    fn errors_in_px_and_degrees_match_hand_values() {
+        // 10 px/cm at 50 cm. Pairs: a 30-40-50 triangle (5 cm: 2·atan(5/100) = 5.724810°), an exact
+        // hit, 100 px (10 cm: 2·atan(10/100) = 11.421186°) and 2·50·tan(0.5°)·10 = 8.726868 px (1°).
+        let setup = ViewingSetup { px_per_cm: 10.0, distance_cm: 50.0 };
+        let one_deg_px = 8.726867790758789;
+        let targets = [p(100.0, 100.0), p(5.0, 5.0), p(0.0, 0.0), p(10.0, 20.0)];
+        let predictions = [p(130.0, 140.0), p(5.0, 5.0), p(-60.0, 80.0), p(10.0, 20.0 + one_deg_px)];
+        let r = validate(&targets, &predictions, &setup).unwrap();
+        assert_eq!(r.n, 4);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        for (got, want) in r.errors_px.iter().zip([50.0, 0.0, 100.0, one_deg_px]) {
+            assert!(close(*got, want), "{:?}", r.errors_px);
+        }
+        for (got, want) in r.errors_deg.iter().zip([5.724810452223496, 0.0, 11.421186274999286, 1.0]) {
+            assert!(close(*got, want), "{:?}", r.errors_deg);
+        }
+        assert!(close(r.mean_px, (50.0 + 100.0 + one_deg_px) / 4.0));
+        assert!(close(r.median_px, (one_deg_px + 50.0) / 2.0));
+        assert!(close(r.mean_deg, (5.724810452223496 + 11.421186274999286 + 1.0) / 4.0));
+        assert!(close(r.median_deg, (1.0 + 5.724810452223496) / 2.0));
+        // Odd count: the middle value.
+        let r = validate(&targets[..3], &predictions[..3], &setup).unwrap();
+        assert!(close(r.median_px, 50.0));
+    }
+
+    #[test]
+    fn defaults_are_css_pixels_at_60_cm() {
+        let s = ViewingSetup::default();
+        assert!((s.px_per_cm - 37.79527559055118).abs() < 1e-12);
+        assert_eq!(s.distance_cm, 60.0);
+        // 10 cm at 60 cm: 2·atan(5/60) = 9.527283°.
+        assert!((s.px_to_deg(10.0 * s.px_per_cm) - 9.527283381452355).abs() < 1e-9);
+        let parsed: ViewingSetup = serde_json::from_str(r#"{"distance_cm": 50}"#).unwrap();
+        assert_eq!(parsed, ViewingSetup { distance_cm: 50.0, ..s });
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let s = ViewingSetup::default();
+        assert_eq!(
+            validate(&[p(0.0, 0.0)], &[], &s),
+            Err(GazeError::LengthMismatch { what: "validation", left: 1, right: 0 })
+        );
+        assert!(matches!(validate(&[], &[], &s), Err(GazeError::TooFewSamples { .. })));
+        let err = validate(&[p(0.0, 0.0), p(1.0, 1.0)], &[p(0.0, 0.0), p(1.0, f64::NAN)], &s).unwrap_err();
+        assert!(err.to_string().starts_with("predictions[1].y:"), "{err}");
+        let bad = ViewingSetup { distance_cm: 0.0, ..s };
+        assert!(matches!(
+            validate(&[p(0.0, 0.0)], &[p(0.0, 0.0)], &bad),
+            Err(GazeError::InvalidParam { field: "distance_cm", .. })
+        ));
+    }
+}

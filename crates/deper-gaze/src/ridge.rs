@@ -226,7 +226,7 @@ fn cholesky(a: &mut [f64], m: usize) -> Result<&[f64]> {
         for k in 0..j {
             diag -= a[j * m + k] * a[j * m + k];
         }
-        if !(diag > tol) {
+        if diag.is_nan() || diag <= tol {
             return Err(GazeError::Singular { pivot: j, value: diag });
         }
         let ljj = diag.sqrt();

@@ -97,8 +97,8 @@ fn equalize_kernel_matches_hand_cases_and_cpu() {
     patches[PATCH_LEN + 54] = 1;
     patches[PATCH_LEN + 55..].fill(2);
     let out = block_on(gpu.equalize(&patches)).unwrap();
-    for i in 0..PATCH_LEN {
-        assert_eq!(out[i], if i % 2 == 0 { 0 } else { 255 });
+    for (i, &v) in out[..PATCH_LEN].iter().enumerate() {
+        assert_eq!(v, if i % 2 == 0 { 0 } else { 255 });
     }
     assert_eq!(&out[PATCH_LEN + 53..PATCH_LEN + 56], &[0, 43, 255]);
     // Constant patches keep their value; random ones equal the CPU.

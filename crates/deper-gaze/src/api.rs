@@ -5,7 +5,7 @@
 use crate::attention::{samples_to_attention, AttentionResult};
 use crate::error::Result;
 use crate::kalman::{smooth, KalmanParams, TimedPoint};
-use crate::patch::PatchBox;
+use crate::patch::{eye_boxes, features_from_boxes, Frame, PatchBox, PatchParams};
 use crate::ridge::{CalibrationSample, CalibrationSet, RidgeModel, RidgeParams, ScreenPoint};
 use crate::validation::{validate, ValidationReport, ViewingSetup};
 use deper_core::trajectory::GazeParams;
@@ -77,6 +77,14 @@ pub struct PredictRequest {
 pub struct FrameFeatures {
     pub boxes: [PatchBox; 2],
     pub features: Vec<u8>,
+}
+
+impl FrameFeatures {
+    /// Eye boxes from the landmarks, then the features (CPU; the GPU runner takes the same boxes).
+    pub fn compute(frame: &Frame<'_>, landmarks: &[[f32; 2]], params: &PatchParams) -> Result<Self> {
+        let boxes = eye_boxes(landmarks, frame.width(), frame.height(), params)?;
+        Ok(Self { boxes, features: features_from_boxes(frame, &boxes)?.to_vec() })
+    }
 }
 
 /// Smooth a series of raw predictions.

@@ -18,8 +18,8 @@ use crate::error::{GazeError, Result};
 use crate::kalman::TimedPoint;
 use crate::validation::ViewingSetup;
 use deper_core::import::{clean_trace, ImportReport};
-use deper_core::trajectory::{fixations_to_steps, GazeParams};
-use deper_core::{AttentionStep, RawSample, Utterance};
+use deper_core::trajectory::{fixations_to_steps, idt, ivt, FixationMethod, GazeParams};
+use deper_core::{AttentionStep, Fixation, RawSample, Utterance};
 use serde::{Deserialize, Serialize};
 
 /// Where the image is displayed, in screen (CSS) px.
@@ -60,6 +60,8 @@ impl ImageRect {
 /// Steps of one trial and what was repaired on the way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttentionResult {
+    /// Every fixation the filter found (before the step limit), in time order.
+    pub fixations: Vec<Fixation>,
     pub steps: Vec<AttentionStep>,
     /// Fixations found before the step limit.
     pub found: usize,
@@ -91,7 +93,14 @@ pub fn samples_to_attention(
     let mut report = ImportReport::default();
     let cleaned = clean_trace(samples.iter().copied(), &mut report);
     let (steps, build) = fixations_to_steps(&cleaned, utterances, params);
+    // The steps' fixations again, for the page's replay: the same filter on the same samples.
+    let deg_per_unit = (params.image_width_deg, params.image_height_deg);
+    let fixations = match params.method {
+        FixationMethod::Ivt => ivt(&cleaned, &params.ivt, deg_per_unit),
+        FixationMethod::Idt => idt(&cleaned, &params.idt, deg_per_unit),
+    };
     Ok(AttentionResult {
+        fixations,
         steps,
         found: build.found,
         dropped_over_limit: build.dropped_over_limit,

@@ -46,6 +46,9 @@ fn screen_gaze_becomes_the_same_steps_as_the_native_builders() {
     assert_eq!((result.found, result.dropped_over_limit), (report.found, report.dropped_over_limit));
 
     assert_eq!(result.steps.len(), 3);
+    assert_eq!(result.fixations.len(), 3);
+    assert_eq!(result.fixations[0].n_samples, 15);
+    assert!((result.fixations[0].duration - 14.0 / 30.0).abs() < 1e-12);
     // Fixation centres in image units: ((x − 100)/800, (y − 50)/600).
     for (step, (cx, cy)) in result.steps.iter().zip([(0.25, 0.25), (0.75, 2.0 / 3.0), (0.1, 0.85)]) {
         let (bx, by) = ((step.bbox.x1 + step.bbox.x2) / 2.0, (step.bbox.y1 + step.bbox.y2) / 2.0);

@@ -72,6 +72,14 @@ pub struct PredictRequest {
     pub features: Vec<f64>,
 }
 
+impl PredictRequest {
+    /// The model's screen point for these features, stamped with `t`.
+    pub fn run(&self, model: &RidgeModel) -> Result<TimedPoint> {
+        let p = model.predict(&self.features)?;
+        Ok(TimedPoint { t: self.t, x: p.x, y: p.y })
+    }
+}
+
 /// What one camera frame gave: the eye boxes used and the 120 features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameFeatures {

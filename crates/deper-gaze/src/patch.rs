@@ -14,7 +14,9 @@
 //!    which flattens the lids, still leaves a patch of useful height. The pixel box is
 //!    `x0 = floor(min x − m)`, `x1 = ceil(max x + m)` (exclusive), the same for y, then clamped to
 //!    the frame. A box that is empty after clamping is [`GazeError::EyeOutsideFrame`].
-//!    "Left" is MediaPipe's (the subject's) left eye, on the image's right in an unmirrored frame.
+//!    "Left" is MediaPipe's `LEFT_EYE` set, the subject's left eye in MediaPipe's naming. The
+//!    order only has to stay the same between calibration and prediction (the regression learns
+//!    which feature is which), and the landmarks must come from the same (mirrored or not) frame.
 //! 2. **Grey** (per source pixel). RGBA → `(4899 R + 9617 G + 1868 B + 8192) >> 14`: ITU-R
 //!    BT.601 luma (0.299, 0.587, 0.114) in OpenCV's 14-bit fixed point (`cvtColor` RGB→GRAY);
 //!    alpha is ignored. Grey frames are used as they are.
@@ -24,9 +26,10 @@
 //!    `((2d+1)·len − n) / (2n)`; `s < 0` reads pixel 0; the neighbour past the last pixel is the
 //!    last pixel. The fractional part becomes an 11-bit weight `f = round(frac·2048)` (half up),
 //!    and the output is `(Σ w_y w_x p + 2²¹) >> 22` with weights `2048 − f` and `f`: all-integer
-//!    arithmetic, so the WGSL kernel gives identical bytes. (OpenCV uses the same 11-bit weights
-//!    but rounds the two weights of a pair separately, so it can differ by one grey level.)
-//!    There is no anti-aliasing prefilter, as in WebGazer's canvas resize: the patch is small.
+//!    arithmetic, so the WGSL kernel gives identical bytes. (OpenCV also uses 11-bit weights but
+//!    rounds its intermediate sums differently, so the two can differ by one grey level.)
+//!    There is no anti-aliasing prefilter: each output reads only its 2×2 neighbours, so sharp
+//!    detail between them is skipped (camera blur makes that harmless; see `tests/pipeline.rs`).
 //! 4. **Histogram equalisation** ([`equalize_hist`]), as OpenCV `equalizeHist`: with `hist` the
 //!    256-bin histogram of the 60 values, `cdf(v) = Σ_{u ≤ v} hist[u]`, `v_min` the smallest value
 //!    present and `d = N − cdf(v_min)`, each value `v` becomes

@@ -2,7 +2,7 @@
 //! and without noise, predicts held-out points, and goes through the page's JSON messages.
 #![allow(clippy::unwrap_used)]
 
-use deper_gaze::api::{calibrate, CalibrationRequest, CalibrationResponse, ValidationRequest};
+use deper_gaze::api::{calibrate, CalibrationRequest, CalibrationResponse, PredictRequest, ValidationRequest};
 use deper_gaze::patch::FEATURE_LEN;
 use deper_gaze::ridge::{CalibrationSample, RidgeModel, ScreenPoint};
 use rand::{Rng, SeedableRng};
@@ -153,6 +153,12 @@ fn nine_point_calibration_predicts_held_out_points() {
     let held_out: Vec<_> = targets.iter().map(|&(x, y)| (eye.features(x, y, 2.0, &mut rng), (x, y))).collect();
     let err = rms(&response.model, &held_out);
     assert!(err < 30.0, "noisy held-out rms {err}");
+
+    // One prediction through the page's message.
+    let predict: PredictRequest =
+        serde_json::from_value(serde_json::json!({"t": 2.5, "features": held_out[0].0})).unwrap();
+    let (p, want) = (predict.run(&response.model).unwrap(), response.model.predict(&held_out[0].0).unwrap());
+    assert_eq!((p.t, p.x, p.y), (2.5, want.x, want.y));
 
     // The same predictions through the validation message.
     let validation = ValidationRequest {

@@ -167,6 +167,12 @@ impl GpuPreprocessor {
 
         let data = frame.data();
         let size = (data.len() as u64).div_ceil(4).max(1) * 4;
+        // Past the device's limits wgpu reports a validation error (a panic natively): refuse first.
+        let limits = self.device.limits();
+        let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if size > max {
+            return Err(GazeError::Gpu(format!("frame {w}×{h} needs {size} bytes, the device binds at most {max}")));
+        }
         if self.frame.as_ref().is_none_or(|b| b.size() < size) {
             self.frame = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("frame"),

@@ -121,7 +121,7 @@ fn equalize_kernel_matches_hand_cases_and_cpu() {
 }
 
 #[test]
-fn gpu_runner_rejects_boxes_outside_the_frame() {
+fn gpu_runner_rejects_bad_boxes_and_oversized_frames() {
     let Some(mut gpu) = gpu() else { return };
     let data = vec![0u8; 20 * 10];
     let frame = Frame::new(20, 10, PixelFormat::Grey, &data).unwrap();
@@ -129,4 +129,13 @@ fn gpu_runner_rejects_boxes_outside_the_frame() {
     let outside = PatchBox { x: 5, y: 0, width: 16, height: 10 };
     let err = block_on(gpu.features(&frame, &[inside, outside])).unwrap_err();
     assert!(err.to_string().starts_with("right eye: box"), "{err}");
+    // A frame larger than the 128 MiB storage binding the device was opened with.
+    let (w, h) = (12_000u32, 11_200u32);
+    let big = vec![0u8; (w * h) as usize];
+    let frame = Frame::new(w, h, PixelFormat::Grey, &big).unwrap();
+    let err = block_on(gpu.features(&frame, &[inside, inside])).unwrap_err();
+    assert!(err.to_string().contains("the device binds at most"), "{err}");
+    // The runner is still usable afterwards.
+    let frame = Frame::new(20, 10, PixelFormat::Grey, &data).unwrap();
+    assert_eq!(block_on(gpu.features(&frame, &[inside, inside])).unwrap(), [0u8; 120]);
 }

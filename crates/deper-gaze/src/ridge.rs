@@ -14,7 +14,8 @@
 //! `‖Xc W − Yc‖² + λ‖W‖²`. When `n ≤ d` (the usual case: tens of clicks, 120 features) the dual form
 //! `W = Xcᵀ (Xc Xcᵀ + λI)⁻¹ Yc` solves an n×n system; otherwise the primal
 //! `W = (Xcᵀ Xc + λI)⁻¹ Xcᵀ Yc` solves a d×d one. Both are the same W (push-through identity) and
-//! are solved by Cholesky in f64. A pivot ≤ `1e-12 × (largest diagonal entry)` is reported as
+//! are solved by Cholesky in f64. A pivot ≤ `m·ε·(largest diagonal entry)` (m×m system, ε the f64
+//! machine epsilon: the usual numerical-rank threshold) is reported as
 //! [`GazeError::Singular`]: it happens with λ = 0 and repeated or too few distinct samples
 //! (centring removes one degree of freedom, so with λ = 0 the dual system is always singular).
 
@@ -222,7 +223,10 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// its lower triangle holds L with `a = L Lᵀ`.
 fn cholesky(a: &mut [f64], m: usize) -> Result<&[f64]> {
     let max_diag = (0..m).map(|i| a[i * m + i].abs()).fold(0.0, f64::max);
-    let tol = 1e-12 * max_diag;
+    // The usual numerical-rank threshold: a pivot this small is rounding noise. For grey-level
+    // features the dual system (n ≤ 120) has max_diag ≤ 120·255², so tol ≤ 2e-7, well under the
+    // default λ = 1e-5 that floors the pivots of directions the samples do not span.
+    let tol = m as f64 * f64::EPSILON * max_diag;
     for j in 0..m {
         let mut diag = a[j * m + j];
         for k in 0..j {
@@ -374,6 +378,18 @@ mod tests {
         // With λ > 0 the same data fit: all features equal, so the prediction is the mean target.
         let m = RidgeModel::fit(&repeated, 1e-5).unwrap();
         assert!((m.predict(&[1.0, 2.0, 3.0]).unwrap().x - 4.5).abs() < 1e-12);
+        // The most spread grey-level features there are (0 or 255 each): the default λ is far above
+        // the rounding threshold, in the dual (9 samples) and the primal (200 samples) form.
+        for n in [9, 200] {
+            let extreme: Vec<_> = (0..n)
+                .map(|i| {
+                    let f: Vec<f64> =
+                        (0..120).map(|j| if (i * 7 + j * 3 + i * j) % 5 < 2 { 0.0 } else { 255.0 }).collect();
+                    sample(f, i as f64, 0.0)
+                })
+                .collect();
+            assert!(RidgeModel::fit(&extreme, 1e-5).is_ok(), "n = {n}");
+        }
         assert_eq!(
             m.predict(&[1.0]).unwrap_err(),
             GazeError::FeatureLength { what: "predict", index: 0, expected: 3, got: 1 }

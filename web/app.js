@@ -11,6 +11,10 @@ import { api, ApiError, Uploader, streamCaption } from './api.js';
 import { Compute } from './compute.js';
 
 const params = new URLSearchParams(location.search);
+// Measurements the browser benchmark reads (tests/browser/study.mjs): handler time per pointer
+// event, time to a ready compute device, model load and z_s times.
+const stats = { capture: { events: 0, samples: 0, ms: 0 }, ready_ms: null, load_ms: null, embed_ms: null };
+window.deperStats = stats;
 const root = document.getElementById('app');
 const statusLine = document.getElementById('status');
 
@@ -67,6 +71,7 @@ function startCompute() {
   }
   computeReady = compute.start(params.get('backend') || 'auto').then(
     (backend) => {
+      stats.ready_ms = performance.now();
       badge.textContent = backend === 'webgpu' ? 'WebGPU' : 'CPU (no WebGPU)';
       badge.title = backend === 'webgpu'
         ? 'The subject encoder runs on this device\'s GPU through WebGPU.'
@@ -259,6 +264,7 @@ class Participant {
     }
     const trial = st.trial;
     const onMove = (event) => {
+      const began = performance.now();
       const rect = img.getBoundingClientRect();
       const events = typeof event.getCoalescedEvents === 'function' ? event.getCoalescedEvents() : [];
       const batch = [];
@@ -269,10 +275,14 @@ class Participant {
         const t = (performance.timeOrigin + e.timeStamp - st.viewStart) / 1000;
         batch.push({ x, y, t, source: 'mouse' });
       }
-      if (batch.length === 0) return;
-      this.uploader.add(trial, batch);
-      // Kept for the in-page z_s (positions and seconds, as the server stores them).
-      for (const s of batch) st.trialSamples.push([s.x, s.y, s.t]);
+      if (batch.length > 0) {
+        this.uploader.add(trial, batch);
+        // Kept for the in-page z_s (positions and seconds, as the server stores them).
+        for (const s of batch) st.trialSamples.push([s.x, s.y, s.t]);
+      }
+      stats.capture.events += 1;
+      stats.capture.samples += batch.length;
+      stats.capture.ms += performance.now() - began;
     };
     img.addEventListener('pointermove', onMove);
     const timer = setInterval(() => { this.uploader.flush(); }, 1000);
@@ -380,11 +390,13 @@ class Participant {
     const backend = await computeReady;
     if (!backend) throw new Error('no compute device in this page');
     const manifest = await api('/api/embedder');
+    const loadStarted = performance.now();
     // Versioned URLs: the worker caches the files under them, and a retrained encoder has a new version.
     await compute.call('load', {
       run_url: `${manifest.run_json}?v=${manifest.version}`,
       model_url: `${manifest.model}?v=${manifest.version}`,
     });
+    stats.load_ms = performance.now() - loadStarted;
     const triplets = [];
     for (const t of st.triplets) {
       const response = await fetch(`/api/images/${t.sha256}/features`);
@@ -396,6 +408,7 @@ class Participant {
     }
     const started = performance.now();
     const zs = await compute.call('embed', { triplets });
+    stats.embed_ms = performance.now() - started;
     this.embedding = {
       count: st.triplets.length,
       z_s: Array.from(zs),

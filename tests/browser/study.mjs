@@ -111,6 +111,7 @@ try {
     || /could not/.test(document.querySelector('#preview-status')?.textContent || ''), null, { timeout: 300000 });
   result.preview_status = await page.textContent('#preview-status');
   result.embedding = await page.evaluate(() => window.deperLastEmbedding || null);
+  result.stats = await page.evaluate(() => window.deperStats);
   result.captions = {
     generic: await page.textContent('#caption-generic').catch(() => null),
     personal: await page.textContent('#caption-personal').catch(() => null),

@@ -560,9 +560,9 @@ pub fn load_personalizer<B: Backend>(run: &Path, info: &Stage2Info, device: &B::
     stage1::load_checked(run, model, device, |_| {}, "the weights do not match the model described by run.json")
 }
 
-/// Writes the fine-tuned subject encoder of a `deper` stage-2 run as a stage-1 run folder (`run.json`
-/// + `model.mpk`) in `out`, so everything that reads stage-1 runs (`deper embed`, the browser's
-/// in-page encoder) computes the z_s this run's adapter was trained on.
+/// Writes the fine-tuned subject encoder of a `deper` stage-2 run as a stage-1 run folder
+/// (`run.json` and `model.mpk`) in `out`, so everything that reads stage-1 runs (`deper embed`, the
+/// browser's in-page encoder) computes the z_s this run's adapter was trained on.
 pub fn export_encoder(run: &Path, out: &Path) -> Result<()> {
     let info = Stage2Info::load(run)?;
     let stage1_info = info.stage1_info.clone().ok_or_else(|| TrainError::Checkpoint {

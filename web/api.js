@@ -12,8 +12,9 @@ export class ApiError extends Error {
 }
 
 /** JSON request; throws ApiError with the server's `error` message on a non-2xx answer. */
-export async function api(path, { method = 'GET', token, body, raw } = {}) {
+export async function api(path, { method = 'GET', token, body, raw, session } = {}) {
   const headers = {};
+  if (session) headers['X-Deper-Session'] = String(session);
   if (token) headers.Authorization = `Bearer ${token}`;
   let payload;
   if (raw !== undefined) {

@@ -3,7 +3,7 @@
 // Every call carries the researcher token (kept in sessionStorage for this tab only).
 
 import { api } from './api.js';
-import { h, show, status } from './app.js';
+import { embeddingMap, h, show, status } from './app.js';
 
 const TOKEN_KEY = 'deper:researcher-token';
 
@@ -97,10 +97,16 @@ async function studyCard(token, study) {
     a.click();
     a.remove();
   } }, 'Download export (.zip)');
+  const mapSlot = h('div', {});
+  const mapButton = h('button', { onclick: async () => {
+    const map = await api(`/api/studies/${study.id}/embeddings`, { token });
+    mapSlot.replaceChildren(map.points.length ? embeddingMap(map, null) : h('p', { class: 'muted' }, 'No embeddings yet.'));
+  } }, 'Subject-embedding map');
   return h('article', { class: 'card', 'data-study': study.id },
     h('h3', {}, `${study.id}. ${study.title}`),
     h('p', {}, 'Participant link: ', h('a', { href: link }, link), ` · capture: ${study.capture_mode} · description: ${study.description_mode}`),
-    h('p', {}, h('label', {}, 'Add PNG images: ', upload), ' ', download),
+    h('p', {}, h('label', {}, 'Add PNG images: ', upload), ' ', download, ' ', mapButton),
+    mapSlot,
     h('table', {}, h('thead', {}, h('tr', {}, ...['participant', 'state', 'trial', 'code', 'joined'].map((c) => h('th', {}, c)))), sessions));
 }
 

@@ -365,6 +365,42 @@ fn serve_opens_the_demo_study_with_the_encoder_files_features_and_participant_ca
         assert_eq!(ask(session_token.to_string(), None).send().await.unwrap().status(), 401);
         assert_eq!(ask(session_token.to_string(), Some(session + 1000)).send().await.unwrap().status(), 404);
 
+        // The page stores the participant's z_s; the study's map shows it beside the demo world's
+        // subjects, and captions can name the participant instead of sending a vector.
+        let post_embedding = |z: Vec<f32>| {
+            api.http
+                .post(api.url(&format!("/api/sessions/{session}/embedding")))
+                .bearer_auth(session_token)
+                .json(&json!({"z_s": z, "backend": "cpu", "encoder_version": manifest["version"], "triplets": 5}))
+                .send()
+        };
+        assert_eq!(post_embedding(vec![0.5; dim + 1]).await.unwrap().status(), 422);
+        assert_eq!(post_embedding(vec![0.25; dim]).await.unwrap().status(), 201);
+        let map: Value = api
+            .http
+            .get(api.url(&format!("/api/studies/{study_id}/embeddings")))
+            .bearer_auth(session_token)
+            .header("x-deper-session", session.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let points = map["points"].as_array().unwrap();
+        let references = points.iter().filter(|p| p["kind"] == "reference").count();
+        assert_eq!(references, fine_tuned["subjects"].as_object().unwrap().len(), "{map}");
+        let own: Vec<&Value> = points.iter().filter(|p| p["session_id"] == session).collect();
+        assert_eq!(own.len(), 1, "{map}");
+        assert!(own[0]["x"].as_f64().unwrap().is_finite());
+        let participant = joined["participant"].as_str().unwrap();
+        for (subject, status) in [(participant, 200), (subject.as_str(), 200), ("nobody", 404)] {
+            let body = json!({"image": sha, "subject": subject, "max_new_tokens": 3});
+            let response =
+                api.http.post(api.url("/api/captions")).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), status, "caption for subject {subject}");
+        }
+
         // A study without the preview keeps the caption API to the researcher.
         let (status, quiet) =
             api.post("/api/studies", Some(&token), &json!({"title": "no preview", "settings": {}})).await;

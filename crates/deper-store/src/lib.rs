@@ -99,6 +99,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn insert_artifact(&self, new: &NewArtifact) -> Result<Artifact>;
     async fn get_artifact(&self, id: i64) -> Result<Option<Artifact>>;
     async fn job_artifacts(&self, job_id: i64) -> Result<Vec<Artifact>>;
+    /// A study's artifacts of one kind, oldest first.
+    async fn study_artifacts(&self, study_id: i64, kind: &str) -> Result<Vec<Artifact>>;
 }
 
 /// Opens (creating and migrating when needed) the store named by `url`: `postgres://…` or

@@ -834,6 +834,18 @@ macro_rules! impl_store {
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+
+            async fn study_artifacts(&self, study_id: i64, kind: &str) -> Result<Vec<Artifact>> {
+                let rows: Vec<ArtifactRow> = sqlx::query_as(
+                    "SELECT id, kind, path, sha256, job_id, study_id, created_at FROM artifacts \
+                     WHERE study_id = $1 AND kind = $2 ORDER BY id",
+                )
+                .bind(study_id)
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
         }
     };
 }

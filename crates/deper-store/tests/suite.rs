@@ -249,6 +249,30 @@ async fn jobs_lifecycle(store: &dyn Store, _data: &Path) {
     assert_eq!(store.get_artifact(art.id).await.unwrap().unwrap(), art);
     assert_eq!(store.job_artifacts(a.id).await.unwrap(), [art]);
     assert!(store.job_artifacts(b.id).await.unwrap().is_empty());
+
+    // A study's artifacts by kind, oldest first (participants' in-page embeddings).
+    let study = store.create_study(&study_input("Artifacts")).await.unwrap();
+    let mut embeddings = Vec::new();
+    for name in ["e1.json", "e2.json"] {
+        let new = NewArtifact {
+            kind: "embedding".into(),
+            path: format!("embeddings/{name}"),
+            sha256: None,
+            job_id: None,
+            study_id: Some(study.id),
+        };
+        embeddings.push(store.insert_artifact(&new).await.unwrap());
+    }
+    let other = NewArtifact {
+        kind: "export".into(),
+        path: "x.zip".into(),
+        sha256: None,
+        job_id: None,
+        study_id: Some(study.id),
+    };
+    store.insert_artifact(&other).await.unwrap();
+    assert_eq!(store.study_artifacts(study.id, "embedding").await.unwrap(), embeddings);
+    assert!(store.study_artifacts(study.id + 1, "embedding").await.unwrap().is_empty());
 }
 
 async fn export_dataset_and_ln_roundtrip(store: &dyn Store, data: &Path) {

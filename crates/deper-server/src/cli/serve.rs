@@ -69,6 +69,21 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         Some(run) => Some(std::sync::Arc::new(load_embedder(run)?)),
         None => None,
     };
+    // The demo world's subjects, embedded with the page's encoder, are the reference points of the
+    // embedding map and caption subjects by name.
+    let mut references = crate::server::embeddings::ReferenceSubjects::default();
+    if let (Some(demo), Some(assets)) = (&demo, &embedder) {
+        let device = Default::default();
+        let embeddings = deper_train::eval::embed::<burn::backend::NdArray>(
+            &assets.run_dir,
+            &demo.world,
+            None,
+            deper_core::split::DEFAULT_SHOTS,
+            &device,
+        )
+        .context("embedding the demo world's subjects")?;
+        references.subjects = embeddings.subjects.into_iter().map(|(name, e)| (name, e.z_s)).collect();
+    }
     let caption: Option<std::sync::Arc<dyn crate::server::CaptionService>> = match &args.vlm {
         Some(vlm) => {
             if !vlm.is_dir() {
@@ -93,6 +108,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         caption,
         embedder,
         demo,
+        references,
         ..ServerSettings::new(args.data)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;

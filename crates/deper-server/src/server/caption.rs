@@ -24,6 +24,10 @@ pub struct CaptionRequest {
     /// A subject embedding z_s to personalise the caption; `None`: a generic caption.
     #[serde(default)]
     pub persona: Option<Vec<f32>>,
+    /// A subject by name instead of `persona`: a participant pseudonym whose page stored its z_s, or
+    /// a reference subject of the demo world. The server puts their z_s in `persona`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     #[serde(default)]
     pub prompt: Option<String>,
     /// Most generated tokens (default 64, at most 256).
@@ -215,10 +219,19 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, super::auth::require_researcher_or_previewing_participant))
 }
 
-async fn caption(State(app): State<AppState>, ApiJson(req): ApiJson<CaptionRequest>) -> ApiResult<Response> {
+async fn caption(State(app): State<AppState>, ApiJson(mut req): ApiJson<CaptionRequest>) -> ApiResult<Response> {
     let Some(service) = app.caption.clone() else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no captioner loaded"));
     };
+    if let Some(subject) = req.subject.take() {
+        if req.persona.is_some() {
+            return Err(ApiError::unprocessable("give `persona` or `subject`, not both"));
+        }
+        let z = super::embeddings::subject_vector(&app, &subject)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no stored z_s for subject `{subject}`")))?;
+        req.persona = Some(z);
+    }
     service.check(&req).map_err(ApiError::unprocessable)?;
     let stimulus = app
         .store

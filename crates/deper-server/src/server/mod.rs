@@ -11,6 +11,7 @@ pub mod auth;
 pub mod caption;
 pub mod demo;
 pub mod embedder;
+pub mod embeddings;
 pub mod error;
 pub mod jobs;
 pub mod participant;
@@ -76,6 +77,8 @@ pub struct ServerSettings {
     pub embedder: Option<Arc<embedder::EmbedderAssets>>,
     /// Create (once) and announce the demo study.
     pub demo: Option<demo::DemoStudy>,
+    /// Subjects with a known z_s shown on every study's embedding map (the demo world's).
+    pub references: embeddings::ReferenceSubjects,
 }
 
 impl ServerSettings {
@@ -90,6 +93,7 @@ impl ServerSettings {
             caption: None,
             embedder: None,
             demo: None,
+            references: embeddings::ReferenceSubjects::default(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct AppState {
     pub jobs: Arc<jobs::JobHub>,
     pub caption: Option<Arc<dyn CaptionService>>,
     pub embedder: Option<Arc<embedder::EmbedderAssets>>,
+    pub references: Arc<embeddings::ReferenceSubjects>,
     /// Becomes `true` when the server is shutting down (ends event streams).
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -144,6 +149,7 @@ pub async fn launch(
         jobs: Arc::new(jobs::JobHub::default()),
         caption: settings.caption.clone(),
         embedder: settings.embedder.clone(),
+        references: Arc::new(settings.references.clone()),
         stopping: stop_rx.clone(),
     };
     let runner = tokio::spawn(jobs::run_jobs(state.clone(), stop_rx));
@@ -166,6 +172,7 @@ pub fn router(state: AppState, web_root: &Path) -> Router {
         .merge(jobs::routes(state.clone()))
         .merge(caption::routes(state.clone()))
         .merge(embedder::routes(state.clone()))
+        .merge(embeddings::routes(state.clone()))
         .merge(demo::routes(state.clone()));
     Router::new().route("/healthz", get(healthz)).nest("/api", api).merge(static_routes(web_root)).with_state(state)
 }

@@ -7,6 +7,9 @@
 //! - [`decoder`]: non-autoregressive trajectory decoder with FiLM from `z_s`.
 //! - [`loss`]: cross-entropy, SupCon with a memory bank, Smooth-L1 + BCE trajectory loss.
 //! - [`model`]: [`Deper`], tying them together.
+//! - [`input`]: padded model inputs from host data (features, caption ids, trajectories).
+//! - [`text`]: the caption word vocabulary.
+//! - [`run`]: what a stage-1 `run.json` says about the network.
 //!
 //! The authors' code (cvlab-stonybrook/Personalized-Image-Description, commit 1526bed) was read
 //! for the facts; module docs say where this follows it and where it departs.
@@ -15,12 +18,16 @@ pub mod backbone;
 pub mod decoder;
 pub mod encoder;
 pub mod extractor;
+pub mod input;
 pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod run;
+pub mod text;
 pub mod traj_tokens;
 
 pub use encoder::EncoderForm;
+pub use input::ModelInput;
 pub use loss::{Stage1LossConfig, Stage1Losses, SubjectMemoryBank};
 pub use model::{Deper, DeperConfig, DeperOutput, TokenEmbedding};
 pub use traj_tokens::TrajectoryBatch;

@@ -208,13 +208,46 @@ impl<B: Backend> Deper<B> {
         caption_mask: Tensor<B, 2, Bool>,
         traj: &TrajectoryBatch<B>,
     ) -> DeperOutput<B> {
+        self.forward_inner(patches, caption_embeddings, caption_mask, traj, None)
+    }
+
+    /// [`Deper::forward`] with the trajectory RoI pooling weights given (from
+    /// [`TrajectoryBatch::host_roi_weights`]) instead of built from `traj` read back from the
+    /// device: the path for WebGPU in a browser, where a synchronous read is impossible.
+    /// Same outputs as [`Deper::forward`] for the weights of the same trajectories.
+    ///
+    /// # Shapes
+    /// - as [`Deper::forward`]; `roi_weights`: `[batch, steps, h·w]`
+    pub fn forward_with_roi_weights(
+        &self,
+        patches: Tensor<B, 4>,
+        caption_ids: Tensor<B, 2, Int>,
+        caption_mask: Tensor<B, 2, Bool>,
+        traj: &TrajectoryBatch<B>,
+        roi_weights: Tensor<B, 3>,
+    ) -> DeperOutput<B> {
+        let embeddings = self.tokens.embed(caption_ids); // [batch, len_c, token_dim]
+        self.forward_inner(patches, embeddings, caption_mask, traj, Some(roi_weights))
+    }
+
+    fn forward_inner(
+        &self,
+        patches: Tensor<B, 4>,
+        caption_embeddings: Tensor<B, 3>,
+        caption_mask: Tensor<B, 2, Bool>,
+        traj: &TrajectoryBatch<B>,
+        roi_weights: Option<Tensor<B, 3>>,
+    ) -> DeperOutput<B> {
         let [batch, h, w, c] = patches.dims();
         let image = self.image_proj.forward(patches.clone().reshape([batch, h * w, c])); // [batch, h·w, d]
         let caption = self.tokens.project(caption_embeddings); // [batch, len_c, d]
 
         let z_dual = match &self.traj_tokens {
             Some(traj_tokens) => {
-                let t = traj_tokens.forward(patches, traj); // [batch, steps, d]
+                let t = match roi_weights {
+                    Some(weights) => traj_tokens.forward_with_weights(patches, weights, traj),
+                    None => traj_tokens.forward(patches, traj),
+                }; // [batch, steps, d]
                 self.encoder.forward(image.clone(), t, traj.mask.clone(), caption.clone(), caption_mask.clone())
             }
             None => self.encoder.forward_caption_only(image.clone(), caption.clone(), caption_mask.clone()),

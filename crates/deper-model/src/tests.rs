@@ -40,6 +40,7 @@ struct Batch<B: Backend> {
     caption_ids: Tensor<B, 2, Int>,
     caption_mask: Tensor<B, 2, Bool>,
     traj: TrajectoryBatch<B>,
+    trajectories: Vec<Trajectory>,
     subjects: Vec<usize>,
 }
 
@@ -79,6 +80,7 @@ fn batch<B: Backend>(n: usize, subjects: usize, device: &B::Device) -> Batch<B> 
         caption_ids: Tensor::from_data(TensorData::new(ids, [n, CAPTION_LEN]), device),
         caption_mask: Tensor::from_data(TensorData::new(mask, [n, CAPTION_LEN]), device),
         traj: TrajectoryBatch::from_trajectories_padded(&trajectories, 30, device),
+        trajectories,
         subjects: (0..n).map(|i| i % subjects).collect(),
     }
 }
@@ -109,6 +111,23 @@ fn deper_output_shapes_in_every_mode() {
         let z: Vec<f32> = out.z_s.into_data().to_vec().unwrap();
         assert!(z.iter().all(|v| v.is_finite()));
     }
+}
+
+/// The browser's path (RoI pooling weights built on the host) gives exactly the outputs of the
+/// native one (weights built from the boxes read back from the device).
+#[test]
+fn host_roi_weights_give_the_same_outputs() {
+    let device = Default::default();
+    let b = batch::<TestBackend>(3, 3, &device);
+    let model: Deper<TestBackend> = tiny_config(3).init(&device);
+    let weights = TrajectoryBatch::<TestBackend>::host_roi_weights(&b.trajectories, 30, GRID, GRID, &device);
+    let native = model.forward(b.patches.clone(), b.caption_ids.clone(), b.caption_mask.clone(), &b.traj);
+    let host = model.forward_with_roi_weights(b.patches, b.caption_ids, b.caption_mask, &b.traj, weights);
+    let (x, y): (Vec<f32>, Vec<f32>) =
+        (native.z_s.into_data().to_vec().unwrap(), host.z_s.into_data().to_vec().unwrap());
+    assert_eq!(x, y);
+    let diff = (native.pred_boxes - host.pred_boxes).abs().max().into_scalar();
+    assert_eq!(diff, 0.0);
 }
 
 /// Changing what sits in padded trajectory steps and padded caption positions changes no

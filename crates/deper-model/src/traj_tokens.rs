@@ -48,24 +48,30 @@ impl<B: Backend> TrajectoryBatch<B> {
     /// Packs trajectories into tensors padded (or cut) to exactly `steps` steps.
     pub fn from_trajectories_padded(trajectories: &[Trajectory], steps: usize, device: &B::Device) -> Self {
         let batch = trajectories.len();
-        let mut boxes = vec![0f32; batch * steps * 4];
-        let mut durations = vec![0f32; batch * steps];
-        let mut mask = vec![false; batch * steps];
-        for (b, traj) in trajectories.iter().enumerate() {
-            for (s, step) in traj.steps.iter().take(steps.min(MAX_STEPS)).enumerate() {
-                let i = b * steps + s;
-                for (k, v) in step.bbox.to_array().into_iter().enumerate() {
-                    boxes[i * 4 + k] = v as f32;
-                }
-                durations[i] = step.duration as f32;
-                mask[i] = true;
-            }
-        }
+        let (boxes, durations, mask) = pack(trajectories, steps);
         Self {
             boxes: Tensor::from_data(TensorData::new(boxes, [batch, steps, 4]), device),
             durations: Tensor::from_data(TensorData::new(durations, [batch, steps]), device),
             mask: Tensor::from_data(TensorData::new(mask, [batch, steps]), device),
         }
+    }
+
+    /// The RoI pooling weights [`TrajectoryBatch::roi_weights`] computes for
+    /// `from_trajectories_padded(trajectories, steps)`, built from the trajectories on the host
+    /// instead of reading the device back (a synchronous read is impossible on WebGPU).
+    ///
+    /// # Shapes
+    /// - output: `[batch, steps, h·w]`
+    pub fn host_roi_weights(
+        trajectories: &[Trajectory],
+        steps: usize,
+        h: usize,
+        w: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
+        let (boxes, _, mask) = pack(trajectories, steps);
+        let weights = roi_pool_weights(&boxes, &mask, h, w);
+        Tensor::from_data(TensorData::new(weights, [trajectories.len(), steps, h * w]), device)
     }
 
     /// RoI mean-pooling weights on an `h×w` patch grid (see [`roi_pool_weights`]), built on the
@@ -91,6 +97,26 @@ impl<B: Backend> TrajectoryBatch<B> {
         let weights = roi_pool_weights(&boxes, &valid, h, w);
         Tensor::from_data(TensorData::new(weights, [batch, steps, h * w]), &self.boxes.device())
     }
+}
+
+/// Host buffers of `trajectories` padded (or cut) to `steps` steps: boxes `[batch·steps·4]`
+/// (`f32`, as on the device), durations and the valid mask `[batch·steps]`.
+fn pack(trajectories: &[Trajectory], steps: usize) -> (Vec<f32>, Vec<f32>, Vec<bool>) {
+    let batch = trajectories.len();
+    let mut boxes = vec![0f32; batch * steps * 4];
+    let mut durations = vec![0f32; batch * steps];
+    let mut mask = vec![false; batch * steps];
+    for (b, traj) in trajectories.iter().enumerate() {
+        for (s, step) in traj.steps.iter().take(steps.min(MAX_STEPS)).enumerate() {
+            let i = b * steps + s;
+            for (k, v) in step.bbox.to_array().into_iter().enumerate() {
+                boxes[i * 4 + k] = v as f32;
+            }
+            durations[i] = step.duration as f32;
+            mask[i] = true;
+        }
+    }
+    (boxes, durations, mask)
 }
 
 /// Range of grid cells `[lo, hi]` along one axis of `n` cells that overlap `[a, b]` (normalised)

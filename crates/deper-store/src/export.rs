@@ -18,7 +18,7 @@ use crate::error::{Result, StoreError};
 use crate::{CaptureMode, DescriptionRecord, SampleSource, Session, Stimulus, Store, StoredSample, Study};
 use deper_core::dataset::DatasetWriter;
 use deper_core::import::{clean_trace, ImportReport};
-use deper_core::trajectory::{fixations_to_steps, mouse_trace_to_steps, DwellParams, GazeParams};
+use deper_core::trajectory::{fixations_to_steps, mouse_trajectory, GazeParams};
 use deper_core::{Description, ImageInfo, RawSample, Split, Subject, Trajectory, TrajectorySource, Triplet, Utterance};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -69,13 +69,7 @@ pub fn build_trajectory(samples: &[StoredSample], utterances: &[Utterance], mode
         let (steps, _) = fixations_to_steps(&gaze, utterances, &GazeParams::default());
         return Trajectory { source: TrajectorySource::Gaze, steps };
     }
-    let mut report = ImportReport::default();
-    let mouse = clean_trace(time_ordered(samples, SampleSource::Mouse), &mut report);
-    if mouse.is_empty() {
-        return Trajectory::empty(TrajectorySource::Mouse);
-    }
-    let (steps, _) = mouse_trace_to_steps(&[mouse], utterances, &DwellParams::default());
-    Trajectory { source: TrajectorySource::Mouse, steps }
+    mouse_trajectory(time_ordered(samples, SampleSource::Mouse), utterances)
 }
 
 /// Samples of one source as `RawSample`s, ordered by time (stable, so equal times keep arrival order).

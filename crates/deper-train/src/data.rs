@@ -3,10 +3,10 @@
 use burn::prelude::*;
 use deper_core::split::Splits;
 use deper_core::{Split, Trajectory, Triplet};
-use deper_model::TrajectoryBatch;
+use deper_model::{ModelInput, TrajectoryBatch};
 
 use crate::features::FeatureStore;
-use crate::text::{WordVocab, UNK};
+use crate::text::WordVocab;
 use crate::{Result, TrainError};
 
 /// One triplet ready for the model.
@@ -36,11 +36,7 @@ pub fn make_samples(
             if features.get(&t.image).is_none() {
                 return Err(TrainError::MissingImage { image: t.image.clone() });
             }
-            let mut caption = vocab.encode(&t.description.text, max_caption_tokens);
-            if caption.is_empty() {
-                // An all-padding caption would leave attention nothing to attend to.
-                caption.push(UNK);
-            }
+            let caption = vocab.encode_caption(&t.description.text, max_caption_tokens);
             Ok(Sample {
                 triplet_id: t.id.clone(),
                 image: t.image.clone(),
@@ -105,28 +101,21 @@ pub struct Batch<B: Backend> {
 }
 
 pub fn make_batch<B: Backend>(samples: &[&Sample], features: &FeatureStore, device: &B::Device) -> Result<Batch<B>> {
-    let n = samples.len();
     let meta = &features.meta;
-    let mut patches = Vec::with_capacity(n * features.patch_len());
+    let mut patches = Vec::with_capacity(samples.len() * features.patch_len());
     for s in samples {
         let f = features.get(&s.image).ok_or_else(|| TrainError::MissingImage { image: s.image.clone() })?;
         patches.extend_from_slice(f);
     }
-    let len = samples.iter().map(|s| s.caption.len()).max().unwrap_or(1).max(1);
-    let mut ids = vec![0i64; n * len];
-    let mut mask = vec![false; n * len];
-    for (b, s) in samples.iter().enumerate() {
-        for (i, &id) in s.caption.iter().enumerate() {
-            ids[b * len + i] = i64::from(id);
-            mask[b * len + i] = true;
-        }
-    }
+    let captions: Vec<&[u32]> = samples.iter().map(|s| s.caption.as_slice()).collect();
     let trajectories: Vec<Trajectory> = samples.iter().map(|s| s.trajectory.clone()).collect();
+    let input = ModelInput::from_host(patches, [meta.grid_h, meta.grid_w, meta.dim], &captions, &trajectories, device)
+        .map_err(TrainError::Config)?;
     Ok(Batch {
-        patches: Tensor::from_data(TensorData::new(patches, [n, meta.grid_h, meta.grid_w, meta.dim]), device),
-        caption_ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
-        caption_mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
-        trajectory: TrajectoryBatch::from_trajectories(&trajectories, device),
+        patches: input.patches,
+        caption_ids: input.caption_ids,
+        caption_mask: input.caption_mask,
+        trajectory: input.trajectory,
         labels: samples.iter().map(|s| s.label.unwrap_or(0)).collect(),
     })
 }

@@ -4,6 +4,8 @@
 
 use burn::prelude::*;
 use deper_core::{BBox, Trajectory, MAX_STEPS};
+/// Shared with the browser (deper-web), which averages z_s the same way.
+pub use deper_model::run::mean_vector;
 use deper_model::Deper;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -178,18 +180,6 @@ fn mean_trajectories_of(samples: &[Sample], train: &[usize]) -> BTreeMap<String,
 fn normalized(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter().map(|x| x / norm).collect()
-}
-
-pub fn mean_vector(vectors: &[&Vec<f32>]) -> Vec<f32> {
-    let d = vectors.first().map_or(0, |v| v.len());
-    let mut m = vec![0.0; d];
-    for v in vectors {
-        for (a, b) in m.iter_mut().zip(v.iter()) {
-            *a += b;
-        }
-    }
-    let n = vectors.len().max(1) as f32;
-    m.iter().map(|x| x / n).collect()
 }
 
 /// What `deper eval-fewshot --json` prints.

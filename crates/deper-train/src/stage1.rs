@@ -20,7 +20,10 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use deper_core::dataset::{write_json_atomic, Dataset};
 use deper_core::split::Splits;
-use deper_model::{Deper, DeperConfig, EncoderForm, Stage1LossConfig, SubjectMemoryBank};
+use deper_model::run::{deper_config, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CAPTION_TOKENS};
+/// The `config.model` section and the stage name live in deper-model, shared with the browser.
+pub use deper_model::run::{ModelSettings, STAGE1};
+use deper_model::{Deper, DeperConfig, Stage1LossConfig, SubjectMemoryBank};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -38,46 +41,6 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const MODEL_FILE: &str = "model";
 pub const OPTIMIZER_FILE: &str = "optimizer";
 pub const STATE_FILE: &str = "state.json";
-pub const STAGE1: &str = "stage1";
-
-/// Network sizes; the rest of [`DeperConfig`] comes from the data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelSettings {
-    pub d_model: usize,
-    pub n_heads: usize,
-    pub encoder_layers: usize,
-    pub decoder_layers: usize,
-    /// Width of the caption token table.
-    pub token_dim: usize,
-    pub dropout: f64,
-    pub encoder_form: EncoderForm,
-    /// The `--no-trajectory` ablation.
-    pub no_trajectory: bool,
-}
-
-impl Default for ModelSettings {
-    /// The paper's sizes: D = 384, 4 heads, 2 encoder layers, 4 decoder layers, dropout 0.1.
-    fn default() -> Self {
-        Self {
-            d_model: 384,
-            n_heads: 4,
-            encoder_layers: 2,
-            decoder_layers: 4,
-            token_dim: 384,
-            dropout: 0.1,
-            encoder_form: EncoderForm::Interleaved,
-            no_trajectory: false,
-        }
-    }
-}
-
-impl ModelSettings {
-    /// A small network that trains on the synthetic world on a CPU in minutes.
-    pub fn tiny() -> Self {
-        Self { d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, token_dim: 32, ..Self::default() }
-    }
-}
 
 /// Loss weights and contrastive settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +84,7 @@ impl Default for TrainSettings {
     fn default() -> Self {
         Self {
             epochs: 20,
-            batch_size: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
             grad_accum: 1,
             lr: 5e-4,
             lr_schedule: LrSchedule::Constant,
@@ -129,7 +92,7 @@ impl Default for TrainSettings {
             weight_decay: 0.01,
             clip_norm: 1.0,
             seed: 0,
-            max_caption_tokens: 64,
+            max_caption_tokens: DEFAULT_MAX_CAPTION_TOKENS,
             backbone: features::PIXEL_STATS.into(),
         }
     }
@@ -242,15 +205,7 @@ impl RunInfo {
     }
 
     pub fn model_config(&self) -> DeperConfig {
-        let m = &self.config.model;
-        DeperConfig::new(self.feature_grid[2], self.vocab.len(), m.token_dim, self.subjects.len())
-            .with_d_model(m.d_model)
-            .with_n_heads(m.n_heads)
-            .with_encoder_layers(m.encoder_layers)
-            .with_decoder_layers(m.decoder_layers)
-            .with_dropout(m.dropout)
-            .with_encoder_form(m.encoder_form)
-            .with_no_trajectory(m.no_trajectory)
+        deper_config(&self.config.model, self.feature_grid, self.vocab.len(), self.subjects.len())
     }
 
     pub fn vocab(&self) -> WordVocab {

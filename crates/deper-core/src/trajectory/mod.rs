@@ -17,7 +17,7 @@ pub mod fixation;
 pub mod mouse;
 
 pub use fixation::{fixations_to_steps, idt, ivt, FixationMethod, GazeParams, IdtParams, IvtParams};
-pub use mouse::{mouse_trace_to_steps, DwellParams};
+pub use mouse::{mouse_trace_to_steps, mouse_trajectory, DwellParams};
 
 use crate::{AttentionStep, BBox, RawSample, Utterance};
 

@@ -32,7 +32,8 @@
 //! [`BuildReport::dropped_over_limit`] those removed in step 5.
 
 use super::{assign_words, limit_steps, speed, BuildReport, TIME_EPS};
-use crate::{AttentionStep, BBox, RawSample, Utterance};
+use crate::import::{clean_trace, ImportReport};
+use crate::{AttentionStep, BBox, RawSample, Trajectory, TrajectorySource, Utterance};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of the dwell rule (see the [module docs](self)). Units are
@@ -113,6 +114,20 @@ pub fn mouse_trace_to_steps(
     (steps, BuildReport { found, dropped_over_limit })
 }
 
+/// The trajectory of one recorded mouse trace, as the study export (deper-store) and the
+/// browser (deper-web) build it: samples put in time order (a stable sort, so equal times keep
+/// their order), cleaned with [`clean_trace`], then [`mouse_trace_to_steps`] with the default
+/// [`DwellParams`] as one segment. No usable sample gives an empty trajectory.
+pub fn mouse_trajectory(mut samples: Vec<RawSample>, utterances: &[Utterance]) -> Trajectory {
+    samples.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let cleaned = clean_trace(samples, &mut ImportReport::default());
+    if cleaned.is_empty() {
+        return Trajectory::empty(TrajectorySource::Mouse);
+    }
+    let (steps, _) = mouse_trace_to_steps(&[cleaned], utterances, &DwellParams::default());
+    Trajectory { source: TrajectorySource::Mouse, steps }
+}
+
 /// Steps 2 of the rule: cuts one segment into candidate dwells (non-empty
 /// runs of consecutive samples), before the duration filter.
 fn split_dwells<'a>(segment: &'a [RawSample], params: &DwellParams) -> Vec<&'a [RawSample]> {
@@ -163,6 +178,28 @@ mod tests {
     fn assert_step(step: &AttentionStep, start: f64, duration: f64) {
         let got = step.start.expect("builder steps have a start");
         assert!(close(got, start) && close(step.duration, duration), "got start {got} dur {}", step.duration);
+    }
+
+    #[test]
+    fn mouse_trajectory_orders_cleans_and_builds() {
+        // Out of order, with a NaN and an out-of-image point: the pointer rests at (0.3, 0.4)
+        // for 0.5 s, jumps, then rests at (1.2 → 1.0, 0.5) for 0.3 s.
+        let samples = vec![
+            s(0.3, 0.4, 0.25),
+            s(0.3, 0.4, 0.0),
+            s(f64::NAN, 0.4, 0.1),
+            s(0.3, 0.4, 0.5),
+            s(1.2, 0.5, 2.0),
+            s(1.2, 0.5, 2.3),
+        ];
+        let t = mouse_trajectory(samples, &[]);
+        assert_eq!(t.source, TrajectorySource::Mouse);
+        assert_eq!(t.steps.len(), 2);
+        assert_step(&t.steps[0], 0.0, 0.5);
+        assert_box(&t.steps[0].bbox, 0.275, 0.375, 0.325, 0.425);
+        assert_step(&t.steps[1], 2.0, 0.3);
+        assert!(close(t.steps[1].bbox.x2, 1.0), "{:?}", t.steps[1].bbox);
+        assert!(mouse_trajectory(vec![s(f64::NAN, 0.0, 0.0)], &[]).is_empty());
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! What a stage-1 run folder's `run.json` says about the network, shared by training
+//! (deper-train's `RunInfo`, which owns the file) and the browser (deper-web, which only reads it).
+//!
+//! [`ModelSettings`] is the `config.model` section; [`deper_config`] turns it, with the sizes
+//! that come from the data, into a [`DeperConfig`]; [`RunModel`] is a lenient read of the
+//! fields inference needs (other fields are ignored, so training-only settings can change
+//! without touching the browser).
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::EncoderForm;
+use crate::model::DeperConfig;
+use crate::text::WordVocab;
+
+/// The `stage` of a stage-1 run.
+pub const STAGE1: &str = "stage1";
+
+/// Default `config.train.max_caption_tokens`: captions are cut to this many tokens.
+pub const DEFAULT_MAX_CAPTION_TOKENS: usize = 64;
+
+/// Default `config.train.batch_size` (training, evaluation and embedding batches).
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Network sizes; the rest of [`DeperConfig`] comes from the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    /// Width of the caption token table.
+    pub token_dim: usize,
+    pub dropout: f64,
+    pub encoder_form: EncoderForm,
+    /// The `--no-trajectory` ablation.
+    pub no_trajectory: bool,
+}
+
+impl Default for ModelSettings {
+    /// The paper's sizes: D = 384, 4 heads, 2 encoder layers, 4 decoder layers, dropout 0.1.
+    fn default() -> Self {
+        Self {
+            d_model: 384,
+            n_heads: 4,
+            encoder_layers: 2,
+            decoder_layers: 4,
+            token_dim: 384,
+            dropout: 0.1,
+            encoder_form: EncoderForm::Interleaved,
+            no_trajectory: false,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// A small network that trains on the synthetic world on a CPU in minutes.
+    pub fn tiny() -> Self {
+        Self { d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, token_dim: 32, ..Self::default() }
+    }
+}
+
+/// The network of a run: `model` sizes, patch channels from `feature_grid` (`[h, w, c]`),
+/// the caption vocabulary size and the number of trained subjects.
+pub fn deper_config(
+    model: &ModelSettings,
+    feature_grid: [usize; 3],
+    vocab_size: usize,
+    num_subjects: usize,
+) -> DeperConfig {
+    DeperConfig::new(feature_grid[2], vocab_size, model.token_dim, num_subjects)
+        .with_d_model(model.d_model)
+        .with_n_heads(model.n_heads)
+        .with_encoder_layers(model.encoder_layers)
+        .with_decoder_layers(model.decoder_layers)
+        .with_dropout(model.dropout)
+        .with_encoder_form(model.encoder_form)
+        .with_no_trajectory(model.no_trajectory)
+}
+
+/// The inference-relevant part of a stage-1 `run.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RunModel {
+    pub stage: String,
+    pub config: RunModelConfig,
+    /// Trained (seen) subjects, sorted; label = index.
+    pub subjects: Vec<String>,
+    /// Caption vocabulary, id = index.
+    pub vocab: Vec<String>,
+    /// Patch grid `[h, w, c]` of the features the run was trained on.
+    pub feature_grid: [usize; 3],
+}
+
+/// `config` of [`RunModel`]: the model section and the caption length.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RunModelConfig {
+    #[serde(default)]
+    pub model: ModelSettings,
+    #[serde(default)]
+    pub train: RunInferenceSettings,
+}
+
+/// The training settings inference needs: how captions are cut and how samples are batched.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RunInferenceSettings {
+    pub max_caption_tokens: usize,
+    pub batch_size: usize,
+}
+
+impl Default for RunInferenceSettings {
+    fn default() -> Self {
+        Self { max_caption_tokens: DEFAULT_MAX_CAPTION_TOKENS, batch_size: DEFAULT_BATCH_SIZE }
+    }
+}
+
+impl RunModel {
+    /// Reads `run.json` text; errors name the field (`config.model.d_model: …`) and refuse a run
+    /// of another stage.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("run.json is not JSON: {e}"))?;
+        let stage = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>");
+        if stage != STAGE1 {
+            return Err(format!("run.json: run is `{stage}`, not {STAGE1}"));
+        }
+        let run: Self =
+            serde_path_to_error::deserialize(value).map_err(|e| format!("run.json: {}: {}", e.path(), e.inner()))?;
+        let [h, w, c] = run.feature_grid;
+        if h == 0 || w == 0 || c == 0 {
+            return Err(format!("run.json: feature_grid {:?} has a zero size", run.feature_grid));
+        }
+        let m = &run.config.model;
+        if m.d_model == 0 || m.n_heads == 0 || m.d_model % m.n_heads != 0 || m.d_model % 4 != 0 {
+            return Err(format!(
+                "run.json: config.model.d_model {} must be a positive multiple of 4 and of config.model.n_heads {}",
+                m.d_model, m.n_heads
+            ));
+        }
+        if run.vocab.is_empty() || run.subjects.is_empty() {
+            return Err("run.json: vocab and subjects must not be empty".into());
+        }
+        Ok(run)
+    }
+
+    pub fn model_config(&self) -> DeperConfig {
+        deper_config(&self.config.model, self.feature_grid, self.vocab.len(), self.subjects.len())
+    }
+
+    pub fn vocab(&self) -> WordVocab {
+        WordVocab::from_words(self.vocab.clone())
+    }
+}
+
+/// Element-wise mean of equally long vectors (a subject's embedding: the mean `z_s` over its
+/// triplets), summed in order in `f32`; empty input gives an empty vector.
+pub fn mean_vector(vectors: &[&Vec<f32>]) -> Vec<f32> {
+    let d = vectors.first().map_or(0, |v| v.len());
+    let mut m = vec![0.0; d];
+    for v in vectors {
+        for (a, b) in m.iter_mut().zip(v.iter()) {
+            *a += b;
+        }
+    }
+    let n = vectors.len().max(1) as f32;
+    m.iter().map(|x| x / n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_inference_fields_and_ignores_the_rest() {
+        let text = r#"{"stage":"stage1","config":{"train":{"epochs":3,"max_caption_tokens":12},
+            "model":{"d_model":32,"n_heads":4,"token_dim":8},"loss":{}},"subjects":["a","b"],
+            "vocab":["<pad>","<unk>","red"],"feature_grid":[2,3,5],"data":"/x"}"#;
+        let run = RunModel::from_json(text).unwrap();
+        assert_eq!(run.config.train.max_caption_tokens, 12);
+        assert_eq!(run.config.train.batch_size, DEFAULT_BATCH_SIZE);
+        let c = run.model_config();
+        assert_eq!((c.patch_dim, c.vocab_size, c.token_dim, c.num_subjects, c.d_model), (5, 3, 8, 2, 32));
+        assert_eq!(c.decoder_layers, ModelSettings::default().decoder_layers);
+    }
+
+    #[test]
+    fn names_the_bad_field_and_the_wrong_stage() {
+        let bad = r#"{"stage":"stage1","config":{"model":{"d_model":"big"}},"subjects":["a"],"vocab":["x"],"feature_grid":[1,1,1]}"#;
+        let err = RunModel::from_json(bad).unwrap_err();
+        assert!(err.contains("config.model.d_model"), "{err}");
+        let err = RunModel::from_json(r#"{"stage":"stage2"}"#).unwrap_err();
+        assert!(err.contains("`stage2`, not stage1"), "{err}");
+        assert!(RunModel::from_json("not json").unwrap_err().contains("not JSON"));
+    }
+}

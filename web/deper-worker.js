@@ -1,0 +1,111 @@
+// deper-worker.js: a module Web Worker that runs deper-web (web/pkg, built by web/build.sh) off
+// the page's main thread.
+//
+//   const worker = new Worker(new URL('./deper-worker.js', import.meta.url), { type: 'module' });
+//
+// Requests are `{id, op, ...}`; every request gets one reply `{id, ok: true, result}` or
+// `{id, ok: false, error}` (a message naming the triplet and field where the input was bad).
+// While a request runs the worker may post `{op: 'progress', id, stage, ...}` events.
+//
+//   {op: 'start', prefer: 'webgpu' | 'cpu'}          → 'webgpu' | 'cpu' (the device chosen)
+//   {op: 'load', run_url, model_url, cache = true}    → {dim, backend}
+//       fetches run.json and model.mpk (progress: stage 'download', loaded, total), keeping them
+//       in the Cache API under their URL: give versioned URLs (e.g. with the run's hash) so a
+//       retrained run is fetched again; `cache: false` bypasses the cache.
+//   {op: 'embed', triplets}                           → Float32Array, the mean z_s (as `deper embed`)
+//   {op: 'embed_each', triplets}                      → [Float32Array], z_s per triplet
+//   {op: 'trajectory', samples, width, height}        → a deper-core trajectory object
+//
+// A triplet is {features: Float32Array, grid: [h, w, c], caption: string, trajectory}.
+// 'start' must come before 'load'; 'embed' needs a loaded run. Requests run one at a time.
+
+import init, { start, Embedder, trajectory_from_mouse } from './pkg/deper_web.js';
+
+const CACHE_NAME = 'deper-runs-v1';
+const ready = init();
+let embedder = null;
+let crashed = null; // a Rust panic aborts the wasm module: later requests fail with this
+let queue = Promise.resolve();
+
+const progress = (id, stage, extra = {}) => self.postMessage({ op: 'progress', id, stage, ...extra });
+
+// The response for `url`, from the Cache API when allowed and present, else from the network
+// (read with progress events, then stored).
+async function fetchCached(id, url, useCache) {
+  const cache = useCache && self.caches ? await self.caches.open(CACHE_NAME) : null;
+  const hit = cache && (await cache.match(url));
+  if (hit) {
+    progress(id, 'download', { url, cached: true });
+    return new Uint8Array(await hit.arrayBuffer());
+  }
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  const total = Number(response.headers.get('content-length')) || null;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    progress(id, 'download', { url, loaded, total });
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const c of chunks) {
+    bytes.set(c, offset);
+    offset += c.length;
+  }
+  if (cache) await cache.put(url, new Response(bytes));
+  return bytes;
+}
+
+function needEmbedder() {
+  if (!embedder) throw new Error("no run loaded: send {op: 'load'} first");
+  return embedder;
+}
+
+async function handle(msg) {
+  const { id, op } = msg;
+  switch (op) {
+    case 'start':
+      return start(msg.prefer ?? 'webgpu');
+    case 'load': {
+      const useCache = msg.cache !== false;
+      const runJson = new TextDecoder().decode(await fetchCached(id, msg.run_url, useCache));
+      const model = await fetchCached(id, msg.model_url, useCache);
+      progress(id, 'load');
+      const next = await Embedder.load(runJson, model);
+      if (embedder) embedder.free();
+      embedder = next;
+      return { dim: embedder.dim(), backend: embedder.backend() };
+    }
+    case 'embed':
+      progress(id, 'embed', { triplets: msg.triplets?.length });
+      return needEmbedder().embed(msg.triplets);
+    case 'embed_each':
+      progress(id, 'embed', { triplets: msg.triplets?.length });
+      return needEmbedder().embed_each(msg.triplets);
+    case 'trajectory':
+      return trajectory_from_mouse(msg.samples, msg.width, msg.height);
+    default:
+      throw new Error(`unknown op ${JSON.stringify(op)}`);
+  }
+}
+
+self.onmessage = ({ data }) => {
+  const id = data?.id;
+  // One request at a time: the model and the device are shared state.
+  queue = queue.then(async () => {
+    try {
+      if (crashed) throw new Error(`deper-web stopped after an internal error (${crashed}); reload the page`);
+      await ready;
+      const result = await handle(data);
+      self.postMessage({ id, ok: true, result });
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError) crashed = e.message;
+      self.postMessage({ id, ok: false, error: String(e?.message ?? e) });
+    }
+  });
+};

@@ -448,6 +448,7 @@ class Participant {
       note.textContent = `Your style could not be computed here: ${error.message}`;
       return;
     }
+    status('');
     note.textContent = `Your style vector (${emb.z_s.length} numbers) from ${emb.count} pictures, `
       + `computed on ${emb.backend === 'webgpu' ? 'WebGPU' : 'the CPU'} in ${Math.round(emb.ms)} ms.`;
     const generic = h('p', { class: 'caption', id: 'caption-generic' }, '…');

@@ -78,14 +78,18 @@ try {
         box = await page.locator('#stimulus').boundingBox();
         await page.mouse.move(box.x - 20, box.y - 20);
       }
-      // Whole CSS pixels, well inside the picture: a deterministic zig-zag scan.
-      const fx = 0.1 + 0.8 * (((i * 37) % moves) / moves);
-      const fy = 0.1 + 0.8 * (((i * 11 + trial * 7) % moves) / moves);
+      // Whole CSS pixels, well inside the picture: three dwells (small deterministic jitter around a
+      // centre that moves with the trial), so the trajectory has steps to show.
+      const dwell = Math.floor((3 * i) / moves);
+      const cx = 0.2 + 0.3 * ((dwell + trial) % 3);
+      const cy = 0.25 + 0.25 * ((dwell * 2 + trial) % 3);
+      const fx = cx + 0.004 * (((i * 7) % 5) - 2);
+      const fy = cy + 0.004 * (((i * 3) % 5) - 2);
       const px = Math.round(box.x + fx * box.width);
       const py = Math.round(box.y + fy * box.height);
       await page.mouse.move(px, py);
       result.expected.push({ trial, x: (px - box.x) / box.width, y: (py - box.y) / box.height, px_per_unit: box.width });
-      await page.waitForTimeout(15);
+      await page.waitForTimeout(40);
     }
     // Leave the picture before finishing, so no move of the next step lands on it.
     await page.mouse.move(box.x - 20, box.y - 20);

@@ -13,15 +13,24 @@ if [ -z "$want" ]; then
   echo "web/build.sh: no wasm-bindgen crate in Cargo.lock" >&2
   exit 1
 fi
+# A fresh machine lacks the wasm32 target and the CLI: install them (both come from the registries
+# the project may reach). A CLI of another version is replaced only when asked to
+# (DEPER_INSTALL_WASM_BINDGEN=1, as CI does), since it may serve another project.
+rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 if ! command -v wasm-bindgen >/dev/null 2>&1; then
-  echo "web/build.sh: wasm-bindgen not found; install it with: cargo install wasm-bindgen-cli --version $want" >&2
-  exit 1
+  echo "web/build.sh: installing wasm-bindgen-cli $want (once, a few minutes)" >&2
+  cargo install wasm-bindgen-cli --version "$want"
 fi
 have=$(wasm-bindgen --version | awk '{ print $2 }')
 if [ "$have" != "$want" ]; then
-  echo "web/build.sh: wasm-bindgen is $have but Cargo.lock has wasm-bindgen $want;" \
-    "install the matching CLI: cargo install wasm-bindgen-cli --version $want --force" >&2
-  exit 1
+  if [ "${DEPER_INSTALL_WASM_BINDGEN:-0}" = 1 ]; then
+    cargo install wasm-bindgen-cli --version "$want" --force
+  else
+    echo "web/build.sh: wasm-bindgen is $have but Cargo.lock has wasm-bindgen $want;" \
+      "install the matching CLI: cargo install wasm-bindgen-cli --version $want --force" \
+      "(or run with DEPER_INSTALL_WASM_BINDGEN=1)" >&2
+    exit 1
+  fi
 fi
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -95,6 +95,15 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if !args.web.join("index.html").is_file() {
+        eprintln!("warning: --web {}: no index.html there; the browser app will answer 404", args.web.display());
+    } else if !args.web.join("web/pkg/deper_web.js").is_file() {
+        eprintln!(
+            "warning: {} is missing: pages work, but without the in-page encoder (no z_s, no preview); \
+             build it with `bash web/build.sh`",
+            args.web.join("web/pkg").display()
+        );
+    }
     let settings = ServerSettings {
         db_url: args.db,
         device: args.device,
@@ -111,15 +120,6 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         references,
         ..ServerSettings::new(args.data)
     };
-    if !args.web.join("index.html").is_file() {
-        eprintln!("warning: --web {}: no index.html there; the browser app will answer 404", args.web.display());
-    } else if !args.web.join("web/pkg/deper_web.js").is_file() {
-        eprintln!(
-            "warning: {} is missing: pages work, but without the in-page encoder (no z_s, no preview); \
-             build it with `bash web/build.sh`",
-            args.web.join("web/pkg").display()
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr)

@@ -1,7 +1,8 @@
 //! Inference time per frame on this machine (not a benchmark with assertions): full detection +
 //! landmarks, and landmarks only (the tracking path), on a committed test frame.
 //!
-//! `cargo run -p deper-landmarks --example timing --release [-- FRAME.png [RUNS]]`
+//! `cargo run -p deper-landmarks --example timing [-- FRAME.png [RUNS]]` (the dev profile already
+//! optimises dependencies, i.e. tract, at opt-level 2).
 
 use std::time::Instant;
 

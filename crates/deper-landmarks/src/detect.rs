@@ -83,8 +83,7 @@ pub fn decode(boxes: &[f32], logits: &[f32], anchors: &[Anchor], opts: &Detector
     let mut out = Vec::new();
     for ((raw, &logit), a) in boxes.chunks_exact(NUM_COORDS).zip(logits).zip(anchors) {
         let score = sigmoid(logit.clamp(-opts.score_clip, opts.score_clip));
-        // `!(>=)` also drops NaN scores.
-        if !(score >= opts.min_score) {
+        if score.is_nan() || score < opts.min_score {
             continue;
         }
         let (xc, yc) = (raw[0] / s + a.x, raw[1] / s + a.y);

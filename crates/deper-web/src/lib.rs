@@ -6,9 +6,13 @@
 //! * `bindings` (wasm32 only): the JavaScript API — `start`, `Embedder`,
 //!   `trajectory_from_mouse` — on burn's wgpu backend (WebGPU) or, without a WebGPU adapter,
 //!   NdArray on the CPU. `web/deper-worker.js` runs it in a Web Worker.
+//! * `gaze_bindings` (wasm32 only): webcam gaze — `GazeTracker` (face landmarks, eye features,
+//!   ridge calibration, Kalman smoothing) and `gaze_validation`.
 
 pub mod engine;
 pub mod mouse;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(target_arch = "wasm32")]
+mod gaze_bindings;

@@ -9,6 +9,7 @@
 
 import { api, ApiError, Uploader, streamCaption } from './api.js';
 import { Compute } from './compute.js';
+import { Gaze, calibrate } from './gaze.js';
 
 const params = new URLSearchParams(location.search);
 // Measurements the browser benchmark reads (tests/browser/study.mjs): handler time per pointer
@@ -127,6 +128,44 @@ class Participant {
     this.state = loadState(studyId);
     this.uploader = null;
     this.embedding = null;
+    this.gaze = null;
+  }
+
+  get gazeMode() {
+    return ['gaze', 'both'].includes(this.state.study.capture_mode);
+  }
+
+  get mouseMode() {
+    return ['mouse', 'both'].includes(this.state.study.capture_mode);
+  }
+
+  /** Camera, 9-point calibration and validation (again after a reload: the fit lives in the worker). */
+  async calibration() {
+    const st = this.state;
+    const retry = h('button', { class: 'primary', id: 'calib-retry', onclick: () => this.calibration() }, 'Try again');
+    const backend = await computeReady;
+    if (!backend) {
+      show(h('h1', {}, 'Webcam calibration'), h('p', { class: 'error' }, 'This page could not start its compute module, which the webcam study needs.'), retry);
+      return;
+    }
+    show(h('h1', {}, 'Webcam calibration'), h('p', {}, 'Starting the camera…'));
+    try {
+      if (!this.gaze) {
+        this.gaze = new Gaze(compute);
+        await this.gaze.open();
+      }
+      const report = await calibrate(this.gaze, show, st);
+      const summary = report
+        ? `Your gaze estimate is off by about ${Math.round(report.mean_px)} px (${report.mean_deg.toFixed(1)}°) on average.`
+        : 'Your face was not visible during the check; the estimate may be poor.';
+      const next = h('button', { class: 'primary', id: 'calib-continue', onclick: () => this.view() }, 'Continue');
+      show(h('h1', {}, 'Calibration done'), h('p', { id: 'validation-report' }, summary), h('p', {}, next));
+      next.focus();
+    } catch (error) {
+      if (this.gaze) this.gaze.close();
+      this.gaze = null;
+      show(h('h1', {}, 'Webcam calibration'), h('p', { class: 'error', id: 'camera-error' }, error.message), retry);
+    }
   }
 
   save() {
@@ -205,7 +244,7 @@ class Participant {
       st.phase = 'view';
       this.save();
       this.view();
-    } }, 'Begin');
+    } }, this.gazeMode ? 'Begin (with the camera)' : 'Begin');
     show(
       h('h1', {}, st.study.title),
       h('h2', {}, 'Instructions'),
@@ -233,6 +272,10 @@ class Participant {
 
   async view() {
     const st = this.state;
+    if (this.gazeMode && !(this.gaze && this.gaze.calibrated)) {
+      await this.calibration();
+      return;
+    }
     let next;
     try {
       next = await this.next();
@@ -284,11 +327,23 @@ class Participant {
       stats.capture.samples += batch.length;
       stats.capture.ms += performance.now() - began;
     };
-    img.addEventListener('pointermove', onMove);
+    if (this.mouseMode) img.addEventListener('pointermove', onMove);
+    if (this.gaze) {
+      // Gaze points (page pixels) on the picture become samples of source `gaze`.
+      this.gaze.onPoint = (p) => {
+        const rect = img.getBoundingClientRect();
+        const x = (p.x - rect.left) / rect.width;
+        const y = (p.y - rect.top) / rect.height;
+        st.gazeSamples = (st.gazeSamples || 0) + 1;
+        if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return;
+        this.uploader.add(trial, [{ x, y, t: p.t - st.viewStart / 1000, source: 'gaze' }]);
+      };
+    }
     const timer = setInterval(() => { this.uploader.flush(); }, 1000);
     const finishLooking = () => {
       if (done.disabled) return;
       img.removeEventListener('pointermove', onMove);
+      if (this.gaze) this.gaze.onPoint = null;
       document.removeEventListener('keydown', onKey);
       clearInterval(timer);
       this.uploader.flush();
@@ -354,6 +409,7 @@ class Participant {
 
   async finish() {
     const st = this.state;
+    if (this.gaze) this.gaze.close();
     try {
       await this.uploader.flush();
       if (!st.completion_code) {

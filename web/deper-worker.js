@@ -15,15 +15,23 @@
 //   {op: 'embed', triplets}                           → Float32Array, the mean z_s (as `deper embed`)
 //   {op: 'embed_each', triplets}                      → [Float32Array], z_s per triplet
 //   {op: 'trajectory', samples, width, height}        → a deper-core trajectory object
+//   {op: 'gaze_init'}                                 → true (loads the bundled face models)
+//   {op: 'gaze_features', rgba, width, height}        → Uint8Array(120) eye features, or null (no face)
+//   {op: 'gaze_calibrate' | 'gaze_click', features, x, y} → true (a calibration / in-study click)
+//   {op: 'gaze_fit'}                                  → samples used by the ridge fit
+//   {op: 'gaze_predict', features, t}                 → [x, y] smoothed (t in seconds)
+//   {op: 'gaze_predict_raw', features}                → [x, y] unsmoothed
+//   {op: 'gaze_validation', targets, predictions, px_per_cm?, distance_cm?} → validation report
 //
 // A triplet is {features: Float32Array, grid: [h, w, c], caption: string, trajectory}.
 // 'start' must come before 'load'; 'embed' needs a loaded run. Requests run one at a time.
 
-import init, { start, Embedder, trajectory_from_mouse } from './pkg/deper_web.js';
+import init, { start, Embedder, trajectory_from_mouse, GazeTracker, gaze_validation } from './pkg/deper_web.js';
 
 const CACHE_NAME = 'deper-runs-v1';
 const ready = init();
 let embedder = null;
+let gaze = null; // GazeTracker, made by 'gaze_init'
 let crashed = null; // a Rust panic aborts the wasm module: later requests fail with this
 let queue = Promise.resolve();
 
@@ -61,6 +69,11 @@ async function fetchCached(id, url, useCache) {
   return bytes;
 }
 
+function needGaze() {
+  if (!gaze) throw new Error("no gaze tracker: send {op: 'gaze_init'} first");
+  return gaze;
+}
+
 function needEmbedder() {
   if (!embedder) throw new Error("no run loaded: send {op: 'load'} first");
   return embedder;
@@ -89,6 +102,29 @@ async function handle(msg) {
       return needEmbedder().embed_each(msg.triplets);
     case 'trajectory':
       return trajectory_from_mouse(msg.samples, msg.width, msg.height);
+    // Webcam gaze: frames are RGBA bytes (a canvas ImageData's), points in page pixels.
+    case 'gaze_init':
+      if (!gaze) gaze = new GazeTracker();
+      return true;
+    case 'gaze_features': {
+      const features = needGaze().features(new Uint8Array(msg.rgba.buffer ?? msg.rgba), msg.width, msg.height);
+      return features ?? null;
+    }
+    case 'gaze_calibrate':
+      needGaze().add_calibration(msg.features, msg.x, msg.y);
+      return true;
+    case 'gaze_click':
+      needGaze().add_click(msg.features, msg.x, msg.y);
+      return true;
+    case 'gaze_fit':
+      return needGaze().fit();
+    case 'gaze_predict':
+      return Array.from(needGaze().predict(msg.features, msg.t));
+    case 'gaze_predict_raw':
+      return Array.from(needGaze().predict_raw(msg.features));
+    case 'gaze_validation':
+      return JSON.parse(gaze_validation(new Float64Array(msg.targets), new Float64Array(msg.predictions),
+        msg.px_per_cm ?? 0, msg.distance_cm ?? 0));
     default:
       throw new Error(`unknown op ${JSON.stringify(op)}`);
   }

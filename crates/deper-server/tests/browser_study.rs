@@ -104,8 +104,14 @@ impl Drop for Server {
 }
 
 fn serve(data: &Path, web: &Path) -> Server {
+    serve_with(data, web, &[])
+}
+
+fn serve_with(data: &Path, web: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--demo-study-images", &STUDY_IMAGES.to_string(), "--data"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--demo-study-images", &STUDY_IMAGES.to_string()])
+        .args(extra)
+        .arg("--data")
         .arg(data)
         .arg("--web")
         .arg(web)
@@ -435,4 +441,105 @@ fn api_at(base: &str) -> Api {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     deper_store::sha256_hex(bytes)
+}
+
+/// A picture as a one-frame YUV4MPEG2 (4:2:0, BT.601 full range) file: Chromium's fake camera input.
+fn write_y4m(png: &Path, out: &Path) {
+    let img = image::open(png).unwrap().to_rgb8();
+    let (w, h) = (img.width() & !1, img.height() & !1);
+    let px = |x: u32, y: u32| {
+        let p = img.get_pixel(x, y).0;
+        (f64::from(p[0]), f64::from(p[1]), f64::from(p[2]))
+    };
+    let clamp = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+    let mut bytes = format!("YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\nFRAME\n").into_bytes();
+    for y in 0..h {
+        for x in 0..w {
+            let (r, g, b) = px(x, y);
+            bytes.push(clamp(0.299 * r + 0.587 * g + 0.114 * b));
+        }
+    }
+    for plane in 0..2 {
+        for y in (0..h).step_by(2) {
+            for x in (0..w).step_by(2) {
+                let mut sum = 0.0;
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let (r, g, b) = px(x + dx, y + dy);
+                    sum += if plane == 0 {
+                        -0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0
+                    } else {
+                        0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0
+                    };
+                }
+                bytes.push(clamp(sum / 4.0));
+            }
+        }
+    }
+    std::fs::write(out, bytes).unwrap();
+}
+
+/// Webcam gaze end to end with Chromium's fake camera showing a face (the landmark fixtures'
+/// public-domain astronaut photo): the page finds the face, takes the 9-point calibration, fits the
+/// ridge map, validates it, stores the record, and uploads gaze samples during the trial.
+#[test]
+fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
+    let root = repo_root();
+    let missing = missing_prerequisites(&root);
+    if !missing.is_empty() {
+        let message = format!("browser gaze test needs: {}", missing.join(", "));
+        assert!(std::env::var("DEPER_REQUIRE_BROWSER").as_deref() != Ok("1"), "{message}");
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let camera = dir.path().join("face.y4m");
+    write_y4m(&root.join("crates/deper-landmarks/tests/fixtures/astronaut.png"), &camera);
+    let data = dir.path().join("data");
+    let server = serve_with(&data, &root, &["--no-demo"]);
+    wait_healthy(&server.base);
+    let token = std::fs::read_to_string(data.join("researcher-token")).unwrap().trim().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let api = Api::new(&server.base);
+    let study_id = runtime.block_on(async {
+        let study = json!({"title": "Gaze pilot", "capture_mode": "gaze", "settings": {"min_view_ms": 500}});
+        let (status, study) = api.post("/api/studies", Some(&token), &study).await;
+        assert_eq!(status, 201, "{study}");
+        let (_, stim) = api.upload(&token, png(64, 64, 9)).await;
+        let attach = json!({"stimulus_id": stim["id"]});
+        let (status, _) = api.post(&format!("/api/studies/{}/stimuli", study["id"]), Some(&token), &attach).await;
+        assert_eq!(status, 200);
+        study["id"].as_i64().unwrap()
+    });
+    let shots = root.join("docs/screenshots");
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/gaze.mjs"))
+        .args(["--base", &server.base, "--study", &study_id.to_string(), "--camera"])
+        .arg(&camera)
+        .arg("--shots")
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!("gaze.mjs printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(result["ok"], true, "gaze participant failed: {}\npage log: {}", result["error"], result["log"]);
+    assert_eq!(result["clicks"], 9);
+    let validation = result["validation"].as_str().unwrap();
+    assert!(validation.contains("px") && validation.contains('°'), "{validation}");
+    let session_id = result["state"]["session_id"].as_i64().unwrap();
+    let calibrations =
+        get(&server.base, &format!("/api/studies/{study_id}/sessions/{session_id}/calibrations"), &token);
+    let calibrations = calibrations.as_array().unwrap();
+    assert_eq!(calibrations.len(), 1, "{calibrations:?}");
+    let record = &calibrations[0];
+    assert_eq!(record["kind"], "webcam-ridge");
+    assert_eq!(record["calibration_points"], 9);
+    assert_eq!(record["validation"]["n"], 4, "{record}");
+    assert!(record["validation"]["mean_px"].as_f64().unwrap().is_finite(), "{record}");
+    assert!(record["frames_without_face"].as_u64() < record["frames"].as_u64(), "{record}");
+    let samples = get(&server.base, &format!("/api/studies/{study_id}/sessions/{session_id}/samples"), &token);
+    let gaze = samples.as_array().unwrap().iter().filter(|s| s["source"] == "gaze").count();
+    assert!(gaze > 0, "no gaze samples stored ({} gaze points predicted)", result["state"]["gaze_points"]);
+    assert_eq!(result["state"]["pending"], 0);
 }

@@ -24,6 +24,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/studies/{id}/stimuli", post(attach_stimulus))
         .route("/studies/{id}/sessions", get(list_sessions))
         .route("/studies/{id}/sessions/{session}/samples", get(session_samples))
+        .route("/studies/{id}/sessions/{session}/calibrations", get(session_calibrations))
         .route("/studies/{id}/export", post(export_to_folder))
         .route("/studies/{id}/export.zip", get(export_zip))
         .route("/artifacts/{id}", get(get_artifact))
@@ -146,6 +147,17 @@ async fn session_samples(
 ) -> ApiResult<Json<Vec<StoredSample>>> {
     match app.store.get_session(session).await? {
         Some(s) if s.study_id == id => Ok(Json(app.store.session_samples(session).await?)),
+        _ => Err(ApiError::not_found(format!("session {session} of study {id} not found"))),
+    }
+}
+
+/// The calibration records a session's page stored (webcam calibration and its validation).
+async fn session_calibrations(
+    State(app): State<AppState>,
+    Path((id, session)): Path<(i64, i64)>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    match app.store.get_session(session).await? {
+        Some(s) if s.study_id == id => Ok(Json(app.store.session_calibrations(session).await?)),
         _ => Err(ApiError::not_found(format!("session {session} of study {id} not found"))),
     }
 }

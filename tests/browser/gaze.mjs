@@ -1,0 +1,78 @@
+// A scripted participant of a webcam-gaze study in headless Chromium with a fake camera
+// (--use-file-for-fake-video-capture: a face picture as a .y4m): camera → 9-point calibration
+// (clicking each dot) → validation → one trial while gaze samples flow → description → finish.
+// Prints one JSON object for the Rust test (crates/deper-server/tests/browser_study.rs).
+//
+// node tests/browser/gaze.mjs --base URL --study ID --camera FACE.y4m [--shots DIR]
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
+);
+if (!args.base || !args.study || !args.camera) {
+  console.error('usage: gaze.mjs --base URL --study ID --camera FACE.y4m [--shots DIR]');
+  process.exit(2);
+}
+
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'deper-chromium-')), {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1100, height: 800 },
+  args: [
+    '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    `--use-file-for-fake-video-capture=${args.camera}`,
+  ],
+});
+const page = browser.pages()[0] || await browser.newPage();
+const log = [];
+page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
+page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+const result = { log, clicks: 0 };
+try {
+  await page.goto(`${args.base}/?study=${args.study}`);
+  await page.click('#consent-agree');
+  await page.waitForSelector('#begin');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#calib-dot', { timeout: 120000 });
+  for (let k = 1; k <= 9; k++) {
+    await page.click('#calib-dot');
+    await page.waitForFunction((n) => {
+      const note = document.getElementById('calib-note');
+      return note && (note.textContent === `${n} of 9` || /not visible/.test(note.textContent) || n === 9);
+    }, k, { timeout: 60000 });
+    const note = await page.textContent('#calib-note').catch(() => '');
+    if (/not visible/.test(note)) throw new Error(`calibration point ${k}: ${note}`);
+    result.clicks++;
+    if (k === 1 && args.shots) await page.screenshot({ path: join(args.shots, 'calibration.png') });
+  }
+  await page.waitForSelector('#validation-report', { timeout: 120000 });
+  result.validation = await page.textContent('#validation-report');
+  await page.click('#calib-continue');
+  await page.waitForSelector('#stimulus', { timeout: 60000 });
+  await page.waitForTimeout(3000);
+  await page.waitForFunction(() => !document.getElementById('done-looking').disabled, null, { timeout: 30000 });
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#description');
+  await page.fill('#description', 'A face looking at the camera.');
+  await page.keyboard.press('Control+Enter');
+  await page.waitForSelector('#completion-code', { timeout: 60000 });
+  result.state = await page.evaluate(() => {
+    const key = Object.keys(localStorage).find((k) => k.startsWith('deper:study:'));
+    const st = JSON.parse(localStorage.getItem(key));
+    return { session_id: st.session_id, pending: st.pending.length, gaze_points: st.gazeSamples || 0 };
+  });
+  result.ok = true;
+} catch (error) {
+  result.ok = false;
+  result.error = String((error && error.stack) || error);
+  if (args.shots) await page.screenshot({ path: join(args.shots, 'gaze-failure.png'), fullPage: true }).catch(() => {});
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

@@ -290,11 +290,18 @@ class Participant {
     }
     const stim = next.stimulus;
     const img = h('img', { id: 'stimulus', src: stim.url, alt: `Picture ${st.trial + 1}`, draggable: 'false' });
-    const done = h('button', { class: 'primary', id: 'done-looking', disabled: true }, 'Done looking');
+    const narrative = st.study.description_mode === 'narrative';
+    const done = h('button', { class: 'primary', id: 'done-looking', disabled: true }, narrative ? 'Done' : 'Done looking');
     const minView = Number((st.study.settings || {}).min_view_ms ?? 1500);
+    // Localized-Narratives style: describe while pointing; every word keeps when it was typed.
+    const spoken = narrative
+      ? h('textarea', { id: 'narrative', rows: 3, 'aria-label': 'Your description, typed while you point',
+        placeholder: 'Describe the picture while you move the mouse over what you describe…' })
+      : null;
     show(
       h('p', { class: 'muted', id: 'progress' }, `Picture ${st.trial + 1} of ${st.trials}`),
       h('div', { class: 'stage' }, img),
+      spoken,
       h('p', {}, done),
     );
     await img.decode().catch(() => {});
@@ -340,21 +347,56 @@ class Participant {
       };
     }
     const timer = setInterval(() => { this.uploader.flush(); }, 1000);
-    const finishLooking = () => {
+    if (spoken) {
+      spoken.value = st.draft || '';
+      st.wordTimes = st.wordTimes || [];
+      spoken.addEventListener('input', () => {
+        // The word being typed (the last one) gets its first and latest keystroke times.
+        const t = (performance.timeOrigin + performance.now() - st.viewStart) / 1000;
+        const words = spoken.value.split(/\s+/).filter(Boolean);
+        st.wordTimes.length = Math.min(st.wordTimes.length, words.length);
+        const i = words.length - 1;
+        if (i >= 0 && !/\s$/.test(spoken.value)) {
+          st.wordTimes[i] = { start: st.wordTimes[i] ? st.wordTimes[i].start : t, end: t };
+        }
+        st.draft = spoken.value;
+        this.save();
+      });
+    }
+    const finishLooking = async () => {
       if (done.disabled) return;
+      if (narrative && !spoken.value.trim()) {
+        spoken.focus();
+        return;
+      }
       img.removeEventListener('pointermove', onMove);
       if (this.gaze) this.gaze.onPoint = null;
       document.removeEventListener('keydown', onKey);
       clearInterval(timer);
       this.uploader.flush();
+      if (narrative) {
+        done.disabled = true;
+        const words = spoken.value.split(/\s+/).filter(Boolean);
+        const utterances = words.map((w, i) => {
+          const times = st.wordTimes[i] || st.wordTimes[i - 1] || { start: 0, end: 0 };
+          return { utterance: w, start_time: times.start, end_time: times.end };
+        });
+        await this.submitDescription(spoken.value.trim(), utterances, (message) => {
+          done.disabled = false;
+          status(message);
+        });
+        return;
+      }
       st.phase = 'describe';
       this.save();
       this.describe();
     };
-    const onKey = (e) => { if (e.key === 'Enter') finishLooking(); };
+    // Enter ends looking; in narrative mode Enter belongs to the text box, Ctrl+Enter ends.
+    const onKey = (e) => { if (e.key === 'Enter' && (!narrative || e.ctrlKey || e.metaKey)) finishLooking(); };
+    if (spoken) spoken.focus();
     setTimeout(() => {
       done.disabled = false;
-      done.focus();
+      if (!spoken) done.focus();
     }, minView);
     done.addEventListener('click', finishLooking);
     document.addEventListener('keydown', onKey);
@@ -374,24 +416,10 @@ class Participant {
         return;
       }
       send.disabled = true;
-      try {
-        await this.uploader.flush();
-        const answer = await api(`/api/sessions/${st.session_id}/descriptions`, {
-          method: 'POST', token: st.token, body: { trial: st.trial, text: value },
-        });
-        st.triplets.push({ trial: st.trial, sha256: st.stimulus.sha256, caption: value, samples: st.trialSamples || [] });
-        st.draft = '';
-        st.trialSamples = [];
-        st.viewStart = null;
-        st.trial = answer.next_trial;
-        st.phase = answer.next_trial >= st.trials ? 'done' : 'view';
-        this.save();
-        if (st.phase === 'done') this.finish();
-        else this.view();
-      } catch (e) {
+      await this.submitDescription(value, [], (message) => {
         send.disabled = false;
-        error.textContent = e instanceof ApiError && e.status < 500 ? e.message : `Not sent (${e.message}); try again.`;
-      }
+        error.textContent = message;
+      });
     };
     send.addEventListener('click', submit);
     text.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) submit(); });
@@ -405,6 +433,29 @@ class Participant {
     );
     text.focus();
     this.maybePreview(preview, st.stimulus);
+  }
+
+  /** Sends the trial's description (after its samples), then goes on; `fail(message)` on an error. */
+  async submitDescription(text, utterances, fail) {
+    const st = this.state;
+    try {
+      await this.uploader.flush();
+      const answer = await api(`/api/sessions/${st.session_id}/descriptions`, {
+        method: 'POST', token: st.token, body: { trial: st.trial, text, utterances },
+      });
+      st.triplets.push({ trial: st.trial, sha256: st.stimulus.sha256, caption: text, samples: st.trialSamples || [] });
+      st.draft = '';
+      st.wordTimes = [];
+      st.trialSamples = [];
+      st.viewStart = null;
+      st.trial = answer.next_trial;
+      st.phase = answer.next_trial >= st.trials ? 'done' : 'view';
+      this.save();
+      if (st.phase === 'done') this.finish();
+      else this.view();
+    } catch (e) {
+      fail(e instanceof ApiError && e.status < 500 ? e.message : `Not sent (${e.message}); try again.`);
+    }
   }
 
   async finish() {

@@ -56,10 +56,13 @@ try {
   await page.click('#calib-continue');
   await page.waitForSelector('#stimulus', { timeout: 60000 });
   await page.waitForTimeout(3000);
+  // Localized-Narratives style: the description is typed while looking, word by word.
+  await page.focus('#narrative');
+  for (const word of ['a', 'small', 'striped', 'picture']) {
+    await page.keyboard.type(`${word} `, { delay: 30 });
+    await page.waitForTimeout(150);
+  }
   await page.waitForFunction(() => !document.getElementById('done-looking').disabled, null, { timeout: 30000 });
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('#description');
-  await page.fill('#description', 'A face looking at the camera.');
   await page.keyboard.press('Control+Enter');
   await page.waitForSelector('#completion-code', { timeout: 60000 });
   result.state = await page.evaluate(() => {

@@ -501,7 +501,10 @@ fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let api = Api::new(&server.base);
     let study_id = runtime.block_on(async {
-        let study = json!({"title": "Gaze pilot", "capture_mode": "gaze", "settings": {"min_view_ms": 500}});
+        let study = json!({
+            "title": "Gaze pilot", "capture_mode": "gaze", "description_mode": "narrative",
+            "settings": {"min_view_ms": 500}
+        });
         let (status, study) = api.post("/api/studies", Some(&token), &study).await;
         assert_eq!(status, 201, "{study}");
         let (_, stim) = api.upload(&token, png(64, 64, 9)).await;
@@ -542,4 +545,24 @@ fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
     let gaze = samples.as_array().unwrap().iter().filter(|s| s["source"] == "gaze").count();
     assert!(gaze > 0, "no gaze samples stored ({} gaze points predicted)", result["state"]["gaze_points"]);
     assert_eq!(result["state"]["pending"], 0);
+
+    // The narrative-mode description keeps each typed word with its time (LN export's timed_caption).
+    let zip_bytes = runtime.block_on(async {
+        let url = api.url(&format!("/api/studies/{study_id}/export.zip?format=ln"));
+        api.http.get(url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap()
+    });
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes.to_vec())).unwrap();
+    let name = (0..archive.len())
+        .map(|i| archive.by_index(i).unwrap().name().to_string())
+        .find(|n| n.ends_with(".jsonl"))
+        .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name(&name).unwrap(), &mut text).unwrap();
+    let record: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let words: Vec<&str> =
+        record["timed_caption"].as_array().unwrap().iter().map(|u| u["utterance"].as_str().unwrap()).collect();
+    assert_eq!(words, ["a", "small", "striped", "picture"], "{record}");
+    let starts: Vec<f64> =
+        record["timed_caption"].as_array().unwrap().iter().map(|u| u["start_time"].as_f64().unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[1] > w[0]) && starts[0] > 0.0, "word times {starts:?}");
 }

@@ -15,8 +15,10 @@
 //   {op: 'embed', triplets}                           → Float32Array, the mean z_s (as `deper embed`)
 //   {op: 'embed_each', triplets}                      → [Float32Array], z_s per triplet
 //   {op: 'trajectory', samples, width, height}        → a deper-core trajectory object
-//   {op: 'gaze_init'}                                 → true (loads the bundled face models)
-//   {op: 'gaze_features', rgba, width, height}        → Uint8Array(120) eye features, or null (no face)
+//   {op: 'gaze_init', webgpu}                         → 'webgpu' | 'cpu': where the eye patches are computed
+//                                                       (loads the bundled face models; WGSL kernels if asked and possible)
+//   {op: 'gaze_features', rgba, width, height, check} → Uint8Array(120) eye features, or null (no face);
+//                                                       `check`: WebGPU result compared with the CPU reference
 //   {op: 'gaze_calibrate' | 'gaze_click', features, x, y} → true (a calibration / in-study click)
 //   {op: 'gaze_fit'}                                  → samples used by the ridge fit
 //   {op: 'gaze_predict', features, t}                 → [x, y] smoothed (t in seconds)
@@ -104,10 +106,20 @@ async function handle(msg) {
       return trajectory_from_mouse(msg.samples, msg.width, msg.height);
     // Webcam gaze: frames are RGBA bytes (a canvas ImageData's), points in page pixels.
     case 'gaze_init':
-      if (!gaze) gaze = new GazeTracker();
-      return true;
+      if (!gaze) {
+        gaze = new GazeTracker();
+        // The WGSL eye-patch kernels when WebGPU works here; the CPU reference otherwise.
+        if (msg.webgpu) {
+          try {
+            await gaze.use_webgpu();
+          } catch (e) {
+            progress(id, 'gaze', { message: `eye patches on the CPU (${e?.message ?? e})` });
+          }
+        }
+      }
+      return gaze.preprocessing();
     case 'gaze_features': {
-      const features = needGaze().features(new Uint8Array(msg.rgba.buffer ?? msg.rgba), msg.width, msg.height);
+      const features = await needGaze().features(new Uint8Array(msg.rgba.buffer ?? msg.rgba), msg.width, msg.height, !!msg.check);
       return features ?? null;
     }
     case 'gaze_calibrate':

@@ -38,7 +38,8 @@ export class Gaze {
     this.video = h('video', { autoplay: true, muted: true, playsinline: true, class: 'camera', id: 'camera' });
     this.video.srcObject = stream;
     await this.video.play();
-    await this.compute.call('gaze_init');
+    this.preprocessing = await this.compute.call('gaze_init', { webgpu: document.body.dataset.deperBackend === 'webgpu' });
+    document.body.dataset.deperGazePreprocessing = this.preprocessing;
     this.running = true;
     this.loop();
   }
@@ -51,6 +52,7 @@ export class Gaze {
         await this.step();
       } catch (error) {
         console.error('gaze frame', error);
+        document.body.dataset.deperGazeError = String(error.message || error);
       }
       const wait = FRAME_INTERVAL_MS - (performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait)));
@@ -68,7 +70,10 @@ export class Gaze {
     ctx.drawImage(v, 0, 0, width, height);
     const rgba = ctx.getImageData(0, 0, width, height).data;
     const t = (performance.timeOrigin + performance.now()) / 1000;
-    const features = await this.compute.call('gaze_features', { rgba, width, height });
+    // Every 20th frame on WebGPU is also computed on the CPU and compared (a mismatch is an error).
+    const check = this.preprocessing === 'webgpu' && this.frames % 20 === 0;
+    const features = await this.compute.call('gaze_features', { rgba, width, height, check });
+    if (check) document.body.dataset.deperGazeChecks = String(Number(document.body.dataset.deperGazeChecks || 0) + 1);
     this.frames += 1;
     if (!features) {
       this.faceless += 1;

@@ -53,6 +53,10 @@ try {
   }
   await page.waitForSelector('#validation-report', { timeout: 120000 });
   result.validation = await page.textContent('#validation-report');
+  result.preprocessing = await page.evaluate(() => document.body.dataset.deperGazePreprocessing);
+  result.backend = await page.evaluate(() => document.body.dataset.deperBackend);
+  result.gaze_checks = await page.evaluate(() => Number(document.body.dataset.deperGazeChecks || 0));
+  result.gaze_error = await page.evaluate(() => document.body.dataset.deperGazeError || null);
   await page.click('#calib-continue');
   await page.waitForSelector('#stimulus', { timeout: 60000 });
   await page.waitForTimeout(3000);

@@ -528,6 +528,12 @@ fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
     });
     assert_eq!(result["ok"], true, "gaze participant failed: {}\npage log: {}", result["error"], result["log"]);
     assert_eq!(result["clicks"], 9);
+    // With WebGPU in the page the eye patches come from the WGSL kernels (checked against the CPU
+    // reference every 20th frame in the page: a mismatch would have failed the frame loop's call).
+    assert_eq!(result["backend"], "webgpu");
+    assert_eq!(result["preprocessing"], "webgpu", "{}", result["log"]);
+    assert!(result["gaze_checks"].as_u64().unwrap() >= 1, "no frame was checked against the CPU");
+    assert!(result["gaze_error"].is_null(), "gaze frame error: {}", result["gaze_error"]);
     let validation = result["validation"].as_str().unwrap();
     assert!(validation.contains("px") && validation.contains('°'), "{validation}");
     let session_id = result["state"]["session_id"].as_i64().unwrap();

@@ -1,16 +1,22 @@
 //! Webcam gaze in the page (wasm32 only): MediaPipe face landmarks (deper-landmarks: BlazeFace +
-//! Face Mesh through tract, the models bundled) → eye-patch features (deper-gaze: 10×6 grey,
-//! equalised, 120 values; the CPU reference path) → ridge calibration on the participant's clicks
-//! → constant-velocity Kalman smoothing. WebGazer's pipeline (Papoutsaki et al. 2016), with
-//! deper-gaze's documented choices.
+//! Face Mesh through tract, the models bundled) → eye-patch features (deper-gaze: crop, 10×6 grey,
+//! equalised, 120 values; on WebGPU through the WGSL kernels of `shaders/` once `use_webgpu`
+//! succeeded, else the CPU reference, which they equal byte for byte) → ridge calibration on the
+//! participant's clicks → constant-velocity Kalman smoothing. WebGazer's pipeline (Papoutsaki et
+//! al. 2016), with deper-gaze's documented choices.
 //!
 //! `web/deper-worker.js` exposes it as the `gaze_*` ops; the page sends video frames as RGBA.
 
+use deper_gaze::gpu::GpuPreprocessor;
 use deper_gaze::kalman::{GazeKalman, KalmanParams, TimedPoint};
+use deper_gaze::patch::{PatchBox, FEATURE_LEN};
 use deper_gaze::ridge::{CalibrationSample, CalibrationSet, RidgeModel, RidgeParams, ScreenPoint};
 use deper_gaze::validation::{validate, ViewingSetup};
 use deper_landmarks::{FaceMesh, Roi};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
@@ -27,6 +33,9 @@ pub struct GazeTracker {
     params: RidgeParams,
     model: Option<RidgeModel>,
     kalman: GazeKalman,
+    /// The WGSL preprocessing, shared with the promises `features` returns (requests come one at a
+    /// time from the worker, and it is taken out while a frame runs on it).
+    gpu: Rc<RefCell<Option<GpuPreprocessor>>>,
 }
 
 #[wasm_bindgen]
@@ -41,11 +50,29 @@ impl GazeTracker {
             params: RidgeParams::default(),
             model: None,
             kalman: GazeKalman::new(KalmanParams::default()).map_err(js_error)?,
+            gpu: Rc::new(RefCell::new(None)),
         })
     }
 
-    /// The 120 eye features of an RGBA frame, or `undefined` when no face is found.
-    pub fn features(&mut self, rgba: &[u8], width: u32, height: u32) -> Result<Option<Vec<u8>>, JsValue> {
+    /// Compiles the WGSL kernels on a WebGPU adapter; resolves with its name. Rejects (and the CPU
+    /// path stays) where the browser has no WebGPU.
+    pub fn use_webgpu(&self) -> js_sys::Promise {
+        let slot = self.gpu.clone();
+        future_to_promise(async move {
+            let gpu = GpuPreprocessor::new().await.map_err(js_error)?;
+            let name = gpu.adapter().to_string();
+            *slot.borrow_mut() = Some(gpu);
+            Ok(JsValue::from_str(&name))
+        })
+    }
+
+    /// `"webgpu"` when the eye patches are computed by the WGSL kernels, else `"cpu"`.
+    pub fn preprocessing(&self) -> String {
+        if self.gpu.borrow().is_some() { "webgpu" } else { "cpu" }.into()
+    }
+
+    /// The eye boxes of the face in an RGBA frame, or `None` when no face is found.
+    fn eye_boxes(&mut self, rgba: &[u8], width: u32, height: u32) -> Result<Option<[PatchBox; 2]>, JsValue> {
         let frame =
             deper_landmarks::Frame::new(width, height, deper_landmarks::PixelFormat::Rgba8, rgba).map_err(js_error)?;
         // A tracked face counts while the landmark model still sees one (MediaPipe's 0.5 presence).
@@ -63,10 +90,35 @@ impl GazeTracker {
         };
         self.roi = Roi::from_landmarks(&face.landmarks);
         let points: Vec<[f32; 2]> = face.landmarks.iter().map(|p| [p[0], p[1]]).collect();
-        let gaze_frame = deper_gaze::patch::Frame::new(width, height, deper_gaze::patch::PixelFormat::Rgba, rgba)
-            .map_err(js_error)?;
-        let features = deper_gaze::patch::eye_features(&gaze_frame, &points, &Default::default()).map_err(js_error)?;
-        Ok(Some(features.to_vec()))
+        let boxes = deper_gaze::patch::eye_boxes(&points, width, height, &Default::default()).map_err(js_error)?;
+        Ok(Some(boxes))
+    }
+
+    /// The 120 eye features of an RGBA frame (a `Uint8Array`), or `null` when no face is found.
+    /// With `check`, the WebGPU result is also computed on the CPU and a difference is an error.
+    pub fn features(&mut self, rgba: Vec<u8>, width: u32, height: u32, check: bool) -> js_sys::Promise {
+        let boxes = self.eye_boxes(&rgba, width, height);
+        let slot = self.gpu.clone();
+        future_to_promise(async move {
+            let Some(boxes) = boxes? else { return Ok(JsValue::NULL) };
+            let frame = deper_gaze::patch::Frame::new(width, height, deper_gaze::patch::PixelFormat::Rgba, &rgba)
+                .map_err(js_error)?;
+            let cpu = || deper_gaze::patch::features_from_boxes(&frame, &boxes).map_err(js_error);
+            let taken = slot.borrow_mut().take();
+            let features: [u8; FEATURE_LEN] = match taken {
+                Some(mut gpu) => {
+                    let result = gpu.features(&frame, &boxes).await;
+                    *slot.borrow_mut() = Some(gpu);
+                    let features = result.map_err(js_error)?;
+                    if check && features != cpu()? {
+                        return Err(js_error("the WGSL eye-patch kernels differ from the CPU reference"));
+                    }
+                    features
+                }
+                None => cpu()?,
+            };
+            Ok(js_sys::Uint8Array::from(&features[..]).into())
+        })
     }
 
     /// A calibration click: the participant looked at (x, y) (page pixels) while `features` were seen.

@@ -132,7 +132,7 @@ impl Embedder {
     /// The mean `z_s` over `triplets` (a `Float32Array` of `dim()` values), as native `deper embed`.
     ///
     /// `triplets`: `[{features: Float32Array, grid: [h, w, c], caption: string, trajectory}]`,
-    /// `trajectory` as deper-core serialises it (`{source, steps: [{bbox: [x1, y1, x2, y2], duration, …}]}`).
+    /// `trajectory` as deper-core serialises it (`{source, steps: [{bbox: {x1, y1, x2, y2}, duration, …}]}`).
     pub fn embed(&self, triplets: JsValue) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         future_to_promise(async move {

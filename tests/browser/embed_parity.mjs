@@ -31,6 +31,10 @@ const roots = { web: resolve(args.web), data: resolve(args.data) };
 const server = createServer((req, res) => {
   const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
   const [, mount, ...rest] = path.split('/');
+  if (path === '/favicon.ico') {
+    res.writeHead(204).end();
+    return;
+  }
   const root = roots[mount];
   const file = root && resolve(root, rest.join('/'));
   if (!file || !(file === root || file.startsWith(root + sep))) {

@@ -92,9 +92,7 @@ mod tests {
         assert_eq!(mask, [true, true, true, true, false, false]);
         assert_eq!(input.trajectory.boxes.dims(), [2, 2, 4]);
 
-        let err =
-            ModelInput::<TestBackend>::from_host(vec![0.0; 5], [2, 3, 4], &[&[1]], std::slice::from_ref(&t), &device)
-                .unwrap_err();
+        let err = ModelInput::<TestBackend>::from_host(vec![0.0; 5], [2, 3, 4], &[&[1]], &[t], &device).unwrap_err();
         assert!(err.contains("5 feature values"), "{err}");
         let err = ModelInput::<TestBackend>::from_host(vec![0.0; 24], [2, 3, 4], &[&[1]], &[], &device).unwrap_err();
         assert!(err.contains("0 trajectories"), "{err}");

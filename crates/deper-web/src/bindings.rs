@@ -100,8 +100,8 @@ pub async fn start(prefer: String) -> Result<String, JsValue> {
 
 #[derive(Debug)]
 enum Inner {
-    Gpu(Engine<Wgpu>),
-    Cpu(Engine<NdArray>),
+    Gpu(Box<Engine<Wgpu>>),
+    Cpu(Box<Engine<NdArray>>),
 }
 
 /// A stage-1 run loaded on the device `start` chose.
@@ -120,9 +120,11 @@ impl Embedder {
             DEVICE.with(|d| d.borrow().chosen).ok_or_else(|| js_error("call start() before Embedder.load()"))?;
         let inner = match chosen {
             Compute::WebGpu => {
-                Inner::Gpu(Engine::load(&run_json, model_mpk, &WgpuDevice::default()).map_err(js_error)?)
+                Inner::Gpu(Box::new(Engine::load(&run_json, model_mpk, &WgpuDevice::default()).map_err(js_error)?))
             }
-            Compute::Cpu => Inner::Cpu(Engine::load(&run_json, model_mpk, &Default::default()).map_err(js_error)?),
+            Compute::Cpu => {
+                Inner::Cpu(Box::new(Engine::load(&run_json, model_mpk, &Default::default()).map_err(js_error)?))
+            }
         };
         Ok(Embedder { inner: Rc::new(inner) })
     }
@@ -130,7 +132,7 @@ impl Embedder {
     /// The mean `z_s` over `triplets` (a `Float32Array` of `dim()` values), as native `deper embed`.
     ///
     /// `triplets`: `[{features: Float32Array, grid: [h, w, c], caption: string, trajectory}]`,
-    /// `trajectory` as deper-core serialises it (`{source, steps: [{bbox: [x1, y1, x2, y2], duration, …}]}`).
+    /// `trajectory` as deper-core serialises it (`{source, steps: [{bbox: {x1, y1, x2, y2}, duration, …}]}`).
     pub fn embed(&self, triplets: JsValue) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         future_to_promise(async move {

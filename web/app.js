@@ -70,6 +70,7 @@ function startCompute() {
     document.body.dataset.deperError = String(error);
     return Promise.resolve(null);
   }
+  window.deperCompute = compute; // for tests and the benchmark
   computeReady = compute.start(params.get('backend') || 'auto').then(
     (backend) => {
       stats.ready_ms = performance.now();
@@ -335,6 +336,13 @@ class Participant {
       stats.capture.ms += performance.now() - began;
     };
     if (this.mouseMode) img.addEventListener('pointermove', onMove);
+    const onClick = async (e) => {
+      // A click is a moment the participant looks where they click: one more calibration sample.
+      if (!this.gaze || !this.gaze.calibrated || !this.gaze.latest) return;
+      await compute.call('gaze_click', { features: this.gaze.latest.features, x: e.clientX, y: e.clientY });
+      await compute.call('gaze_fit');
+    };
+    img.addEventListener('click', onClick);
     if (this.gaze) {
       // Gaze points (page pixels) on the picture become samples of source `gaze`.
       this.gaze.onPoint = (p) => {
@@ -343,7 +351,9 @@ class Participant {
         const y = (p.y - rect.top) / rect.height;
         st.gazeSamples = (st.gazeSamples || 0) + 1;
         if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return;
-        this.uploader.add(trial, [{ x, y, t: p.t - st.viewStart / 1000, source: 'gaze' }]);
+        const t = p.t - st.viewStart / 1000;
+        this.uploader.add(trial, [{ x, y, t, source: 'gaze' }]);
+        (st.trialGaze = st.trialGaze || []).push([x, y, t]);
       };
     }
     const timer = setInterval(() => { this.uploader.flush(); }, 1000);
@@ -370,6 +380,7 @@ class Participant {
         return;
       }
       img.removeEventListener('pointermove', onMove);
+      img.removeEventListener('click', onClick);
       if (this.gaze) this.gaze.onPoint = null;
       document.removeEventListener('keydown', onKey);
       clearInterval(timer);
@@ -443,7 +454,10 @@ class Participant {
       const answer = await api(`/api/sessions/${st.session_id}/descriptions`, {
         method: 'POST', token: st.token, body: { trial: st.trial, text, utterances },
       });
-      st.triplets.push({ trial: st.trial, sha256: st.stimulus.sha256, caption: text, samples: st.trialSamples || [] });
+      st.triplets.push({
+        trial: st.trial, sha256: st.stimulus.sha256, caption: text, samples: st.trialSamples || [], gaze: st.trialGaze || [],
+      });
+      st.trialGaze = [];
       st.draft = '';
       st.wordTimes = [];
       st.trialSamples = [];
@@ -509,8 +523,12 @@ class Participant {
       const response = await fetch(`/api/images/${t.sha256}/features`);
       if (!response.ok) throw new Error(`features of ${t.sha256}: ${response.status}`);
       const features = new Float32Array(await response.arrayBuffer());
-      const samples = t.samples.map(([x, y, s]) => ({ t_ms: s * 1000, x, y }));
-      const trajectory = await compute.call('trajectory', { samples, width: 1, height: 1 });
+      // The export's rule: gaze studies use gaze (fixations), `both` uses gaze when there is some.
+      const mode = st.study.capture_mode;
+      const useGaze = mode === 'gaze' || (mode === 'both' && (t.gaze || []).length > 0);
+      const trajectory = useGaze
+        ? await compute.call('trajectory_gaze', { samples: (t.gaze || []).map(([x, y, s]) => ({ t: s, x, y })) })
+        : await compute.call('trajectory', { samples: t.samples.map(([x, y, s]) => ({ t_ms: s * 1000, x, y })), width: 1, height: 1 });
       triplets.push({ features, grid: manifest.grid, caption: t.caption, trajectory });
     }
     const started = performance.now();

@@ -15,6 +15,7 @@
 //   {op: 'embed', triplets}                           → Float32Array, the mean z_s (as `deper embed`)
 //   {op: 'embed_each', triplets}                      → [Float32Array], z_s per triplet
 //   {op: 'trajectory', samples, width, height}        → a deper-core trajectory object
+//   {op: 'trajectory_gaze', samples: [{t, x, y}]}     → the same from gaze (fixations → steps, as the export)
 //   {op: 'gaze_init', webgpu}                         → 'webgpu' | 'cpu': where the eye patches are computed
 //                                                       (loads the bundled face models; WGSL kernels if asked and possible)
 //   {op: 'gaze_features', rgba, width, height, check} → Uint8Array(120) eye features, or null (no face);
@@ -28,7 +29,7 @@
 // A triplet is {features: Float32Array, grid: [h, w, c], caption: string, trajectory}.
 // 'start' must come before 'load'; 'embed' needs a loaded run. Requests run one at a time.
 
-import init, { start, Embedder, trajectory_from_mouse, GazeTracker, gaze_validation } from './pkg/deper_web.js';
+import init, { start, Embedder, trajectory_from_mouse, trajectory_from_gaze, GazeTracker, gaze_validation } from './pkg/deper_web.js';
 
 const CACHE_NAME = 'deper-runs-v1';
 const ready = init();
@@ -104,6 +105,8 @@ async function handle(msg) {
       return needEmbedder().embed_each(msg.triplets);
     case 'trajectory':
       return trajectory_from_mouse(msg.samples, msg.width, msg.height);
+    case 'trajectory_gaze':
+      return trajectory_from_gaze(msg.samples);
     // Webcam gaze: frames are RGBA bytes (a canvas ImageData's), points in page pixels.
     case 'gaze_init':
       if (!gaze) {

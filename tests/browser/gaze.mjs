@@ -74,6 +74,13 @@ try {
     const st = JSON.parse(localStorage.getItem(key));
     return { session_id: st.session_id, pending: st.pending.length, gaze_points: st.gazeSamples || 0 };
   });
+  // The page's gaze → trajectory builder on a fixed trace: two 0.4 s fixations at 60 Hz.
+  result.trace = [];
+  for (let i = 0; i < 48; i++) {
+    const second = i >= 24;
+    result.trace.push({ t: i / 60, x: second ? 0.7 : 0.3, y: second ? 0.6 : 0.3 });
+  }
+  result.trace_trajectory = await page.evaluate((samples) => window.deperCompute.call('trajectory_gaze', { samples }), result.trace);
   result.ok = true;
 } catch (error) {
   result.ok = false;

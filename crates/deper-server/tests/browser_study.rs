@@ -552,6 +552,28 @@ fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
     assert!(gaze > 0, "no gaze samples stored ({} gaze points predicted)", result["state"]["gaze_points"]);
     assert_eq!(result["state"]["pending"], 0);
 
+    // The page builds gaze trajectories exactly as the study export does (fixations → steps).
+    let trace: Vec<deper_store::StoredSample> = result["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| deper_store::StoredSample {
+            trial: 0,
+            stimulus_id: 1,
+            batch_id: "b".into(),
+            seq: i as u32,
+            x: p["x"].as_f64().unwrap(),
+            y: p["y"].as_f64().unwrap(),
+            t: p["t"].as_f64().unwrap(),
+            source: deper_store::SampleSource::Gaze,
+        })
+        .collect();
+    let native = deper_store::export::build_trajectory(&trace, &[], deper_store::CaptureMode::Gaze);
+    assert_eq!(native.steps.len(), 2, "{native:?}");
+    let page: deper_core::Trajectory = serde_json::from_value(result["trace_trajectory"].clone()).unwrap();
+    assert_eq!(page, native);
+
     // The narrative-mode description keeps each typed word with its time (LN export's timed_caption).
     let zip_bytes = runtime.block_on(async {
         let url = api.url(&format!("/api/studies/{study_id}/export.zip?format=ln"));

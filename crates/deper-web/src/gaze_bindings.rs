@@ -174,3 +174,35 @@ pub fn gaze_validation(
     let report = validate(&points(targets), &points(predictions), &setup).map_err(js_error)?;
     serde_json::to_string(&report).map_err(js_error)
 }
+
+/// One gaze sample as the page sends it: image-normalised position, seconds since the image appeared.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GazeSample {
+    t: f64,
+    x: f64,
+    y: f64,
+}
+
+/// A trial's gaze samples `[{t, x, y}]` → attention trajectory (JSON as deper-core writes it), as the
+/// study export builds it: time order, the importer's cleaning, fixations (I-VT, default
+/// `GazeParams`) → steps.
+#[wasm_bindgen]
+pub fn trajectory_from_gaze(samples: JsValue) -> Result<JsValue, JsValue> {
+    let text = js_sys::JSON::stringify(&samples)
+        .ok()
+        .and_then(|s| s.as_string())
+        .ok_or_else(|| js_error("gaze samples: not JSON"))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let samples: Vec<GazeSample> =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| js_error(format!("gaze samples: {e}")))?;
+    let mut raw: Vec<deper_core::RawSample> =
+        samples.iter().map(|s| deper_core::RawSample { x: s.x, y: s.y, t: s.t }).collect();
+    raw.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let attention =
+        deper_gaze::attention::samples_to_attention(&raw, &[], &deper_core::trajectory::GazeParams::default())
+            .map_err(js_error)?;
+    let trajectory = deper_core::Trajectory { source: deper_core::TrajectorySource::Gaze, steps: attention.steps };
+    let json = serde_json::to_string(&trajectory).map_err(js_error)?;
+    js_sys::JSON::parse(&json)
+}

@@ -2,7 +2,7 @@
 // create a study and upload images, training jobs with live progress (server-sent events), exports.
 // Every call carries the researcher token (kept in sessionStorage for this tab only).
 
-import { api } from './api.js';
+import { api, streamCaption } from './api.js';
 import { embeddingMap, h, show, status } from './app.js';
 
 const TOKEN_KEY = 'deper:researcher-token';
@@ -23,6 +23,16 @@ export async function researcher() {
       throw error;
     }
   }
+}
+
+/** Downloads an authenticated URL as a file. */
+async function download(token, url, name) {
+  const response = await api(url, { token });
+  const blob = await response.blob();
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
 }
 
 function login(problem) {
@@ -53,22 +63,48 @@ async function dashboard(token) {
   setTimeout(() => { if (document.getElementById('studies')) refreshSessions(token, studies); }, 5000);
 }
 
-async function sessionRows(token, study) {
+async function sessionRows(token, study, stimuli) {
   const sessions = await api(`/api/studies/${study.id}/sessions`, { token });
-  return sessions.map((s) => h('tr', {},
-    h('td', {}, s.participant),
-    h('td', {}, s.state),
-    h('td', {}, String(s.current_trial)),
-    h('td', {}, s.completion_code || ''),
-    h('td', {}, new Date(s.created_at * 1000).toLocaleString())));
+  const rows = [];
+  for (const s of sessions) {
+    // The webcam validation, when the session calibrated.
+    let validation = '';
+    if (study.capture_mode !== 'mouse') {
+      const records = await api(`/api/studies/${study.id}/sessions/${s.id}/calibrations`, { token }).catch(() => []);
+      const last = records.length ? records[records.length - 1].validation : null;
+      validation = last ? `${Math.round(last.mean_px)} px (${last.mean_deg.toFixed(1)}°)` : 'none';
+    }
+    const caption = h('span', { class: 'caption', 'data-session': s.id });
+    const preview = stimuli.length ? h('button', { onclick: async () => {
+      caption.textContent = '…';
+      try {
+        await streamCaption({ image: stimuli[0].sha256, subject: s.participant }, (text) => { caption.textContent = text; }, { token });
+      } catch (error) {
+        caption.textContent = error.status === 404 ? 'no z_s stored for this participant yet' : error.message;
+      }
+    } }, 'Caption in their style') : null;
+    rows.push(h('tr', {},
+      h('td', {}, s.participant),
+      h('td', {}, s.state),
+      h('td', {}, String(s.current_trial)),
+      h('td', {}, s.completion_code || ''),
+      h('td', {}, validation),
+      // The store keeps milliseconds since the epoch.
+      h('td', {}, new Date(s.created_at > 1e11 ? s.created_at : s.created_at * 1000).toLocaleString()),
+      h('td', {}, preview, ' ', caption)));
+  }
+  return rows;
 }
 
 async function refreshSessions(token, studies) {
   for (const study of studies) {
     const body = document.getElementById(`sessions-${study.id}`);
     if (!body) return;
+    // Keep rows whose caption is being shown; refresh the others.
+    if (body.querySelector('.caption:not(:empty)')) continue;
     try {
-      body.replaceChildren(...await sessionRows(token, study));
+      const detail = await api(`/api/studies/${study.id}`, { token });
+      body.replaceChildren(...await sessionRows(token, study, detail.stimuli));
     } catch (_) { return; }
   }
   setTimeout(() => refreshSessions(token, studies), 5000);
@@ -76,7 +112,8 @@ async function refreshSessions(token, studies) {
 
 async function studyCard(token, study) {
   const link = `${location.origin}/?study=${study.id}`;
-  const sessions = h('tbody', { id: `sessions-${study.id}` }, ...await sessionRows(token, study));
+  const detail = await api(`/api/studies/${study.id}`, { token });
+  const sessions = h('tbody', { id: `sessions-${study.id}` }, ...await sessionRows(token, study, detail.stimuli));
   const upload = h('input', { type: 'file', accept: 'image/png', multiple: true, 'aria-label': `Add images to study ${study.id}` });
   upload.addEventListener('change', async () => {
     for (const file of upload.files) {
@@ -89,14 +126,8 @@ async function studyCard(token, study) {
     status(`${upload.files.length} image(s) added`);
     researcher();
   });
-  const download = h('button', { onclick: async () => {
-    const response = await api(`/api/studies/${study.id}/export.zip`, { token });
-    const blob = await response.blob();
-    const a = h('a', { href: URL.createObjectURL(blob), download: `study-${study.id}.zip` });
-    document.body.append(a);
-    a.click();
-    a.remove();
-  } }, 'Download export (.zip)');
+  const exportButton = h('button', { onclick: () => download(token, `/api/studies/${study.id}/export.zip`, `study-${study.id}.zip`) },
+    'Download export (.zip)');
   const mapSlot = h('div', {});
   const mapButton = h('button', { onclick: async () => {
     const map = await api(`/api/studies/${study.id}/embeddings`, { token });
@@ -105,9 +136,34 @@ async function studyCard(token, study) {
   return h('article', { class: 'card', 'data-study': study.id },
     h('h3', {}, `${study.id}. ${study.title}`),
     h('p', {}, 'Participant link: ', h('a', { href: link }, link), ` · capture: ${study.capture_mode} · description: ${study.description_mode}`),
-    h('p', {}, h('label', {}, 'Add PNG images: ', upload), ' ', download, ' ', mapButton),
+    h('p', {}, h('label', {}, 'Add PNG images: ', upload), ' ', exportButton, ' ', mapButton),
     mapSlot,
-    h('table', {}, h('thead', {}, h('tr', {}, ...['participant', 'state', 'trial', 'code', 'joined'].map((c) => h('th', {}, c)))), sessions));
+    h('p', { class: 'muted' }, `${detail.stimuli.length} images`),
+    editForm(token, study),
+    h('table', {}, h('thead', {}, h('tr', {}, ...['participant', 'state', 'trial', 'code', 'webcam error', 'joined', 'their style'].map((c) => h('th', {}, c)))), sessions));
+}
+
+/** Edit a study's texts, capture mode and whether participants see the caption preview. */
+function editForm(token, study) {
+  const title = h('input', { value: study.title, 'aria-label': 'Title' });
+  const instructions = h('textarea', { rows: 2, 'aria-label': 'Instructions' });
+  instructions.value = study.instructions;
+  const consent = h('textarea', { rows: 2, 'aria-label': 'Consent text' });
+  consent.value = study.consent;
+  const capture = h('select', { 'aria-label': 'Capture' }, ...['mouse', 'gaze', 'both'].map((m) => h('option', { value: m, selected: m === study.capture_mode }, m)));
+  const describe = h('select', { 'aria-label': 'Description' }, ...['typed', 'narrative'].map((m) => h('option', { value: m, selected: m === study.description_mode }, m)));
+  const preview = h('input', { type: 'checkbox', checked: study.settings.preview === true });
+  return h('details', {}, h('summary', {}, 'Edit'), h('form', { onsubmit: async (e) => {
+    e.preventDefault();
+    await api(`/api/studies/${study.id}`, { method: 'PUT', token, body: {
+      title: title.value, instructions: instructions.value, consent: consent.value,
+      capture_mode: capture.value, description_mode: describe.value,
+      settings: { ...study.settings, preview: preview.checked },
+    } });
+    researcher();
+  } }, title, instructions, consent, capture, describe,
+  h('label', {}, preview, ' participants see the caption preview'),
+  h('p', {}, h('button', { type: 'submit' }, 'Save'))));
 }
 
 function newStudyForm(token) {
@@ -134,11 +190,19 @@ function jobTable(token, jobs) {
   for (const job of jobs) {
     const progress = h('progress', { max: 1, value: job.progress || 0 });
     const message = h('span', {}, describeJob(job));
+    const downloads = h('td', {});
+    if (job.state === 'succeeded') {
+      api(`/api/jobs/${job.id}`, { token }).then((full) => {
+        for (const a of full.artifacts || []) {
+          downloads.append(h('button', { onclick: () => download(token, `/api/artifacts/${a.id}/download`, `${a.kind}-${a.id}`) }, a.kind), ' ');
+        }
+      }).catch(() => {});
+    }
     body.append(h('tr', {}, h('td', {}, String(job.id)), h('td', {}, job.kind), h('td', { class: 'state' }, job.state),
-      h('td', {}, progress, ' ', message)));
+      h('td', {}, progress, ' ', message), downloads));
     if (job.state === 'queued' || job.state === 'running') follow(token, job.id, progress, message);
   }
-  return h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, ...['job', 'kind', 'state', 'progress'].map((c) => h('th', {}, c)))), body);
+  return h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, ...['job', 'kind', 'state', 'progress', 'results'].map((c) => h('th', {}, c)))), body);
 }
 
 /** Live progress of a job over server-sent events (EventSource cannot send headers: token in the query). */

@@ -126,6 +126,16 @@ try {
   await page.fill('#token', args.token);
   await page.keyboard.press('Enter');
   await page.waitForSelector('#studies');
+  // The researcher's preview: the participant's caption style by pseudonym, and the study's map.
+  const row = `[data-session="${result.state.session_id}"]`;
+  await page.locator(`tr:has(${row}) button`).first().click();
+  await page.waitForFunction((sel) => {
+    const el = document.querySelector(sel);
+    return el && el.textContent && el.textContent !== '…';
+  }, row, { timeout: 120000 });
+  result.dashboard_caption = await page.textContent(row);
+  await page.click('text=Subject-embedding map');
+  await page.waitForSelector('#embedding-map', { timeout: 30000 });
   await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true });
   result.ok = true;
 } catch (error) {

@@ -253,6 +253,9 @@ fn a_scripted_participant_completes_the_demo_study_in_chromium() {
         stats["embed_ms"].as_f64().unwrap_or(f64::NAN)
     );
     std::fs::write(shots.join("browser-bench.json"), serde_json::to_string_pretty(stats).unwrap() + "\n").unwrap();
+    // The dashboard captioned in the participant's style by pseudonym (their stored z_s).
+    let from_dashboard = result["dashboard_caption"].as_str().unwrap_or_default();
+    assert!(!from_dashboard.is_empty() && !from_dashboard.starts_with("no z_s"), "{from_dashboard:?}");
     for shot in ["study.png", "describe.png", "preview.png", "dashboard.png"] {
         assert!(shots.join(shot).is_file(), "missing screenshot {shot}");
     }

@@ -423,6 +423,77 @@ fn serve_opens_the_demo_study_with_the_encoder_files_features_and_participant_ca
             ask(other["token"].as_str().unwrap().to_string(), other["session_id"].as_i64()).send().await.unwrap();
         assert_eq!(response.status(), 403);
     });
+    // Stage 2 and the evaluation as jobs through the API (paths relative to the data folder), and a
+    // cancelled stage-2 job stops within seconds.
+    runtime.block_on(async {
+        let wait = |id: i64| {
+            let api = api.clone();
+            let token = token.clone();
+            async move {
+                let started = Instant::now();
+                loop {
+                    let (_, job) = api.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+                    if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+                        return job;
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(600), "job {id} did not finish: {job}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        };
+        let params =
+            json!({"dataset": "demo/world", "vlm": "demo/captioner", "stage1": "demo/runs/stage1", "epochs": 1});
+        let (status, job) =
+            api.post("/api/jobs", Some(&token), &json!({"kind": "train_stage2", "params": params})).await;
+        assert_eq!(status, 201, "{job}");
+        let done = wait(job["id"].as_i64().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let run = done["artifacts"].as_array().unwrap().iter().find(|a| a["kind"] == "stage2_run").unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (status, job) = api
+            .post(
+                "/api/jobs",
+                Some(&token),
+                &json!({"kind": "evaluate", "params": {"dataset": "demo/world", "runs": [run]}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        let done = wait(job["id"].as_i64().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let report = done["artifacts"].as_array().unwrap().iter().find(|a| a["kind"] == "report").unwrap();
+        let report: Value = serde_json::from_str(
+            // Artifact paths are relative to the data folder.
+            &std::fs::read_to_string(data.join(report["path"].as_str().unwrap()).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(report["seen"]["deper"]["CIDEr"].as_f64().is_some(), "{report}");
+        // Bad parameters are refused before queueing.
+        let (status, _) = api
+            .post("/api/jobs", Some(&token), &json!({"kind": "train_stage2", "params": {"dataset": "x", "vlm": "y"}}))
+            .await;
+        assert_eq!(status, 422, "method deper without stage1");
+
+        let params = json!({"dataset": "demo/world", "vlm": "demo/captioner", "method": "pt", "epochs": 50});
+        let (_, job) = api.post("/api/jobs", Some(&token), &json!({"kind": "train_stage2", "params": params})).await;
+        let id = job["id"].as_i64().unwrap();
+        let started = Instant::now();
+        loop {
+            let (_, job) = api.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+            if job["progress"].as_f64().unwrap_or(0.0) > 0.0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "stage-2 job never progressed: {job}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let asked = Instant::now();
+        let (status, _) = api.post(&format!("/api/jobs/{id}/cancel"), Some(&token), &json!({})).await;
+        assert_eq!(status, 200);
+        let done = wait(id).await;
+        assert_eq!(done["state"], "cancelled", "{done}");
+        assert!(asked.elapsed() < Duration::from_secs(15), "cancel took {:?}", asked.elapsed());
+    });
     drop(server);
 
     // A restart reuses the demo study instead of making another.

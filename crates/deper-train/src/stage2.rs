@@ -327,6 +327,25 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn FnMut(Stage2Progress),
 ) -> Result<Vec<Stage2Epoch>> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    train_cancellable::<B>(data, stage1_run, vlm, run, method, config, resume, device, progress, &never)
+}
+
+/// [`train`] that stops with [`TrainError::Cancelled`] after the batch during which `cancel` was set
+/// (the server's job runner sets it). Completed epochs stay on disk, so a cancelled run can be resumed.
+#[allow(clippy::too_many_arguments)]
+pub fn train_cancellable<B: AutodiffBackend>(
+    data: &Path,
+    stage1_run: Option<&Path>,
+    vlm: &Path,
+    run: &Path,
+    method: Method,
+    config: Stage2Config,
+    resume: bool,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Stage2Progress),
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<Stage2Epoch>> {
     if config.epochs == 0 || config.batch_size == 0 || config.grad_accum == 0 {
         return Err(TrainError::Config("epochs, batch_size and grad_accum must be at least 1".into()));
     }
@@ -485,6 +504,9 @@ pub fn train<B: AutodiffBackend>(
                 bank.update(z, &labels);
             }
             progress(Stage2Progress::Batch { epoch, batch: b + 1, loss: value });
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(TrainError::Cancelled);
+            }
         }
         let train_seconds = started.elapsed().as_secs_f64();
         let val_nll = validation_nll(&model, &vlm_model, &sd, &info, device)?;

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 pub const TRAIN_STAGE1: &str = "train_stage1";
 pub const FEATURES: &str = "features";
+pub const TRAIN_STAGE2: &str = "train_stage2";
+pub const EVALUATE: &str = "evaluate";
 
 /// How often an idle runner looks for queued jobs (a new job also wakes it at once).
 const POLL: Duration = Duration::from_millis(500);
@@ -104,6 +106,48 @@ pub struct FeaturesParams {
     pub backbone: String,
 }
 
+/// Parameters of `train_stage2` (paths absolute or relative to the data folder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage2Params {
+    pub dataset: PathBuf,
+    /// The Hugging Face Qwen2-VL folder kept frozen.
+    pub vlm: PathBuf,
+    /// `deper` (needs `stage1`) or `pt`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// A stage-1 run folder (`deper`).
+    #[serde(default)]
+    pub stage1: Option<PathBuf>,
+    #[serde(default)]
+    pub epochs: Option<usize>,
+}
+
+fn default_method() -> String {
+    "deper".into()
+}
+
+impl Stage2Params {
+    fn method(&self) -> Result<deper_train::stage2::Method, String> {
+        match self.method.as_str() {
+            "deper" if self.stage1.is_none() => Err("method `deper` needs `stage1` (a stage-1 run folder)".into()),
+            "deper" => Ok(deper_train::stage2::Method::Deper),
+            "pt" => Ok(deper_train::stage2::Method::Pt),
+            other => Err(format!("`method` must be `deper` or `pt`, not `{other}`")),
+        }
+    }
+}
+
+/// Parameters of `evaluate`: stage-2 runs scored on a dataset (the `deper eval` report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    pub dataset: PathBuf,
+    pub runs: Vec<PathBuf>,
+    #[serde(default)]
+    pub shots: Option<usize>,
+}
+
 fn default_backbone() -> String {
     deper_train::features::PIXEL_STATS.to_string()
 }
@@ -161,7 +205,23 @@ fn check_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
         FEATURES => {
             serde_json::from_value::<FeaturesParams>(params.clone()).map(|_| ()).map_err(|e| format!("params: {e}"))
         }
-        other => Err(format!("unknown job kind `{other}` (known: {TRAIN_STAGE1}, {FEATURES})")),
+        TRAIN_STAGE2 => {
+            let p: Stage2Params = serde_json::from_value(params.clone()).map_err(|e| format!("params: {e}"))?;
+            if p.epochs == Some(0) {
+                return Err("`epochs` must be at least 1".into());
+            }
+            p.method().map(|_| ())
+        }
+        EVALUATE => {
+            let p: EvaluateParams = serde_json::from_value(params.clone()).map_err(|e| format!("params: {e}"))?;
+            if p.runs.is_empty() {
+                return Err("`runs` must name at least one stage-2 run folder".into());
+            }
+            Ok(())
+        }
+        other => {
+            Err(format!("unknown job kind `{other}` (known: {TRAIN_STAGE1}, {TRAIN_STAGE2}, {FEATURES}, {EVALUATE})"))
+        }
     }
 }
 
@@ -375,6 +435,26 @@ async fn run_job(
             let dataset = app.data_dir.join(&params.dataset);
             tokio::task::spawn_blocking(move || features_job(&dataset, &params.backbone, &tx))
         }
+        TRAIN_STAGE2 => {
+            let params: Stage2Params =
+                serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
+            let resolve = |p: &PathBuf| app.data_dir.join(p);
+            let (dataset, vlm, stage1) =
+                (resolve(&params.dataset), resolve(&params.vlm), params.stage1.as_ref().map(resolve));
+            let (device, cancel, job_id) = (app.device, cancel.clone(), job.id);
+            tokio::task::spawn_blocking(move || {
+                stage2_job(job_id, &dataset, stage1.as_deref(), &vlm, &job_dir, &params, device, &tx, &cancel)
+            })
+        }
+        EVALUATE => {
+            let params: EvaluateParams =
+                serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
+            let dataset = app.data_dir.join(&params.dataset);
+            let runs: Vec<PathBuf> = params.runs.iter().map(|r| app.data_dir.join(r)).collect();
+            let (device, job_id) = (app.device, job.id);
+            let shots = params.shots.unwrap_or(deper_core::split::DEFAULT_SHOTS);
+            tokio::task::spawn_blocking(move || evaluate_job(job_id, &dataset, &runs, shots, &job_dir, device, &tx))
+        }
         other => return Err(JobEnd::Failed(format!("unknown job kind `{other}`"))),
     };
     tokio::pin!(blocking);
@@ -468,6 +548,101 @@ fn prepare_dataset(
         );
     }
     Ok(())
+}
+
+/// Stage 2 on the frozen VLM; the run folder is the artifact.
+#[allow(clippy::too_many_arguments)]
+fn stage2_job(
+    job_id: i64,
+    dataset: &FsPath,
+    stage1: Option<&FsPath>,
+    vlm: &FsPath,
+    job_dir: &FsPath,
+    params: &Stage2Params,
+    device: DeviceKind,
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Vec<NewArtifact>> {
+    use deper_train::stage2::{self, Stage2Config, Stage2Progress};
+    let method = params.method().map_err(anyhow::Error::msg)?;
+    let mut config = Stage2Config::default();
+    if let Some(e) = params.epochs {
+        config.epochs = e;
+    }
+    let run = job_dir.join("run");
+    let (mut total, mut done) = (1usize, 0usize);
+    let mut on_progress = |p: Stage2Progress| match p {
+        Stage2Progress::Start { epochs, batches_per_epoch, first_epoch } => {
+            total = (epochs.saturating_sub(first_epoch - 1) * batches_per_epoch).max(1);
+            let detail =
+                serde_json::json!({"event": "start", "epochs": epochs, "batches_per_epoch": batches_per_epoch});
+            send(tx, 0.0, detail, Some(format!("stage 2: {epochs} epochs of {batches_per_epoch} batches")), false);
+        }
+        Stage2Progress::Batch { epoch, batch, loss } => {
+            done += 1;
+            let detail = serde_json::json!({"event": "batch", "epoch": epoch, "batch": batch, "loss": loss});
+            send(tx, done as f64 / total as f64, detail, None, true);
+        }
+        Stage2Progress::Epoch(m) => {
+            let line = format!("epoch {} loss {:.4} val NLL {:.4}", m.epoch, m.train_loss, m.val_nll);
+            let detail = serde_json::json!({"event": "epoch", "metrics": m});
+            send(tx, done as f64 / total as f64, detail, Some(line), false);
+        }
+    };
+    with_backend!(device, B, AD, dev => {
+        stage2::train_cancellable::<AD>(dataset, stage1, vlm, &run, method, config.clone(), false, &dev, &mut on_progress, cancel)
+            .map_err(anyhow::Error::from)
+    })?;
+    Ok(vec![NewArtifact {
+        kind: "stage2_run".into(),
+        path: run.display().to_string(),
+        sha256: None,
+        job_id: Some(job_id),
+        study_id: None,
+    }])
+}
+
+/// `deper eval` as a job: captions of every method, metrics, the report folder as the artifact.
+fn evaluate_job(
+    job_id: i64,
+    dataset: &FsPath,
+    runs: &[PathBuf],
+    shots: usize,
+    job_dir: &FsPath,
+    device: DeviceKind,
+    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
+) -> anyhow::Result<Vec<NewArtifact>> {
+    use crate::evaluate::{evaluate, EvalProgress};
+    let out = job_dir.join("report");
+    let (mut method_name, mut total, mut done) = (String::new(), 1usize, 0usize);
+    let mut on_progress = |p: EvalProgress| match p {
+        EvalProgress::Method { method, captions } => {
+            (method_name, total, done) = (method, captions.max(1), 0);
+            send(
+                tx,
+                0.0,
+                serde_json::json!({"event": "method", "method": method_name}),
+                Some(format!("captioning: {method_name}")),
+                false,
+            );
+        }
+        EvalProgress::Caption => {
+            done += 1;
+            let detail = serde_json::json!({"event": "caption", "method": method_name, "done": done, "total": total});
+            send(tx, done as f64 / total as f64, detail, None, true);
+        }
+    };
+    let command = format!("evaluate job {job_id}");
+    with_backend!(device, B, AD, dev => {
+        evaluate::<B>(dataset, runs, &out, shots, &command, &dev, &mut on_progress).map(|_| ())
+    })?;
+    Ok(vec![NewArtifact {
+        kind: "report".into(),
+        path: out.display().to_string(),
+        sha256: None,
+        job_id: Some(job_id),
+        study_id: None,
+    }])
 }
 
 fn train_job(

@@ -5,34 +5,19 @@
 //
 // node tests/browser/gaze.mjs --base URL --study ID --camera FACE.y4m [--shots DIR]
 
-import { chromium } from 'playwright-core';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { launch, parseArgs } from './launch.mjs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
-);
+const args = parseArgs(process.argv.slice(2));
 if (!args.base || !args.study || !args.camera) {
   console.error('usage: gaze.mjs --base URL --study ID --camera FACE.y4m [--shots DIR]');
   process.exit(2);
 }
 
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'deper-chromium-')), {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
+const { browser, page, log } = await launch({
   viewport: { width: 1100, height: 800 },
-  args: [
-    '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    `--use-file-for-fake-video-capture=${args.camera}`,
-  ],
+  extraArgs: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${args.camera}`],
 });
-const page = browser.pages()[0] || await browser.newPage();
-const log = [];
-page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
-page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
 const result = { log, clicks: 0 };
 try {
   await page.goto(`${args.base}/?study=${args.study}`);

@@ -5,41 +5,24 @@
 // every pointer position it produced (image-normalised), for the Rust test to compare with the database.
 //
 // node tests/browser/study.mjs --base http://127.0.0.1:PORT --token RESEARCHER_TOKEN --shots DIR
-//   [--moves 40] [--reload-trial 1] [--backend auto|cpu]
+//   [--moves 40] [--reload-trial 1]
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
+import { launch, parseArgs } from './launch.mjs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
-);
+const args = parseArgs(process.argv.slice(2));
 const base = args.base;
 const shots = args.shots;
 const moves = Number(args.moves || 40);
 const reloadTrial = Number(args['reload-trial'] ?? 1);
-const backend = args.backend || 'auto';
 if (!base || !shots || !args.token) {
-  console.error('usage: study.mjs --base URL --token TOKEN --shots DIR [--moves N] [--reload-trial K] [--backend auto|cpu]');
+  console.error('usage: study.mjs --base URL --token TOKEN --shots DIR [--moves N] [--reload-trial K]');
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
 
-// A fresh profile each run (no cached model files, no leftover study state).
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'deper-chromium-')), {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1100, height: 900 },
-  args: [
-    '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu',
-  ],
-});
-const page = browser.pages()[0] || await browser.newPage();
-const log = [];
-page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
-page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+const { browser, page, log } = await launch({ viewport: { width: 1100, height: 900 } });
 
 const result = { expected: [], trials: 0, reloads: 0, log };
 try {

@@ -91,6 +91,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The repository root when the browser tests can run; `None` (after a loud skip line) when a
+/// prerequisite is missing, and a failure instead where DEPER_REQUIRE_BROWSER=1.
+fn browser_ready(test: &str) -> Option<PathBuf> {
+    let root = repo_root();
+    let missing = missing_prerequisites(&root);
+    if missing.is_empty() {
+        return Some(root);
+    }
+    let message = format!("{test} needs: {}", missing.join(", "));
+    assert!(std::env::var("DEPER_REQUIRE_BROWSER").as_deref() != Ok("1"), "{message}");
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
 struct Server {
     child: Child,
     base: String,
@@ -157,14 +171,7 @@ fn wait_healthy(base: &str) {
 
 #[test]
 fn a_scripted_participant_completes_the_demo_study_in_chromium() {
-    let root = repo_root();
-    let missing = missing_prerequisites(&root);
-    if !missing.is_empty() {
-        let message = format!("browser study test needs: {}", missing.join(", "));
-        assert!(std::env::var("DEPER_REQUIRE_BROWSER").as_deref() != Ok("1"), "{message}");
-        eprintln!("SKIPPED: {message}");
-        return;
-    }
+    let Some(root) = browser_ready("browser study test") else { return };
     let dir = tempfile::tempdir().unwrap();
     // `deper serve` finds the finished demo and serves it as it is.
     let data = data_with_demo(dir.path());
@@ -557,14 +564,7 @@ fn write_y4m(png: &Path, out: &Path) {
 /// ridge map, validates it, stores the record, and uploads gaze samples during the trial.
 #[test]
 fn a_webcam_gaze_study_calibrates_and_records_gaze_with_a_fake_camera() {
-    let root = repo_root();
-    let missing = missing_prerequisites(&root);
-    if !missing.is_empty() {
-        let message = format!("browser gaze test needs: {}", missing.join(", "));
-        assert!(std::env::var("DEPER_REQUIRE_BROWSER").as_deref() != Ok("1"), "{message}");
-        eprintln!("SKIPPED: {message}");
-        return;
-    }
+    let Some(root) = browser_ready("browser gaze test") else { return };
     let dir = tempfile::tempdir().unwrap();
     let camera = dir.path().join("face.y4m");
     write_y4m(&root.join("crates/deper-landmarks/tests/fixtures/astronaut.png"), &camera);

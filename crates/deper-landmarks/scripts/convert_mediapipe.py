@@ -23,6 +23,7 @@ What it does:
    tract's outputs for the converted ONNX models against them.
 """
 
+import hashlib
 import json
 import re
 import shutil
@@ -191,7 +192,11 @@ def main() -> None:
         manifest = {
             "source": "scikit-image " + SKIMAGE_VERSION + " skimage/data: astronaut.png (NASA, public domain), "
             "coffee.png (CC0, Rachel Michetti)",
-            "tflite": {n: {"tensorflow": tf.__version__} for n in tflite},
+            "npm_package": f"@mediapipe/face_mesh@{FACE_MESH_VERSION}",
+            "tensorflow": tf.__version__,
+            # Only the sources: tf2onnx names its constant-folded initializers differently from run to
+            # run, so the .onnx bytes are not reproducible (weights and graph are).
+            "sha256": {p.name: sha256(p) for p in tflite.values()},
             "frames": {},
             "raw": [],
             "rot30": {
@@ -227,6 +232,10 @@ def main() -> None:
         (FIXTURES / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     for p in sorted(MODELS.iterdir()):
         print(f"{p.name}: {p.stat().st_size} bytes")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def record(manifest: dict, model: str, input_png: str, outs: dict) -> None:

@@ -51,32 +51,38 @@ pub async fn session_for(app: &AppState, headers: &HeaderMap, id: i64) -> ApiRes
 /// Header naming the participant session whose token a caption request carries.
 pub const SESSION_HEADER: &str = "x-deper-session";
 
-/// Middleware of the caption API: the researcher token, or a participant's session token (with its
-/// session id in `X-Deper-Session`) when that session's study shows the caption preview to
-/// participants (`settings.preview: true`).
-pub async fn require_researcher_or_previewing_participant(
-    State(app): State<AppState>,
-    req: Request,
-    next: Next,
-) -> ApiResult<Response> {
-    let token = bearer(req.headers())
+/// The researcher token (`None`), or a participant's session token with its session id in
+/// `X-Deper-Session` when that session's study shows the preview to participants
+/// (`settings.preview: true`): that session. Anything else is 400/401/403/404.
+pub async fn researcher_or_previewing_session(app: &AppState, headers: &HeaderMap) -> ApiResult<Option<Session>> {
+    let token = bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <researcher or session token>`"))?;
     if sha256_hex(token.as_bytes()) == *app.researcher_hash {
-        return Ok(next.run(req).await);
+        return Ok(None);
     }
-    let Some(session_id) = req.headers().get(SESSION_HEADER) else {
-        return Err(ApiError::unauthorized("wrong researcher token"));
+    let Some(session_id) = headers.get(SESSION_HEADER) else {
+        return Err(ApiError::unauthorized("wrong researcher token (a participant also sends `X-Deper-Session`)"));
     };
     let session_id: i64 = session_id
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| ApiError::bad_request(format!("`{SESSION_HEADER}` must be a session number")))?;
-    let session = session_for(&app, req.headers(), session_id).await?;
+    let session = session_for(app, headers, session_id).await?;
     let study = app.store.get_study(session.study_id).await?;
     let allowed = study.is_some_and(|s| s.settings.get("preview").and_then(|v| v.as_bool()) == Some(true));
     if !allowed {
         return Err(ApiError::forbidden("this study does not show the caption preview to participants"));
     }
+    Ok(Some(session))
+}
+
+/// Middleware of the caption API: [`researcher_or_previewing_session`].
+pub async fn require_researcher_or_previewing_participant(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> ApiResult<Response> {
+    researcher_or_previewing_session(&app, req.headers()).await?;
     Ok(next.run(req).await)
 }

@@ -7,7 +7,7 @@
 //! - `GET /api/studies/{id}/embeddings` (researcher token, or a session token of that study when it shows
 //!   the preview, with `X-Deper-Session`): `{"dim", "points": [{"subject", "kind", "x", "y", "session_id"?}]}`
 
-use super::auth::{bearer, session_for, SESSION_HEADER};
+use super::auth::{researcher_or_previewing_session, session_for};
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
 use axum::extract::{Path, State};
@@ -159,18 +159,10 @@ async fn study_embeddings(
     Path(id): Path<i64>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Map>> {
-    let researcher = bearer(&headers).is_some_and(|t| deper_store::sha256_hex(t.as_bytes()) == *app.researcher_hash);
-    if !researcher {
-        let session_id = headers
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or_else(|| ApiError::unauthorized("researcher token, or a session token with `X-Deper-Session`"))?;
-        let session = session_for(&app, &headers, session_id).await?;
-        let study = app.store.get_study(session.study_id).await?;
-        let preview = study.is_some_and(|s| s.settings.get("preview").and_then(|v| v.as_bool()) == Some(true));
-        if session.study_id != id || !preview {
-            return Err(ApiError::forbidden("this session may not see the study's embedding map"));
+    // A participant sees the map of their own study only.
+    if let Some(session) = researcher_or_previewing_session(&app, &headers).await? {
+        if session.study_id != id {
+            return Err(ApiError::forbidden("this session may not see another study's embedding map"));
         }
     }
     let participants = latest_embeddings(&app, id).await?;

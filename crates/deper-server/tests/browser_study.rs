@@ -19,9 +19,9 @@
 
 mod common;
 
-use common::{png, Api};
+use common::{png, spawn_serve, Api};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -122,25 +122,12 @@ fn serve(data: &Path, web: &Path) -> Server {
 }
 
 fn serve_with(data: &Path, web: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--demo-study-images", &STUDY_IMAGES.to_string()])
-        .args(extra)
-        .arg("--data")
-        .arg(data)
-        .arg("--web")
-        .arg(web)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("deper serve exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let images = STUDY_IMAGES.to_string();
+    let mut args: Vec<&OsStr> =
+        ["--addr", "127.0.0.1:0", "--demo-study-images", images.as_str()].into_iter().map(OsStr::new).collect();
+    args.extend(extra.iter().map(OsStr::new));
+    args.extend([OsStr::new("--data"), data.as_os_str(), OsStr::new("--web"), web.as_os_str()]);
+    let (child, base) = spawn_serve(&args, Stdio::inherit());
     Server { child, base }
 }
 
@@ -154,19 +141,8 @@ fn get(base: &str, path: &str, token: &str) -> Value {
 }
 
 fn wait_healthy(base: &str) {
-    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    runtime.block_on(common::wait_healthy(&Api::new(base), Duration::from_secs(60)));
 }
 
 #[test]

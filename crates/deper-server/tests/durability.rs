@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{png, Api};
+use common::{png, spawn_serve, Api};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,37 +20,13 @@ const PER_BATCH: usize = 20;
 
 /// Starts `deper serve` on a free port; returns the child and its base URL.
 fn serve(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
-        .args(["serve", "--no-demo", "--addr", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("deper serve exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    // Keep reading stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    let args: Vec<&OsStr> =
+        ["--no-demo", "--addr", "127.0.0.1:0", "--data"].iter().map(OsStr::new).chain([data.as_os_str()]).collect();
+    spawn_serve(&args, Stdio::null())
 }
 
 async fn wait_healthy(api: &Api) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = api.http.get(api.url("/healthz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_healthy(api, Duration::from_secs(30)).await;
 }
 
 fn batch(i: usize) -> Value {

@@ -3,6 +3,9 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A small PNG whose pixels depend on `seed` (so each seed has its own SHA-256).
 pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
@@ -83,4 +86,39 @@ impl Api {
 /// The error message of a JSON error body.
 pub fn message(body: &Value) -> String {
     body["error"].as_str().map_or_else(|| body.to_string(), str::to_string)
+}
+
+/// Starts the real `deper serve` with `args` (which should bind `127.0.0.1:0`); returns the child
+/// and the base URL it printed. Its stdout is drained so it never blocks on a full pipe.
+pub fn spawn_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("starting deper serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let base = loop {
+        let line = lines.next().expect("deper serve exited before listening").expect("reading its stdout");
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
+
+/// Waits until `GET /healthz` answers 200, failing after `limit`.
+pub async fn wait_healthy(api: &Api, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = api.http.get(api.url("/healthz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(started.elapsed() < limit, "server did not come up within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

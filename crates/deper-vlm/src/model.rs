@@ -9,19 +9,21 @@
 //! - M-RoPE positions from [`crate::text::rope_index`]; generated token `n` gets `(p, p, p)` with
 //!   `p = L + n + rope_delta`;
 //! - generation: prefill into a preallocated [`KvCache`], then one token per step, seeded sampler,
-//!   stop tokens, max new tokens, and a streaming callback that can stop early.
+//!   stop tokens, max new tokens, and a streaming callback that can stop early;
+//! - batched generation ([`Qwen2Vl::generate_batch_with`]): prompts left-padded to one length with a
+//!   padding mask, per-row positions, one forward pass per step for all rows.
 //!
 //! Reference: transformers `Qwen2VLForConditionalGeneration` (`modeling_qwen2_vl.py`), checked against
 //! `tests/fixtures/qwen2_vl_tiny`.
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::cache::KvCache;
 use crate::config::Qwen2VlConfig;
 use crate::sampling::{Sampler, SamplingConfig};
-use crate::text::{rope_index, text_positions, TextModel};
+use crate::text::{rope_index, text_positions, Rope, TextModel};
 use crate::vision::VisionTower;
 use crate::{Result, VlmError};
 
@@ -283,12 +285,140 @@ impl<B: Backend> Qwen2Vl<B> {
         self.generate_with_cache(input, config, &mut cache, on_token)
     }
 
-    /// Generates several prompts one after the other, reusing one cache.
+    /// A KV cache for `batch` rows of `max_len` positions each.
+    pub fn new_batch_cache(&self, batch: usize, max_len: usize) -> KvCache<B> {
+        let layers = self
+            .model
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.self_attn;
+                crate::cache::LayerCache::new(batch, a.num_kv_heads, max_len, a.head_dim, &self.device())
+            })
+            .collect();
+        KvCache { layers }
+    }
+
+    /// Generates several prompts together with one configuration; see [`Self::generate_batch_with`].
     pub fn generate_batch(&self, inputs: &[MultimodalInput<B>], config: &GenerationConfig) -> Result<Vec<Generated>> {
-        let needed = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(0) + config.max_new_tokens;
-        self.check_context(needed)?;
-        let mut cache = self.new_cache(needed);
-        inputs.iter().map(|input| self.generate_with_cache(input, config, &mut cache, &mut |_| true)).collect()
+        let configs = vec![config.clone(); inputs.len()];
+        self.generate_batch_with(inputs, &configs, &mut |_, _| true)
+    }
+
+    /// Generates several prompts as one batch: every forward pass runs all unfinished rows at once.
+    ///
+    /// Prompts of different lengths are left-padded to the longest; padded key positions are masked
+    /// for the real queries (padded queries only see padding, so nothing becomes NaN), and every row
+    /// keeps its own M-RoPE positions and `rope_delta`, so a row's tokens are those [`Self::generate`]
+    /// gives for it alone (up to float rounding in the reductions). Each row has its own generation
+    /// config (length, sampler, stop tokens); a finished row rides along until every row is done and
+    /// its outputs are ignored. `on_token(row, id)` streams; returning `false` ends that row only.
+    pub fn generate_batch_with(
+        &self,
+        inputs: &[MultimodalInput<B>],
+        configs: &[GenerationConfig],
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Generated>> {
+        if configs.len() != inputs.len() {
+            return Err(VlmError::Input(format!("{} prompts but {} generation configs", inputs.len(), configs.len())));
+        }
+        for (input, config) in inputs.iter().zip(configs) {
+            self.check_context(input.input_ids.len() + config.max_new_tokens)?;
+        }
+        let rows = inputs.len();
+        let mut results: Vec<Generated> = inputs
+            .iter()
+            .map(|i| Generated {
+                prompt_ids: i.input_ids.clone(),
+                generated_ids: Vec::new(),
+                stop: StopReason::MaxNewTokens,
+            })
+            .collect();
+        let mut active: Vec<bool> = configs.iter().map(|c| c.max_new_tokens > 0).collect();
+        if !active.contains(&true) {
+            return Ok(results);
+        }
+        let device = self.device();
+        let prepared = inputs.iter().map(|i| self.inputs_embeds(i)).collect::<Result<Vec<_>>>()?;
+        let longest = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(0);
+        let pads: Vec<usize> = inputs.iter().map(|i| longest - i.input_ids.len()).collect();
+        let most_new = configs.iter().map(|c| c.max_new_tokens).max().unwrap_or(0);
+
+        // Prefill: left-padded embeddings, per-row positions (padding at position 0, never seen).
+        let mut embeds = Vec::with_capacity(rows);
+        let mut positions = Vec::with_capacity(rows);
+        let mut deltas = Vec::with_capacity(rows);
+        for ((e, p, delta), &pad) in prepared.into_iter().zip(&pads) {
+            let padded =
+                if pad == 0 { e } else { Tensor::cat(vec![Tensor::zeros([1, pad, self.hidden_size], &device), e], 1) };
+            embeds.push(padded);
+            positions.push(p.map(|row| std::iter::repeat_n(0, pad).chain(row).collect::<Vec<i64>>()));
+            deltas.push(delta);
+        }
+        let embeds = Tensor::cat(embeds, 0); // [b, Lmax, D]
+        let rope = self.model.rope_rows(&positions, &device);
+        let mut hidden_mask = Vec::with_capacity(rows * longest * longest);
+        for &pad in &pads {
+            for i in 0..longest {
+                hidden_mask.extend((0..longest).map(|j| j > i || (i >= pad && j < pad)));
+            }
+        }
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden_mask, [rows, 1, longest, longest]), &device);
+        let mut cache = self.new_batch_cache(rows, longest + most_new);
+        let hidden = self.model.forward_hidden_masked(embeds, &rope, Some(&mut cache.layers), Some(&mask))?;
+        let mut logits = self.model.logits(hidden.narrow(1, longest - 1, 1)).reshape([rows, self.vocab_size]);
+
+        let mut samplers: Vec<Sampler> = configs.iter().map(|c| Sampler::new(c.sampling.clone())).collect();
+        let mut sequences: Vec<Vec<u32>> = inputs.iter().map(|i| i.input_ids.clone()).collect();
+        loop {
+            let values = to_vec(logits)?;
+            let mut step = vec![0u32; rows];
+            for r in 0..rows {
+                if !active[r] {
+                    continue;
+                }
+                let row = &values[r * self.vocab_size..(r + 1) * self.vocab_size];
+                let token = samplers[r].next_token(row, &sequences[r]);
+                sequences[r].push(token);
+                results[r].generated_ids.push(token);
+                step[r] = token;
+                let keep_going = on_token(r, token);
+                let stop = if configs[r].stop_tokens.contains(&token) {
+                    Some(StopReason::StopToken)
+                } else if !keep_going {
+                    Some(StopReason::Callback)
+                } else if results[r].generated_ids.len() >= configs[r].max_new_tokens {
+                    Some(StopReason::MaxNewTokens)
+                } else {
+                    None
+                };
+                if let Some(stop) = stop {
+                    results[r].stop = stop;
+                    active[r] = false;
+                }
+            }
+            if !active.contains(&true) {
+                return Ok(results);
+            }
+            // One decode step for every row; row r's new token sits at its own sequence index.
+            let held = cache.len();
+            let positions: Vec<i64> = (0..rows).map(|r| (held - pads[r]) as i64 + deltas[r]).collect();
+            let rope = self.model.rope(&[positions.clone(), positions.clone(), positions], &device);
+            let hd = rope.cos.dims()[3];
+            let rope = Rope { cos: rope.cos.reshape([rows, 1, 1, hd]), sin: rope.sin.reshape([rows, 1, 1, hd]) };
+            let mut step_mask = Vec::with_capacity(rows * (held + 1));
+            for &pad in &pads {
+                step_mask.extend((0..=held).map(|j| j < pad));
+            }
+            let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(step_mask, [rows, 1, 1, held + 1]), &device);
+            let ids = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(step.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(), [rows, 1]),
+                &device,
+            );
+            let hidden =
+                self.model.forward_hidden_masked(self.model.embed(ids), &rope, Some(&mut cache.layers), Some(&mask))?;
+            logits = self.model.logits(hidden).reshape([rows, self.vocab_size]);
+        }
     }
 
     fn check_context(&self, needed: usize) -> Result<()> {

@@ -64,7 +64,8 @@ pub struct TextModel<B: Backend> {
     pub head_dim: usize,
 }
 
-/// cos and sin of the rotary angles for a run of positions, `[1, 1, L, head_dim]` each.
+/// cos and sin of the rotary angles for a run of positions, `[1, 1, L, head_dim]` each (or
+/// `[b, 1, L, head_dim]` when the rows of a batch sit at different positions).
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
     pub cos: Tensor<B, 4>,
@@ -195,27 +196,55 @@ impl<B: Backend> TextModel<B> {
         }
     }
 
-    /// Token embeddings. # Shapes: ids `[1, L]` → `[1, L, hidden]`.
+    /// Rotary tables of a batch whose rows have their own positions, `[b, 1, L, head_dim]`; every row
+    /// holds `[3][L]` positions.
+    pub fn rope_rows(&self, rows: &[[Vec<i64>; 3]], device: &B::Device) -> Rope<B> {
+        let (cos, sin): (Vec<_>, Vec<_>) = rows
+            .iter()
+            .map(|positions| {
+                let r = self.rope(positions, device);
+                (r.cos, r.sin)
+            })
+            .unzip();
+        Rope { cos: Tensor::cat(cos, 0), sin: Tensor::cat(sin, 0) }
+    }
+
+    /// Token embeddings. # Shapes: ids `[b, L]` → `[b, L, hidden]`.
     pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.embed_tokens.forward(ids)
     }
 
-    /// Runs the decoder layers and the final norm.
+    /// Runs the decoder layers and the final norm, with the causal mask.
     ///
     /// # Shapes
-    /// - x: `[1, L, hidden]` input embeddings; rope tables for these L positions
+    /// - x: `[b, L, hidden]` input embeddings; rope tables for these L positions
     /// - caches: one per layer (appended to), or `None` for a full forward
-    /// - output: `[1, L, hidden]` after the final norm
+    /// - output: `[b, L, hidden]` after the final norm
     pub fn forward_hidden(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
+        caches: Option<&mut [LayerCache<B>]>,
+    ) -> Result<Tensor<B, 3>> {
+        self.forward_hidden_masked(x, rope, caches, None)
+    }
+
+    /// [`Self::forward_hidden`] with an explicit attention mask instead of the causal one.
+    ///
+    /// # Shapes
+    /// - mask: `[b, 1, L, T]`, `true` where query `i` must not see key `j` (T = positions in the cache
+    ///   after this call, or L without a cache); it must include causality itself
+    pub fn forward_hidden_masked(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
         mut caches: Option<&mut [LayerCache<B>]>,
+        mask: Option<&Tensor<B, 4, Bool>>,
     ) -> Result<Tensor<B, 3>> {
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, rope, cache)?;
+            x = layer.forward(x, rope, cache, mask)?;
         }
         Ok(self.norm.forward(x))
     }
@@ -225,7 +254,7 @@ impl<B: Backend> TextModel<B> {
         let mut out = Vec::with_capacity(self.layers.len());
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(x, rope, None)?;
+            x = layer.forward(x, rope, None, None)?;
             out.push(x.clone());
         }
         Ok(out)
@@ -250,9 +279,15 @@ impl<B: Backend> TextModel<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    /// # Shapes: x `[1, L, hidden]` → `[1, L, hidden]`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, cache: Option<&mut LayerCache<B>>) -> Result<Tensor<B, 3>> {
-        let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, cache)?;
+    /// # Shapes: x `[b, L, hidden]` → `[b, L, hidden]`; mask as in [`TextModel::forward_hidden_masked`].
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: Option<&mut LayerCache<B>>,
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Result<Tensor<B, 3>> {
+        let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, cache, mask)?;
         let x = x + h;
         let h = self.post_attention_layernorm.forward(x.clone());
         let h = silu(self.mlp.gate_proj.forward(h.clone())) * self.mlp.up_proj.forward(h);
@@ -262,10 +297,17 @@ impl<B: Backend> DecoderLayer<B> {
 
 impl<B: Backend> Attention<B> {
     /// # Shapes
-    /// - x: `[b, L, hidden]`; rope tables `[1, 1, L, head_dim]`
+    /// - x: `[b, L, hidden]`; rope tables `[1 or b, 1, L, head_dim]`
     /// - cache: holds `P` earlier positions; the new keys and values are appended
+    /// - mask: `[b, 1, L, P + L]`, `true` = hidden; `None` = causal
     /// - output: `[b, L, hidden]`
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, cache: Option<&mut LayerCache<B>>) -> Result<Tensor<B, 3>> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: Option<&mut LayerCache<B>>,
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Result<Tensor<B, 3>> {
         let [b, l, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, H, L, hd]
@@ -293,7 +335,15 @@ impl<B: Backend> Attention<B> {
         let (k, v) = (expand(k), expand(v));
         let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, H, L, T]
-        if l > 1 {
+        if let Some(mask) = mask {
+            if mask.dims() != [b, 1, l, total] {
+                return Err(VlmError::Input(format!(
+                    "attention mask is {:?}, expected [{b}, 1, {l}, {total}]",
+                    mask.dims()
+                )));
+            }
+            scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
+        } else if l > 1 {
             // Query i (absolute position past + i) sees keys 0..=past + i.
             let mask = Tensor::<B, 2, Bool>::tril_mask([l, total], past as i64, &scores.device());
             scores = scores.mask_fill(mask.reshape([1, 1, l, total]), f32::NEG_INFINITY);

@@ -102,8 +102,59 @@ fn cache_reuse_stop_tokens_callback_and_sampling() {
     let b = model.generate(&prompt, &sample, &mut |_| true).unwrap();
     assert_eq!(a, b);
     assert_ne!(a.generated_ids, reference_ids);
-    // Batched generation (sequential over prompts, one cache).
-    let batch = model.generate_batch(&[prompt.clone(), input(&r, "b", true)], &config).unwrap();
-    assert_eq!(batch[0].generated_ids, reference_ids);
+}
+
+#[test]
+fn batched_generation_equals_one_prompt_at_a_time() {
+    let r = reference();
+    let model = load_pretrained::<B>(&model_dir(), &Default::default()).unwrap();
+    let a = input(&r, "a", false);
+    // A text-only prompt, shorter than the others: the prefix of `a` before its first image token.
+    let first_image = a.input_ids.iter().position(|&t| t as usize == model.image_token_id).unwrap();
+    let text_only = MultimodalInput {
+        input_ids: a.input_ids[..first_image].to_vec(),
+        pixel_values: None,
+        image_grid_thw: vec![],
+        persona: None,
+    };
+    let inputs = vec![a.clone(), input(&r, "b", true), text_only, input(&r, "b", false)];
+    let lengths: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
+    assert!(lengths.iter().min() < lengths.iter().max(), "rows must differ in length: {lengths:?}");
+    let greedy = |n| GenerationConfig { max_new_tokens: n, sampling: SamplingConfig::greedy(), stop_tokens: vec![] };
+    let reference_a = ids(&r, "a.generated_ids_plain");
+    let configs = vec![
+        greedy(12),
+        greedy(12),
+        // Sampling with a seed, and a row that ends early at a stop token.
+        GenerationConfig { sampling: SamplingConfig::sample(1.5, 7), ..greedy(9) },
+        GenerationConfig { stop_tokens: vec![ids(&r, "b.generated_ids_plain")[4]], ..greedy(12) },
+    ];
+    let mut streamed: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
+    let batch = model
+        .generate_batch_with(&inputs, &configs, &mut |row, id| {
+            streamed[row].push(id);
+            true
+        })
+        .unwrap();
+    for (row, (input, config)) in inputs.iter().zip(&configs).enumerate() {
+        let alone = model.generate(input, config, &mut |_| true).unwrap();
+        assert_eq!(batch[row], alone, "row {row}");
+        assert_eq!(streamed[row], alone.generated_ids, "row {row} streamed");
+    }
+    assert_eq!(batch[0].generated_ids, reference_a);
     assert_eq!(batch[1].generated_ids, ids(&r, "b.generated_ids_persona"));
+    let plain_b = ids(&r, "b.generated_ids_plain");
+    let first_stop = plain_b.iter().position(|&t| t == plain_b[4]).unwrap();
+    assert_eq!(batch[3].generated_ids, plain_b[..=first_stop]);
+    assert_eq!(batch[3].stop, StopReason::StopToken);
+
+    // Stopping one row from the callback leaves the others untouched.
+    let batch = model.generate_batch_with(&inputs[..2], &configs[..2], &mut |row, _| row != 0).unwrap();
+    assert_eq!((batch[0].generated_ids.len(), batch[0].stop), (1, StopReason::Callback));
+    assert_eq!(batch[1].generated_ids, ids(&r, "b.generated_ids_persona"));
+    // The one-config form, and mismatched lengths are an error.
+    let same = model.generate_batch(&[a.clone(), a.clone()], &greedy(12)).unwrap();
+    assert!(same.iter().all(|g| g.generated_ids == reference_a));
+    assert!(model.generate_batch_with(&inputs, &configs[..1], &mut |_, _| true).is_err());
+    assert!(model.generate_batch(&[], &greedy(4)).unwrap().is_empty());
 }

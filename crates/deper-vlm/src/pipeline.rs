@@ -3,7 +3,7 @@
 //! [`Vlm::load`] bundles the model, tokenizer + chat template and image processor of a folder.
 //! [`Vlm::caption`] does what `deper caption` needs: decode and preprocess the image, template the user
 //! turn (image before text, generation prompt, pads expanded), inject persona vectors, generate with a
-//! streaming callback, and decode. [`Vlm::forward_file`] is `deper vlm forward`: safetensors in, logits
+//! streaming callback, and decode; [`Vlm::caption_batch`] does several at once. [`Vlm::forward_file`] is `deper vlm forward`: safetensors in, logits
 //! out, with the tensor names of the issue (`input_ids`, `pixel_values`, `image_grid_thw`,
 //! `persona_embeddings`, `persona_token_ids` → `logits`).
 
@@ -16,6 +16,7 @@ use std::path::Path;
 
 use crate::config::Qwen2VlConfig;
 use crate::model::{GenerationConfig, MultimodalInput, Persona, Qwen2Vl};
+
 use crate::preprocess::ImageProcessor;
 use crate::pretrained::load_weights;
 use crate::tokenizer::Qwen2VlTokenizer;
@@ -70,6 +71,16 @@ fn read_persona(ckpt: &Checkpoint) -> Result<Option<PersonaVectors>> {
         None
     };
     Ok(Some(PersonaVectors { values, rows, token_ids }))
+}
+
+/// One caption of [`Vlm::caption_batch`].
+#[derive(Debug, Clone)]
+pub struct CaptionJob<'a> {
+    pub image: &'a Path,
+    /// The user turn's text.
+    pub prompt: &'a str,
+    pub persona: Option<&'a PersonaVectors>,
+    pub generation: GenerationConfig,
 }
 
 /// What `deper caption --json` prints.
@@ -139,16 +150,98 @@ impl<B: Backend> Vlm<B> {
         generation: &GenerationConfig,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Caption> {
+        let input = self.prepare(image, prompt, persona)?;
+        let out = self.model.generate(&input, generation, on_token)?;
+        self.finish(out, generation)
+    }
+
+    /// Several captions generated as one batch (see [`Qwen2Vl::generate_batch_with`]); one result per
+    /// job, in order. A job whose image, prompt or persona is bad gets its own error and the others
+    /// still run; if the batch as a whole is refused, every job is retried alone so each gets its own
+    /// answer. `on_token(job, id)` streams.
+    pub fn caption_batch(
+        &self,
+        jobs: &[CaptionJob<'_>],
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Vec<Result<Caption>> {
+        let mut results: Vec<Option<Result<Caption>>> = Vec::with_capacity(jobs.len());
+        let mut ready = Vec::new();
+        for (k, job) in jobs.iter().enumerate() {
+            let prepared = self.prepare(job.image, job.prompt, job.persona).and_then(|input| {
+                self.check_fits(&input, &job.generation)?;
+                Ok(input)
+            });
+            match prepared {
+                Ok(input) => {
+                    ready.push((k, input));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let inputs: Vec<MultimodalInput<B>> = ready.iter().map(|(_, input)| input.clone()).collect();
+        let configs: Vec<GenerationConfig> = ready.iter().map(|(k, _)| jobs[*k].generation.clone()).collect();
+        let rows: Vec<usize> = ready.iter().map(|(k, _)| *k).collect();
+        match self.model.generate_batch_with(&inputs, &configs, &mut |row, id| on_token(rows[row], id)) {
+            Ok(outs) => {
+                for (out, &k) in outs.into_iter().zip(&rows) {
+                    results[k] = Some(self.finish(out, &jobs[k].generation));
+                }
+            }
+            Err(_) => {
+                for (input, &k) in inputs.iter().zip(&rows) {
+                    let generation = &jobs[k].generation;
+                    let out = self.model.generate(input, generation, &mut |id| on_token(k, id));
+                    results[k] = Some(out.and_then(|out| self.finish(out, generation)));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(VlmError::Input("caption job was not run".into()))))
+            .collect()
+    }
+
+    /// The prompt of one caption: the image preprocessed, the user turn templated (image before
+    /// text, pads expanded), persona vectors attached.
+    fn prepare(&self, image: &Path, prompt: &str, persona: Option<&PersonaVectors>) -> Result<MultimodalInput<B>> {
         let pixels = self.processor.preprocess_file(image)?;
         let (_, prompt_ids) =
             self.tokenizer.caption_prompt(prompt, pixels.grid_thw, self.config.vision.spatial_merge_size)?;
-        let input = MultimodalInput {
+        Ok(MultimodalInput {
             input_ids: prompt_ids,
             pixel_values: Some(pixels.to_tensor(&self.device)),
             image_grid_thw: vec![pixels.grid_thw],
             persona: persona.map(|p| self.persona(p)).transpose()?,
-        };
-        let out = self.model.generate(&input, generation, on_token)?;
+        })
+    }
+
+    /// Refuses a job that would make the whole batch fail: too long for the context, or a persona
+    /// whose rows do not match its tokens in the prompt.
+    fn check_fits(&self, input: &MultimodalInput<B>, generation: &GenerationConfig) -> Result<()> {
+        let needed = input.input_ids.len() + generation.max_new_tokens;
+        if needed > self.config.text.max_position_embeddings {
+            return Err(VlmError::Input(format!(
+                "prompt plus max_new_tokens is {needed} positions, longer than the context of {}",
+                self.config.text.max_position_embeddings
+            )));
+        }
+        if let Some(persona) = &input.persona {
+            for &id in &persona.token_ids {
+                let rows = persona.token_ids.iter().filter(|&&t| t == id).count();
+                let slots = input.input_ids.iter().filter(|&&t| t == id).count();
+                if rows != slots {
+                    return Err(VlmError::Input(format!(
+                        "persona token {id} occurs {slots} times in the prompt but has {rows} persona vectors"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Text of a finished generation (stop tokens left out).
+    fn finish(&self, out: crate::model::Generated, generation: &GenerationConfig) -> Result<Caption> {
         let content: Vec<u32> =
             out.generated_ids.iter().copied().filter(|id| !generation.stop_tokens.contains(id)).collect();
         let text = self.tokenizer.decode(&content, true)?;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use deper_vlm::{GenerationConfig, PersonaVectors, SamplingConfig, Vlm};
+use deper_vlm::{CaptionJob, GenerationConfig, PersonaVectors, SamplingConfig, Vlm};
 use deper_weights::{write_safetensors, Checkpoint, TensorData};
 
 fn greedy12() -> GenerationConfig {
@@ -54,6 +54,52 @@ fn caption_from_image_file_matches_reference_greedy_ids() {
     let err =
         vlm.caption(&fixture().join("image.png"), "Describe the image.", Some(&persona), &greedy12(), &mut |_| true);
     assert!(err.unwrap_err().to_string().contains("persona token 399"));
+}
+
+#[test]
+fn caption_batch_gives_each_job_its_own_caption_or_error() {
+    let r = reference();
+    let vlm = Vlm::<B>::load(&model_dir(), &Default::default()).unwrap();
+    let (v, _) = r.f32_any("persona_vector").unwrap();
+    let persona = PersonaVectors { values: v, rows: 1, token_ids: None };
+    let image = fixture().join("image.png");
+    let missing = fixture().join("no-such-image.png");
+    let persona_prompt = "Describe the image in the style of <|persona|>.";
+    let job = |image, prompt, persona, n| CaptionJob {
+        image,
+        prompt,
+        persona,
+        generation: GenerationConfig { max_new_tokens: n, ..greedy12() },
+    };
+    let jobs = vec![
+        job(image.as_path(), "Describe the image.", None, 12),
+        job(missing.as_path(), "Describe the image.", None, 12),
+        job(image.as_path(), persona_prompt, Some(&persona), 12),
+        // Persona vectors without a persona token: this job fails alone.
+        job(image.as_path(), "Describe the image.", Some(&persona), 12),
+        job(image.as_path(), "Describe the image.", None, 5),
+    ];
+    let mut streamed: Vec<Vec<u32>> = vec![Vec::new(); jobs.len()];
+    let out = vlm.caption_batch(&jobs, &mut |k, id| {
+        streamed[k].push(id);
+        true
+    });
+    assert_eq!(out.len(), jobs.len());
+    let ok: Vec<&deper_vlm::Caption> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 3);
+    assert_eq!(out[0].as_ref().unwrap().generated_ids, ids(&r, "a.generated_ids_plain"));
+    assert!(out[1].as_ref().unwrap_err().to_string().contains("no-such-image"), "{:?}", out[1]);
+    assert_eq!(out[2].as_ref().unwrap().generated_ids, ids(&r, "b.generated_ids_persona"));
+    assert!(out[3].as_ref().unwrap_err().to_string().contains("persona token 399"), "{:?}", out[3]);
+    assert_eq!(out[4].as_ref().unwrap().generated_ids, ids(&r, "a.generated_ids_plain")[..5]);
+    for (k, result) in out.iter().enumerate() {
+        let expected = result.as_ref().map(|c| c.generated_ids.clone()).unwrap_or_default();
+        assert_eq!(streamed[k], expected, "job {k} streamed");
+        if let Ok(caption) = result {
+            let alone = vlm.caption(jobs[k].image, jobs[k].prompt, jobs[k].persona, &jobs[k].generation, &mut |_| true);
+            assert_eq!(caption.text, alone.unwrap().text);
+        }
+    }
 }
 
 #[test]

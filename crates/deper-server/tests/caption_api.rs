@@ -115,3 +115,68 @@ async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_that_arrive_together_are_generated_as_one_batch() {
+    use deper_server::server::caption::Batching;
+    use std::sync::atomic::Ordering;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = ServerSettings::new(data.path());
+    // A wide window so the test's simultaneous requests surely meet; the default is 15 ms.
+    let batching = Batching { max_batch: 4, window: Duration::from_millis(400) };
+    let captioner = Arc::new(VlmCaptioner::load_with(&model_dir(), None, batching).unwrap());
+    settings.caption = Some(captioner.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(launch(settings, listener, async move {
+        let _ = rx.await;
+    }));
+    let api = Api::new(&format!("http://{addr}"));
+    let started = Instant::now();
+    while api.http.get(api.url("/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = std::fs::read_to_string(data.path().join("researcher-token")).unwrap().trim().to_string();
+    // Two images of different sizes, so the prompts differ in length (left padding is exercised).
+    let mut shas = Vec::new();
+    for (w, h) in [(56, 56), (84, 112)] {
+        let (status, stim) = api.upload(&token, png(w, h, 3)).await;
+        assert!(status == 200 || status == 201, "{stim}");
+        shas.push(stim["sha256"].as_str().unwrap().to_string());
+    }
+    let persona = |seed: usize| -> Vec<f32> { (0..64).map(|i| (((i * 37 + seed) % 11) as f32 - 5.0) * 3.0).collect() };
+    let requests = vec![
+        json!({"image": shas[0], "max_new_tokens": 6}),
+        json!({"image": shas[1], "max_new_tokens": 8, "persona": persona(1)}),
+        json!({"image": shas[0], "max_new_tokens": 5, "persona": persona(2)}),
+        json!({"image": shas[1], "max_new_tokens": 7}),
+    ];
+    // One at a time: each is a batch of one.
+    let mut alone = Vec::new();
+    for request in &requests {
+        let (status, out) = api.post("/api/captions", Some(&token), request).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["batch_size"], 1, "{out}");
+        alone.push(out);
+    }
+    assert_eq!(captioner.stats().largest_batch.load(Ordering::Relaxed), 1);
+    // All at once: one batch of four, each caption what it was alone.
+    let together =
+        futures_util::future::join_all(requests.iter().map(|request| api.post("/api/captions", Some(&token), request)))
+            .await;
+    for (k, ((status, out), single)) in together.iter().zip(&alone).enumerate() {
+        assert_eq!(*status, 200, "{out}");
+        assert_eq!(out["batch_size"], 4, "request {k}: {out}");
+        assert_eq!(out["generated_ids"], single["generated_ids"], "request {k}");
+        assert_eq!(out["caption"], single["caption"], "request {k}");
+        assert_eq!(out["personalized"], single["personalized"], "request {k}");
+    }
+    assert_eq!(captioner.stats().largest_batch.load(Ordering::Relaxed), 4);
+    assert_eq!(captioner.stats().requests.load(Ordering::Relaxed), 8);
+    assert_eq!(captioner.stats().batches.load(Ordering::Relaxed), 5);
+
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+}

@@ -1,8 +1,11 @@
 //! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend.
 //!
 //! ```text
-//! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS]
+//! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH]
 //! ```
+//!
+//! With BATCH > 1 it also generates BATCH copies of the prompt one after the other and then as one
+//! batch (`generate_batch`), and prints both throughputs and their ratio (the batching speed-up).
 //!
 //! Prints prefill tokens/s (prompt incl. image tokens, vision tower included), decode tokens/s (greedy,
 //! KV cache) and the process's peak resident memory. Thread count follows the backend's defaults
@@ -26,11 +29,12 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS]".into());
+        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH]".into());
     }
     let (dir, image) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     let new_tokens: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let batch: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let device = Default::default();
     let t = Instant::now();
     let vlm = Vlm::<B>::load(&dir, &device)?;
@@ -76,6 +80,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         best_decode * 1e3
     );
     println!("generated: {} ids", out.generated_ids.len());
+    if batch > 1 {
+        // Stop tokens off so every row generates exactly `new_tokens`.
+        let config = GenerationConfig { max_new_tokens: new_tokens, stop_tokens: Vec::new(), ..Default::default() };
+        let inputs = vec![input.clone(); batch];
+        let (mut best_seq, mut best_batch) = (f64::MAX, f64::MAX);
+        for _ in 0..repeats {
+            let t = Instant::now();
+            for one in &inputs {
+                vlm.model.generate(one, &config, &mut |_| true)?;
+            }
+            best_seq = best_seq.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let outs = vlm.model.generate_batch(&inputs, &config)?;
+            best_batch = best_batch.min(t.elapsed().as_secs_f64());
+            assert!(outs.iter().all(|o| o.generated_ids.len() == new_tokens));
+        }
+        let tokens = (batch * new_tokens) as f64;
+        println!(
+            "{batch} requests × {new_tokens} tokens: one at a time {:.1} tokens/s, batched {:.1} tokens/s, ratio {:.2}×",
+            tokens / best_seq,
+            tokens / best_batch,
+            best_seq / best_batch
+        );
+    }
     if let Some(mib) = peak_rss_mib() {
         println!("peak RSS: {mib:.1} MiB");
     }

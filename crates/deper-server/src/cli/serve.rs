@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Largest image upload in bytes.
     #[arg(long, default_value_t = Limits::default().max_upload_bytes)]
     pub max_upload_bytes: usize,
+    /// Most caption requests generated together in one batch.
+    #[arg(long, default_value_t = crate::server::caption::Batching::default().max_batch, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub caption_batch: usize,
+    /// Milliseconds an idle captioner waits for more requests to batch with the first one.
+    #[arg(long, default_value_t = crate::server::caption::Batching::default().window.as_millis() as u64)]
+    pub caption_batch_window_ms: u64,
     /// Replace the researcher token with a new one (printed, and written to DATA/researcher-token).
     #[arg(long)]
     pub reset_token: bool,
@@ -89,7 +95,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             if !vlm.is_dir() {
                 anyhow::bail!("--vlm {}: not a folder", vlm.display());
             }
-            let service = crate::server::caption::VlmCaptioner::load(vlm, args.persona_run.as_deref())?;
+            let batching = crate::server::caption::Batching {
+                max_batch: args.caption_batch,
+                window: std::time::Duration::from_millis(args.caption_batch_window_ms),
+            };
+            let service = crate::server::caption::VlmCaptioner::load_with(vlm, args.persona_run.as_deref(), batching)?;
             eprintln!("caption API: {} loaded", vlm.display());
             Some(std::sync::Arc::new(service))
         }

@@ -1,6 +1,7 @@
 //! The caption endpoint (`POST /api/captions`, also `/api/caption`): a [`CaptionService`] in the app
-//! state. [`VlmCaptioner`] is the real one: a Hugging Face Qwen2-VL folder loaded once and shared,
-//! with an optional DEPER stage-2 run whose adapter turns a z_s into the persona token's embedding.
+//! state. [`VlmCaptioner`] is the real one: a Hugging Face Qwen2-VL folder loaded once, owned by one
+//! worker thread that generates requests arriving together as one batch ([`Batching`]), with an
+//! optional DEPER stage-2 run whose adapter turns a z_s into the persona token's embedding.
 //! Without a service the endpoint answers 503.
 
 use super::error::{ApiError, ApiJson, ApiResult};
@@ -47,6 +48,13 @@ pub struct CaptionResponse {
     pub personalized: bool,
     #[serde(default)]
     pub generated_ids: Vec<u32>,
+    /// How many requests were generated together with this one (itself included).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A loaded captioner. Calls run on a blocking thread.
@@ -75,13 +83,57 @@ pub trait CaptionService: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The VLM (CPU) with an optional DEPER adapter.
+/// How [`VlmCaptioner`] groups requests into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Most requests generated together.
+    pub max_batch: usize,
+    /// How long the first request of an idle captioner waits for company. Requests that arrive
+    /// while a batch is generating are batched in the next round whatever this is.
+    pub window: std::time::Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        // A few milliseconds against captions that take hundreds: simultaneous requests share a pass.
+        Self { max_batch: 8, window: std::time::Duration::from_millis(15) }
+    }
+}
+
+/// One request waiting for the batch worker.
+struct Pending {
+    image: std::path::PathBuf,
+    prompt: String,
+    persona: Option<deper_vlm::PersonaVectors>,
+    max_new_tokens: usize,
+    events: std::sync::mpsc::Sender<RowEvent>,
+}
+
+/// What the worker tells a waiting request.
+enum RowEvent {
+    /// A generated id and the text it adds to the caption.
+    Token(u32, String),
+    /// The caption (or why not) and how many requests shared its batch.
+    Done(Result<deper_vlm::Caption, String>, usize),
+}
+
+/// The VLM (CPU) with an optional DEPER adapter, owned by one worker thread that generates the
+/// requests queued together as one batch ([`deper_vlm::Vlm::caption_batch`]).
 pub struct VlmCaptioner {
-    vlm: std::sync::Mutex<deper_vlm::Vlm<burn::backend::NdArray>>,
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<Pending>>,
     hidden: usize,
     has_persona_token: bool,
     /// Adapter weight `[d_in, hidden]` row-major and `d_in` (the z_s width).
     adapter: Option<(Vec<f32>, usize)>,
+    stats: std::sync::Arc<BatchStats>,
+}
+
+/// Counters of the batch worker.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: std::sync::atomic::AtomicUsize,
+    pub requests: std::sync::atomic::AtomicUsize,
+    pub largest_batch: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for VlmCaptioner {
@@ -92,9 +144,21 @@ impl std::fmt::Debug for VlmCaptioner {
 
 impl VlmCaptioner {
     /// Loads `vlm` (a Hugging Face Qwen2-VL folder) and, optionally, the adapter of a `deper train
-    /// stage2 --method deper` run.
+    /// stage2 --method deper` run, with the default [`Batching`].
     pub fn load(vlm: &std::path::Path, stage2_run: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        Self::load_with(vlm, stage2_run, Batching::default())
+    }
+
+    /// [`Self::load`] with explicit batching.
+    pub fn load_with(
+        vlm: &std::path::Path,
+        stage2_run: Option<&std::path::Path>,
+        batching: Batching,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
+        if batching.max_batch == 0 {
+            anyhow::bail!("the caption batch size must be at least 1");
+        }
         let device = Default::default();
         let model = deper_vlm::Vlm::<burn::backend::NdArray>::load(vlm, &device)
             .with_context(|| format!("--vlm {}", vlm.display()))?;
@@ -120,7 +184,19 @@ impl VlmCaptioner {
                 Some((values, d_in))
             }
         };
-        Ok(Self { vlm: std::sync::Mutex::new(model), hidden, has_persona_token, adapter })
+        let (queue, requests) = std::sync::mpsc::channel::<Pending>();
+        let stats = std::sync::Arc::new(BatchStats::default());
+        let worker_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("deper-captioner".into())
+            .spawn(move || batch_worker(model, requests, batching, &worker_stats))
+            .context("starting the captioner thread")?;
+        Ok(Self { queue: std::sync::Mutex::new(queue), hidden, has_persona_token, adapter, stats })
+    }
+
+    /// Batches run and requests served so far.
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
     }
 
     /// The persona token's embedding for a request's vector: as given (VLM hidden size) or through
@@ -146,6 +222,76 @@ impl VlmCaptioner {
                 v.len(),
                 self.hidden
             )),
+        }
+    }
+}
+
+/// The captioner thread: waits for a request, gathers the ones that arrive within the window (or
+/// queued meanwhile), generates them as one batch and streams each its tokens. It ends when the
+/// captioner is dropped.
+fn batch_worker(
+    vlm: deper_vlm::Vlm<burn::backend::NdArray>,
+    requests: std::sync::mpsc::Receiver<Pending>,
+    batching: Batching,
+    stats: &BatchStats,
+) {
+    use std::sync::atomic::Ordering;
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        let deadline = std::time::Instant::now() + batching.window;
+        while batch.len() < batching.max_batch {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match requests.recv_timeout(left) {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let jobs: Vec<deper_vlm::CaptionJob<'_>> = batch
+            .iter()
+            .map(|p| deper_vlm::CaptionJob {
+                image: &p.image,
+                prompt: &p.prompt,
+                persona: p.persona.as_ref(),
+                generation: vlm.generation_config(p.max_new_tokens),
+            })
+            .collect();
+        let stop_tokens = vlm.eos_token_ids.clone();
+        // Each token's text is what it adds to the decoded caption (byte-level BPE pieces may only
+        // become characters together with later ones).
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); batch.len()];
+        let mut texts: Vec<String> = vec![String::new(); batch.len()];
+        let mut on_token = |k: usize, id: u32| {
+            let added = if stop_tokens.contains(&id) {
+                String::new()
+            } else {
+                ids[k].push(id);
+                let now = vlm.tokenizer.decode(&ids[k], true).unwrap_or_default();
+                let added = now.strip_prefix(texts[k].as_str()).unwrap_or("").to_string();
+                if now.starts_with(texts[k].as_str()) {
+                    texts[k] = now;
+                }
+                added
+            };
+            // A closed receiver is a client that went away: its row stops.
+            batch[k].events.send(RowEvent::Token(id, added)).is_ok()
+        };
+        let results =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vlm.caption_batch(&jobs, &mut on_token)));
+        let size = batch.len();
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(size, Ordering::Relaxed);
+        stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+        match results {
+            Ok(results) => {
+                for (pending, result) in batch.iter().zip(results) {
+                    let _ = pending.events.send(RowEvent::Done(result.map_err(|e| e.to_string()), size));
+                }
+            }
+            Err(_) => {
+                for pending in &batch {
+                    let _ = pending.events.send(RowEvent::Done(Err("the captioner failed on this batch".into()), size));
+                }
+            }
         }
     }
 }
@@ -188,27 +334,40 @@ impl CaptionService for VlmCaptioner {
         } else {
             deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT
         };
-        let prompt = request.prompt.as_deref().unwrap_or(default_prompt);
-        let vlm = self.vlm.lock().map_err(|_| anyhow::anyhow!("the captioner crashed earlier"))?;
-        let generation = vlm.generation_config(request.max_new_tokens.unwrap_or(64));
-        // Each token's text is what it adds to the decoded caption (byte-level BPE pieces may only
-        // become characters together with later ones).
-        let mut ids = Vec::new();
-        let mut text = String::new();
-        let mut forward = |id: u32| {
-            if generation.stop_tokens.contains(&id) {
-                return on_token(id, "");
-            }
-            ids.push(id);
-            let now = vlm.tokenizer.decode(&ids, true).unwrap_or_default();
-            let added = now.strip_prefix(text.as_str()).unwrap_or("").to_string();
-            if now.starts_with(text.as_str()) {
-                text = now;
-            }
-            on_token(id, &added)
+        let personalized = persona.is_some();
+        let (events, replies) = std::sync::mpsc::channel();
+        let pending = Pending {
+            image: image_path.to_path_buf(),
+            prompt: request.prompt.clone().unwrap_or_else(|| default_prompt.to_string()),
+            persona,
+            max_new_tokens: request.max_new_tokens.unwrap_or(64),
+            events,
         };
-        let out = vlm.caption(image_path, prompt, persona.as_ref(), &generation, &mut forward)?;
-        Ok(CaptionResponse { caption: out.text, personalized: persona.is_some(), generated_ids: out.generated_ids })
+        self.queue
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the captioner crashed earlier"))?
+            .send(pending)
+            .map_err(|_| anyhow::anyhow!("the captioner thread has stopped"))?;
+        loop {
+            match replies.recv() {
+                Ok(RowEvent::Token(id, added)) => {
+                    if !on_token(id, &added) {
+                        // Dropping `replies` tells the worker to stop this row.
+                        anyhow::bail!("the client went away");
+                    }
+                }
+                Ok(RowEvent::Done(result, batch_size)) => {
+                    let out = result.map_err(anyhow::Error::msg)?;
+                    return Ok(CaptionResponse {
+                        caption: out.text,
+                        personalized,
+                        generated_ids: out.generated_ids,
+                        batch_size,
+                    });
+                }
+                Err(_) => anyhow::bail!("the captioner thread stopped during the request"),
+            }
+        }
     }
 }
 

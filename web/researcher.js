@@ -114,7 +114,7 @@ async function studyCard(token, study) {
   const link = `${location.origin}/?study=${study.id}`;
   const detail = await api(`/api/studies/${study.id}`, { token });
   const sessions = h('tbody', { id: `sessions-${study.id}` }, ...await sessionRows(token, study, detail.stimuli));
-  const upload = h('input', { type: 'file', accept: 'image/png', multiple: true, 'aria-label': `Add images to study ${study.id}` });
+  const upload = h('input', { type: 'file', accept: 'image/png,image/jpeg', multiple: true, 'aria-label': `Add images to study ${study.id}` });
   upload.addEventListener('change', async () => {
     for (const file of upload.files) {
       status(`uploading ${file.name}…`);
@@ -136,7 +136,7 @@ async function studyCard(token, study) {
   return h('article', { class: 'card', 'data-study': study.id },
     h('h3', {}, `${study.id}. ${study.title}`),
     h('p', {}, 'Participant link: ', h('a', { href: link }, link), ` · capture: ${study.capture_mode} · description: ${study.description_mode}`),
-    h('p', {}, h('label', {}, 'Add PNG images: ', upload), ' ', exportButton, ' ', mapButton),
+    h('p', {}, h('label', {}, 'Add PNG or JPEG images: ', upload), ' ', exportButton, ' ', mapButton),
     mapSlot,
     h('p', { class: 'muted' }, `${detail.stimuli.length} images`),
     editForm(token, study),

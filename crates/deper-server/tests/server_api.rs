@@ -340,13 +340,21 @@ async fn limits_and_bad_input_give_clear_errors(s: &Server) {
     assert_eq!(status, 422, "{body}");
     assert!(message(&body).contains("trial"), "{body}");
 
-    // Uploads: not an image, a JPEG, too large.
+    // Uploads: not an image, a broken JPEG, a real JPEG, too large.
     let (status, body) = s.api.upload(&s.token, b"just text".to_vec()).await;
     assert_eq!(status, 422, "{body}");
     assert!(message(&body).contains("PNG"), "{body}");
     let (status, body) = s.api.upload(&s.token, b"\xff\xd8\xff\xe0\0\x10JFIF".to_vec()).await;
     assert_eq!(status, 422, "{body}");
     assert!(message(&body).contains("JPEG"), "{body}");
+    // A real JPEG is accepted and stored as PNG.
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(30, 20, |x, y| image::Rgb([x as u8 * 8, y as u8 * 12, 99]))
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let (status, body) = s.api.upload(&s.token, jpeg.into_inner()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(30), Some(20)), "{body}");
     let (status, body) = s.api.upload(&s.token, vec![0u8; 100 << 10]).await;
     assert_eq!(status, 413, "{body}");
     // Multipart uploads work too.

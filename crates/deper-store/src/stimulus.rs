@@ -1,7 +1,10 @@
-//! Uploaded images: validated as PNG, stored once under `DATA/stimuli/` by SHA-256.
+//! Uploaded images: validated, stored once under `DATA/stimuli/` as PNG by SHA-256.
 //!
-//! Only PNG is accepted because the workspace's `image` build has only the PNG codec;
-//! other formats are recognised by their magic bytes so the error can say what was sent.
+//! PNG uploads are stored byte for byte. JPEG uploads (COCO, Flickr30k and camera pictures are
+//! JPEG) are decoded and stored as the PNG of their pixels, so every stored stimulus decodes the same
+//! way everywhere (browser, backbone, VLM) and no second lossy step happens later; the SHA-256 is that
+//! of the stored PNG. Other formats are recognised by their magic bytes so the error can say what was
+//! sent.
 
 use crate::error::{Result, StoreError};
 use crate::{sha256_hex, NewStimulus, Stimulus, Store};
@@ -13,20 +16,43 @@ pub const MAX_SIDE: u32 = 8192;
 
 /// Checks that `bytes` is a PNG image that decodes; returns its width and height.
 pub fn validate_png(bytes: &[u8]) -> Result<(u32, u32)> {
-    let kind = sniff(bytes);
-    if kind != "PNG" {
-        let what = if kind.is_empty() { "not an image".to_string() } else { format!("a {kind} image") };
-        return Err(StoreError::Invalid(format!(
-            "the upload is {what}; only PNG images are accepted (this build has no JPEG or other decoder yet)"
-        )));
+    let img = decode(bytes, image::ImageFormat::Png, "PNG")?;
+    Ok((img.width(), img.height()))
+}
+
+/// The PNG to store for an upload: PNG bytes as they are, a JPEG as the PNG of its decoded pixels
+/// (RGB, or grey for a greyscale JPEG); with its width and height.
+pub fn stored_png(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, u32, u32)> {
+    match sniff(bytes) {
+        "PNG" => {
+            let (w, h) = validate_png(bytes)?;
+            Ok((std::borrow::Cow::Borrowed(bytes), w, h))
+        }
+        "JPEG" => {
+            let img = decode(bytes, image::ImageFormat::Jpeg, "JPEG")?;
+            let img = match img.color().channel_count() {
+                1 | 2 => image::DynamicImage::ImageLuma8(img.to_luma8()),
+                _ => image::DynamicImage::ImageRgb8(img.to_rgb8()),
+            };
+            let mut png = Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| StoreError::Invalid(format!("the JPEG image could not be stored as PNG: {e}")))?;
+            Ok((std::borrow::Cow::Owned(png.into_inner()), img.width(), img.height()))
+        }
+        kind => {
+            let what = if kind.is_empty() { "not an image".to_string() } else { format!("a {kind} image") };
+            Err(StoreError::Invalid(format!("the upload is {what}; PNG and JPEG images are accepted")))
+        }
     }
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Png);
+}
+
+fn decode(bytes: &[u8], format: image::ImageFormat, name: &str) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| StoreError::Invalid(format!("the PNG image does not decode: {e}")))?;
-    Ok((img.width(), img.height()))
+    reader.decode().map_err(|e| StoreError::Invalid(format!("the {name} image does not decode: {e}")))
 }
 
 /// Names the image format from the first bytes ("" when unknown).
@@ -42,9 +68,11 @@ fn sniff(bytes: &[u8]) -> &'static str {
     SIGNATURES.iter().find(|(sig, _)| bytes.starts_with(sig)).map_or("", |(_, name)| name)
 }
 
-/// Validates `bytes`, writes them to `DATA/stimuli/<aa>/<sha256>.png` (once) and registers them.
+/// Validates `bytes` (PNG or JPEG), writes the PNG to `DATA/stimuli/<aa>/<sha256>.png` (once) and
+/// registers it.
 pub async fn save_stimulus(store: &dyn Store, data_dir: &Path, bytes: &[u8]) -> Result<Stimulus> {
-    let (width, height) = validate_png(bytes)?;
+    let (png, width, height) = stored_png(bytes)?;
+    let bytes: &[u8] = &png;
     let sha = sha256_hex(bytes);
     let rel = format!("stimuli/{}/{sha}.png", &sha[..2]);
     let path = data_dir.join(&rel);

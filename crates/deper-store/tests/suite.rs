@@ -85,13 +85,34 @@ async fn stimuli_are_content_addressed_and_ordered(store: &dyn Store, data: &Pat
     assert!(matches!(store.attach_stimulus(study.id, 9999).await, Err(StoreError::NotFound { .. })));
 
     let err = save_stimulus(store, data, b"\xff\xd8\xff\xe0 not really").await.unwrap_err().to_string();
-    assert!(err.contains("JPEG") && err.contains("PNG"), "{err}");
+    assert!(err.contains("JPEG image does not decode"), "{err}");
+    let err = save_stimulus(store, data, b"GIF89a....").await.unwrap_err().to_string();
+    assert!(err.contains("GIF") && err.contains("PNG and JPEG"), "{err}");
+
+    // A JPEG is stored as the PNG of its decoded pixels; the same JPEG again is the same stimulus.
+    let jpeg = jpeg(24, 16);
+    let j1 = save_stimulus(store, data, &jpeg).await.unwrap();
+    assert_eq!((j1.width, j1.height), (24, 16));
+    let stored = std::fs::read(data.join(&j1.file)).unwrap();
+    assert!(stored.starts_with(b"\x89PNG"), "stored as PNG");
+    assert_eq!(j1.sha256, deper_store::sha256_hex(&stored));
+    let decoded = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap().to_rgb8();
+    let from_png = image::load_from_memory_with_format(&stored, image::ImageFormat::Png).unwrap().to_rgb8();
+    assert_eq!(decoded, from_png, "the stored PNG holds exactly the JPEG's pixels");
+    assert_eq!(save_stimulus(store, data, &jpeg).await.unwrap(), j1);
     let err = save_stimulus(store, data, b"hello").await.unwrap_err().to_string();
     assert!(err.contains("not an image"), "{err}");
     let mut broken = bytes.clone();
     broken.truncate(40);
     let err = save_stimulus(store, data, &broken).await.unwrap_err().to_string();
     assert!(err.contains("does not decode"), "{err}");
+}
+
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 10) as u8, (y * 15) as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
 }
 
 async fn sessions_descriptions_and_finish(store: &dyn Store, data: &Path) {

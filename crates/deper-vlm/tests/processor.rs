@@ -76,6 +76,24 @@ fn resized_image_has_the_smart_resize_grid() {
 }
 
 #[test]
+fn jpeg_files_are_preprocessed_like_their_decoded_pixels() {
+    // COCO and Flickr30k pictures are JPEG: the processor must open them (the decoder's pixels, then
+    // the same path as PNG).
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = image::open(fixture().join("image.png")).unwrap().to_rgb8();
+    let jpeg_path = dir.path().join("image.jpg");
+    rgb.save_with_format(&jpeg_path, image::ImageFormat::Jpeg).unwrap();
+    let decoded = image::open(&jpeg_path).unwrap().to_rgb8();
+    let png_path = dir.path().join("decoded.png");
+    decoded.save_with_format(&png_path, image::ImageFormat::Png).unwrap();
+    let proc = ImageProcessor::from_dir(&model_dir()).unwrap();
+    let from_jpeg = proc.preprocess_file(&jpeg_path).unwrap();
+    let from_png = proc.preprocess_file(&png_path).unwrap();
+    assert_eq!(from_jpeg.grid_thw, [1, 6, 4]);
+    assert_eq!(from_jpeg.values, from_png.values);
+}
+
+#[test]
 fn undecodable_image_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.png");

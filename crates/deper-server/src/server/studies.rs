@@ -116,7 +116,7 @@ async fn upload_stimulus(State(app): State<AppState>, req: Request) -> ApiResult
         })?
     };
     if bytes.is_empty() {
-        return Err(ApiError::unprocessable("empty upload: send the PNG image as the request body"));
+        return Err(ApiError::unprocessable("empty upload: send the PNG or JPEG image as the request body"));
     }
     let stimulus = deper_store::stimulus::save_stimulus(&*app.store, &app.data_dir, &bytes).await?;
     Ok((StatusCode::CREATED, Json(stimulus)))

@@ -208,3 +208,43 @@ fn tiny_deper_overfits_a_fixed_batch() {
     assert!(last_cls < 0.05, "classification loss {last_cls}");
     assert!(last_total < 0.2 * first, "total loss {first} → {last_total}, not an 80% drop");
 }
+
+/// The same weights and inputs on the CPU backend and on wgpu (a real GPU, or Mesa's lavapipe
+/// Vulkan on the CPU in CI) give the same outputs within 1e-4, at the paper's sizes (D = 384,
+/// 4 heads) in every encoder form.
+#[cfg(feature = "wgpu")]
+#[test]
+fn cpu_and_wgpu_forward_agree() {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+
+    let cpu = Default::default();
+    let gpu = WgpuDevice::default();
+    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    for form in [EncoderForm::Interleaved, EncoderForm::Sequential, EncoderForm::SequentialRefined] {
+        let config = DeperConfig::new(PATCH_DIM, VOCAB, 8, 5).with_encoder_form(form);
+        assert_eq!((config.d_model, config.n_heads), (384, 4));
+        // Both models load one record: parameters are initialised lazily, so a clone taken before
+        // first use would draw its own random values.
+        let bytes = recorder.record(config.init::<TestBackend>(&cpu).into_record(), ()).unwrap();
+        let model: Deper<TestBackend> = config.init(&cpu).load_record(recorder.load(bytes.clone(), &cpu).unwrap());
+        let model_gpu: Deper<Wgpu> = config.init(&gpu).load_record(recorder.load(bytes, &gpu).unwrap());
+        let b = batch::<TestBackend>(4, 3, &cpu);
+        let g = batch::<Wgpu>(4, 3, &gpu);
+        let out = model.forward(b.patches, b.caption_ids, b.caption_mask, &b.traj);
+        let out_gpu = model_gpu.forward(g.patches, g.caption_ids, g.caption_mask, &g.traj);
+        let worst = |name: &str, a: Tensor<TestBackend, 2>, b: Vec<f32>| {
+            let a: Vec<f32> = a.into_data().to_vec().unwrap();
+            assert_eq!(a.len(), b.len(), "{name}");
+            let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            println!("{form:?} {name}: max |cpu - wgpu| = {err:.2e}");
+            assert!(err <= 1e-4, "{form:?} {name}: {err}");
+        };
+        let host = |t: Tensor<Wgpu, 2>| -> Vec<f32> { t.into_data().to_vec().unwrap() };
+        worst("z_s", out.z_s, host(out_gpu.z_s));
+        worst("z_scan", out.z_scan, host(out_gpu.z_scan));
+        worst("subject_logits", out.subject_logits, host(out_gpu.subject_logits));
+        worst("pred_boxes", out.pred_boxes.flatten(1, 2), host(out_gpu.pred_boxes.flatten(1, 2)));
+        worst("pred_valid_logits", out.pred_valid_logits, host(out_gpu.pred_valid_logits));
+    }
+}

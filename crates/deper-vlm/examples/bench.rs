@@ -1,8 +1,12 @@
-//! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend.
+//! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend, or on wgpu.
 //!
 //! ```text
-//! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH]
+//! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH] [cpu|wgpu]
+//! cargo run --release -p deper-vlm --features wgpu --example bench -- MODEL_DIR IMAGE 32 3 1 wgpu
 //! ```
+//!
+//! On wgpu every step reads its logits back (the sampler runs on the host), so the times include the
+//! device work.
 //!
 //! With BATCH > 1 it also generates BATCH copies of the prompt one after the other and then as one
 //! batch (`generate_batch`), and prints both throughputs and their ratio (the batching speed-up).
@@ -12,12 +16,11 @@
 //! (set `RAYON_NUM_THREADS` to pin it when comparing with another implementation).
 
 use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
 use deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT;
 use deper_vlm::{GenerationConfig, MultimodalInput, Vlm};
 use std::path::PathBuf;
 use std::time::Instant;
-
-type B = NdArray;
 
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -29,13 +32,22 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH]".into());
+        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH] [cpu|wgpu]".into());
     }
+    match args.get(5).map(String::as_str).unwrap_or("cpu") {
+        "cpu" => run::<NdArray>(&args, Default::default()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<burn::backend::Wgpu>(&args, Default::default()),
+        other => Err(format!("device `{other}`: cpu, or wgpu when built with --features wgpu").into()),
+    }
+}
+
+fn run<B: Backend>(args: &[String], device: B::Device) -> Result<(), Box<dyn std::error::Error>> {
+    println!("device: {device:?}");
     let (dir, image) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     let new_tokens: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let repeats: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let batch: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let device = Default::default();
     let t = Instant::now();
     let vlm = Vlm::<B>::load(&dir, &device)?;
     println!("load: {:.2} s", t.elapsed().as_secs_f64());

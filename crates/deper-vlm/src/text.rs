@@ -263,7 +263,7 @@ impl<B: Backend> TextModel<B> {
     /// LM head. # Shapes: `[1, L, hidden]` → `[1, L, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 // `W · hᵀ` keeps the big [vocab, hidden] matrix in its stored layout (a transposed view
                 // of it would be copied by the CPU backend on every step); only the small result is
@@ -290,8 +290,8 @@ impl<B: Backend> DecoderLayer<B> {
         let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, cache, mask)?;
         let x = x + h;
         let h = self.post_attention_layernorm.forward(x.clone());
-        let h = silu(self.mlp.gate_proj.forward(h.clone())) * self.mlp.up_proj.forward(h);
-        Ok(x + self.mlp.down_proj.forward(h))
+        let h = silu(linear(&self.mlp.gate_proj, h.clone())) * linear(&self.mlp.up_proj, h);
+        Ok(x + linear(&self.mlp.down_proj, h))
     }
 }
 
@@ -310,9 +310,9 @@ impl<B: Backend> Attention<B> {
     ) -> Result<Tensor<B, 3>> {
         let [b, l, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, H, L, hd]
-        let k = self.k_proj.forward(x.clone()).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
-        let v = self.v_proj.forward(x).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
+        let q = linear(&self.q_proj, x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, H, L, hd]
+        let k = linear(&self.k_proj, x.clone()).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
+        let v = linear(&self.v_proj, x).reshape([b, l, kvh, hd]).swap_dims(1, 2); // [b, KVH, L, hd]
         let q = apply_rotary(q, rope.cos.clone(), rope.sin.clone());
         let k = apply_rotary(k, rope.cos.clone(), rope.sin.clone());
         let (k, v, past) = match cache {
@@ -350,8 +350,20 @@ impl<B: Backend> Attention<B> {
         }
         let out = softmax(scores, 3).matmul(v); // [b, H, L, hd]
         let out = out.swap_dims(1, 2).reshape([b, l, h * hd]); // [b, L, H·hd]
-        Ok(self.o_proj.forward(out))
+        Ok(linear(&self.o_proj, out))
     }
+}
+
+/// `Linear` on the rows of `[b, L, in]` as one `[b·L, in]` matrix.
+///
+/// burn's linear reshapes the weight to the input's rank, and burn-ndarray 0.21's reshape copies, so a
+/// 3-D input copies every weight matrix once more per call; a 2-D input skips that copy (its matmul
+/// still copies and packs the weight once: see the crate README's benchmark). Same numbers either way.
+fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, l, d] = x.dims();
+    let y = layer.forward(x.reshape([b * l, d]));
+    let out = y.dims()[1];
+    y.reshape([b, l, out])
 }
 
 /// Positions `(p, p, p)` for `n` text tokens starting at `start`.

@@ -300,9 +300,10 @@ fn bad_checkpoints_and_configs_are_named() {
     // A Qwen2.5-VL checkpoint missing one vision tensor names the key and its shape.
     let ckpt = Checkpoint::open(&model_dir()).unwrap();
     let missing = "visual.blocks.2.mlp.gate_proj.bias";
-    let keep: Vec<(String, (Vec<f32>, Vec<usize>))> =
-        ckpt.keys().into_iter().filter(|k| k != missing).map(|k| (k.clone(), ckpt.f32_any(&k).unwrap())).collect();
-    let tensors: Vec<(&str, Stored<'_>)> = keep.iter().map(|(k, (v, s))| (k.as_str(), Stored::F32(v, s))).collect();
+    let keep: Vec<String> = ckpt.keys().into_iter().filter(|k| k != missing).collect();
+    let stored: Vec<(Vec<f32>, Vec<usize>)> = keep.iter().map(|k| ckpt.f32_any(k).unwrap()).collect();
+    let tensors: Vec<(&str, Stored<'_>)> =
+        keep.iter().zip(&stored).map(|(k, (v, s))| (k.as_str(), Stored::F32(v, s))).collect();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("model.safetensors");
     write_safetensors(&file, &tensors).unwrap();

@@ -481,7 +481,7 @@ pub fn qwen2_5_vl_7b() -> Qwen2VlConfig {
     }
 }
 
-/// The Qwen2.5-VL vision tower (the same in 3B, 7B and 72B up to the merger output width).
+/// The Qwen2.5-VL vision tower (the same in 3B and 7B up to the merger output width).
 fn qwen2_5_vl_vision(out_hidden_size: usize) -> VisionConfig {
     VisionConfig {
         depth: 32,

@@ -230,6 +230,7 @@ pub fn check_grid(grid_thw: &[[usize; 3]], rows: usize, merge: usize) -> Result<
 /// (`h / merge × w / merge`) in squares of `window` merged tokens, row-major; the last row and column of
 /// windows may be smaller.
 pub fn window_index(grid_thw: &[[usize; 3]], merge: usize, window: usize) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let window = window.max(1); // a zero edge cannot tile; the config rejects it, this keeps the function total
     let mut index = Vec::new();
     let mut windows = Vec::new();
     let mut offset = 0;

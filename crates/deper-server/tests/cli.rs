@@ -131,14 +131,19 @@ fn fixture(rel: &str) -> std::path::PathBuf {
 
 #[test]
 fn caption_reproduces_the_reference_greedy_ids() {
-    let model = fixture("qwen2_vl_tiny/model");
-    let image = fixture("qwen2_vl_tiny/image.png");
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("qwen2_vl_tiny/reference.json")).unwrap()).unwrap();
-    let out = ok_json(&["caption", "--model", s(&model), "--image", s(&image), "--max-new-tokens", "12", "--json"]);
-    assert_eq!(out["generated_ids"], reference["a"]["generated_ids_plain"]);
-    assert_eq!(out["text"], reference["a"]["generated_text_plain"]);
-    assert_eq!(out["prompt_ids"].as_array().unwrap().len(), reference["a"]["seq_len"].as_u64().unwrap() as usize);
+    // Qwen2-VL and Qwen2.5-VL folders go through the same command; `model_type` picks the vision tower.
+    for name in ["qwen2_vl_tiny", "qwen2_5_vl_tiny"] {
+        let model = fixture(&format!("{name}/model"));
+        let image = fixture(&format!("{name}/image.png"));
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}/reference.json"))).unwrap())
+                .unwrap();
+        let out = ok_json(&["caption", "--model", s(&model), "--image", s(&image), "--max-new-tokens", "12", "--json"]);
+        assert_eq!(out["generated_ids"], reference["a"]["generated_ids_plain"], "{name}");
+        assert_eq!(out["text"], reference["a"]["generated_text_plain"], "{name}");
+        let prompt_len = out["prompt_ids"].as_array().unwrap().len();
+        assert_eq!(prompt_len, reference["a"]["seq_len"].as_u64().unwrap() as usize, "{name}");
+    }
 }
 
 #[test]

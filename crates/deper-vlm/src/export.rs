@@ -1,10 +1,11 @@
-//! Saving a Qwen2-VL in the Hugging Face layout (`save_pretrained`), the inverse of [`crate::pretrained`].
+//! Saving a Qwen2-VL or Qwen2.5-VL in the Hugging Face layout (`save_pretrained`), the inverse of
+//! [`crate::pretrained`].
 //!
 //! Writes `config.json` in the flat hub layout (the one released checkpoints use), `model.safetensors`
 //! with hub key names (PyTorch `[out, in]` Linear weights, the 5-D Conv3d patch embedding), and
 //! `generation_config.json`. Tokenizer files are written by the caller (they come from elsewhere).
 //! A model saved here loads with [`crate::load_pretrained`] and with transformers'
-//! `Qwen2VLForConditionalGeneration.from_pretrained`.
+//! `Qwen2VLForConditionalGeneration` / `Qwen2_5_VLForConditionalGeneration.from_pretrained`.
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear, RmsNorm};
@@ -14,16 +15,17 @@ use deper_weights::{write_safetensors, TensorData};
 use serde_json::{json, Value};
 use std::path::Path;
 
-use crate::config::Qwen2VlConfig;
+use crate::config::{Qwen2VlConfig, VisionConfig, VisionKind};
 use crate::model::Qwen2Vl;
+use crate::vision::{VisionMlp, VisionNorm};
 use crate::{Result, VlmError};
 
 /// `config.json` in the flat hub layout of the released checkpoints.
 pub fn config_json(config: &Qwen2VlConfig) -> Value {
     let (t, v, k) = (&config.text, &config.vision, &config.tokens);
     json!({
-        "architectures": ["Qwen2VLForConditionalGeneration"],
-        "model_type": "qwen2_vl",
+        "architectures": [v.kind.architecture()],
+        "model_type": v.kind.model_type(),
         "attention_dropout": 0.0,
         "bos_token_id": k.bos_token_id,
         "eos_token_id": k.eos_token_id,
@@ -49,7 +51,14 @@ pub fn config_json(config: &Qwen2VlConfig) -> Value {
         "torch_dtype": "float32",
         "use_cache": true,
         "vocab_size": t.vocab_size,
-        "vision_config": {
+        "vision_config": vision_config_json(v),
+    })
+}
+
+/// The hub `vision_config` of either family (their field names differ, see [`crate::config`]).
+fn vision_config_json(v: &VisionConfig) -> Value {
+    match v.kind {
+        VisionKind::Qwen2Vl => json!({
             "depth": v.depth,
             "embed_dim": v.embed_dim,
             "mlp_ratio": v.mlp_ratio,
@@ -60,8 +69,24 @@ pub fn config_json(config: &Qwen2VlConfig) -> Value {
             "spatial_merge_size": v.spatial_merge_size,
             "spatial_patch_size": v.patch_size,
             "temporal_patch_size": v.temporal_patch_size,
-        },
-    })
+        }),
+        VisionKind::Qwen25Vl => json!({
+            "depth": v.depth,
+            "hidden_act": "silu",
+            "hidden_size": v.embed_dim,
+            "intermediate_size": v.intermediate_size,
+            "num_heads": v.num_heads,
+            "in_chans": v.in_channels,
+            "out_hidden_size": v.hidden_size,
+            "patch_size": v.patch_size,
+            "spatial_merge_size": v.spatial_merge_size,
+            "spatial_patch_size": v.patch_size,
+            "window_size": v.window_size,
+            "fullatt_block_indexes": v.fullatt_block_indexes,
+            "tokens_per_second": v.tokens_per_second,
+            "temporal_patch_size": v.temporal_patch_size,
+        }),
+    }
 }
 
 /// Tensors to write: hub key, row-major values, shape.
@@ -107,6 +132,13 @@ impl Collector {
     fn rms_norm<B: Backend>(&mut self, prefix: &str, n: &RmsNorm<B>) -> Result<()> {
         self.param(format!("{prefix}.weight"), &n.gamma)
     }
+
+    fn vision_norm<B: Backend>(&mut self, prefix: &str, n: &VisionNorm<B>) -> Result<()> {
+        match n {
+            VisionNorm::Layer(n) => self.layer_norm(prefix, n),
+            VisionNorm::Rms(n) => self.rms_norm(prefix, n),
+        }
+    }
 }
 
 /// Writes `config.json`, `generation_config.json` and `model.safetensors` of `model` into `dir`.
@@ -126,14 +158,23 @@ pub fn save_pretrained<B: Backend>(model: &Qwen2Vl<B>, config: &Qwen2VlConfig, d
     c.tensor("visual.patch_embed.proj.weight".into(), conv)?;
     for (j, b) in vis.blocks.iter().enumerate() {
         let p = format!("visual.blocks.{j}");
-        c.layer_norm(&format!("{p}.norm1"), &b.norm1)?;
+        c.vision_norm(&format!("{p}.norm1"), &b.norm1)?;
         c.linear(&format!("{p}.attn.qkv"), &b.qkv)?;
         c.linear(&format!("{p}.attn.proj"), &b.proj)?;
-        c.layer_norm(&format!("{p}.norm2"), &b.norm2)?;
-        c.linear(&format!("{p}.mlp.fc1"), &b.fc1)?;
-        c.linear(&format!("{p}.mlp.fc2"), &b.fc2)?;
+        c.vision_norm(&format!("{p}.norm2"), &b.norm2)?;
+        match &b.mlp {
+            VisionMlp::QuickGelu(m) => {
+                c.linear(&format!("{p}.mlp.fc1"), &m.fc1)?;
+                c.linear(&format!("{p}.mlp.fc2"), &m.fc2)?;
+            }
+            VisionMlp::SwiGlu(m) => {
+                c.linear(&format!("{p}.mlp.gate_proj"), &m.gate_proj)?;
+                c.linear(&format!("{p}.mlp.up_proj"), &m.up_proj)?;
+                c.linear(&format!("{p}.mlp.down_proj"), &m.down_proj)?;
+            }
+        }
     }
-    c.layer_norm("visual.merger.ln_q", &vis.merger.ln_q)?;
+    c.vision_norm("visual.merger.ln_q", &vis.merger.ln_q)?;
     c.linear("visual.merger.mlp.0", &vis.merger.fc1)?;
     c.linear("visual.merger.mlp.2", &vis.merger.fc2)?;
 

@@ -1,9 +1,14 @@
-//! The frozen VLM of DEPER: Qwen2-VL in burn, loaded from Hugging Face files.
+//! The frozen VLM of DEPER: Qwen2-VL and Qwen2.5-VL in burn, loaded from Hugging Face files.
 //!
-//! - [`config`]: both `config.json` layouts (flat hub, nested transformers 5.x) and presets.
+//! The two families share everything but the vision tower; `config.json`'s `model_type` (`qwen2_vl` or
+//! `qwen2_5_vl`) picks it, and the model, generation, persona injection and pipeline serve both.
+//!
+//! - [`config`]: both `config.json` layouts (flat hub, nested transformers 5.x) of both families, and
+//!   presets.
 //! - [`pretrained`]: the key-rename table and [`pretrained::load_pretrained`] (safetensors, sharded,
 //!   bf16/f16/f32, tied embeddings).
-//! - [`vision`]: the ViT with 2-D RoPE and the 2×2 patch merger.
+//! - [`vision`]: the ViT with 2-D RoPE and the 2×2 patch merger (Qwen2-VL full attention, Qwen2.5-VL
+//!   window attention with RMSNorm and SwiGLU).
 //! - [`text`]: the Qwen2 decoder with multimodal rotary positions (M-RoPE) and [`text::rope_index`].
 //! - [`model`]: [`model::Qwen2Vl`] — image features scattered into `<|image_pad|>` slots, persona rows
 //!   injected at persona-token positions, logits, and KV-cache generation with a streaming callback.
@@ -28,7 +33,10 @@ pub mod train;
 pub mod vision;
 
 pub use cache::KvCache;
-pub use config::{qwen2_vl_2b, qwen2_vl_7b, Qwen2VlConfig, TextConfig, TokenIds, VisionConfig};
+pub use config::{
+    qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_vl_2b, qwen2_vl_7b, Qwen2VlConfig, TextConfig, TokenIds, VisionConfig,
+    VisionKind,
+};
 pub use model::{Generated, GenerationConfig, MultimodalInput, Persona, Qwen2Vl, StopReason};
 pub use pipeline::{Caption, CaptionJob, PersonaVectors, Vlm};
 pub use preprocess::{smart_resize, ImageProcessor, PixelValues};

@@ -1,4 +1,4 @@
-//! Loading Hugging Face Qwen2-VL checkpoints.
+//! Loading Hugging Face Qwen2-VL and Qwen2.5-VL checkpoints.
 //!
 //! [`load_pretrained`] reads `config.json` (either layout) and the weights from `model.safetensors` or a
 //! sharded `model.safetensors.index.json` through `deper-weights` (memory-mapped; bf16, f16 and f32 are
@@ -6,7 +6,10 @@
 //! Every tensor is shape-checked and a missing or wrong one is reported by key and expected shape.
 //!
 //! Key names: the hub layout is the canonical one; [`KEY_RENAMES`] lists the other prefixes seen in the
-//! wild, tried in order when the hub key is absent. PyTorch Linear weights are `[out, in]` and are
+//! wild, tried in order when the hub key is absent. Both families use the same prefixes; the vision
+//! blocks differ by name (Qwen2-VL `norm{1,2}.{weight,bias}`, `mlp.fc{1,2}`; Qwen2.5-VL RMSNorm
+//! `norm{1,2}.weight`, `mlp.{gate,up,down}_proj` with biases, `merger.ln_q.weight` only), chosen by
+//! `vision_config`'s [`VisionKind`]. PyTorch Linear weights are `[out, in]` and are
 //! transposed to burn's `[in, out]`; the Conv3d patch embedding is flattened to a Linear.
 
 use burn::module::Param;
@@ -16,13 +19,14 @@ use burn::tensor::{Tensor, TensorData};
 use deper_weights::Checkpoint;
 use std::path::Path;
 
-use crate::config::Qwen2VlConfig;
+use crate::config::{Qwen2VlConfig, VisionKind};
 use crate::model::Qwen2Vl;
 use crate::text::{Attention, DecoderLayer, Mlp, TextModel};
-use crate::vision::{PatchMerger, VisionBlock, VisionTower};
+use crate::vision::{PatchMerger, QuickGeluMlp, SwiGluMlp, VisionBlock, VisionMlp, VisionNorm, VisionTower};
 use crate::{Result, VlmError};
 
 /// `(hub prefix, alternative prefix)`: when `hub prefix…` is missing, `alternative prefix…` is tried.
+/// The same table serves Qwen2-VL and Qwen2.5-VL (transformers moved both the same way).
 pub const KEY_RENAMES: &[(&str, &str)] = &[
     // transformers ≥ 4.52 in-memory layout (and checkpoints saved without the save-time mapping):
     // the language model moved under `model.language_model`.
@@ -90,6 +94,14 @@ impl<B: Backend> Loader<'_, B> {
     fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
         Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?), epsilon: eps })
     }
+
+    /// The vision norms: LayerNorm in Qwen2-VL, RMSNorm (weight only) in Qwen2.5-VL; eps 1e-6 in both.
+    fn vision_norm(&self, kind: VisionKind, prefix: &str, d: usize) -> Result<VisionNorm<B>> {
+        Ok(match kind {
+            VisionKind::Qwen2Vl => VisionNorm::Layer(self.layer_norm(prefix, d)?),
+            VisionKind::Qwen25Vl => VisionNorm::Rms(self.rms_norm(prefix, d, 1e-6)?),
+        })
+    }
 }
 
 /// `[rows, cols]` row-major → `[cols, rows]` row-major.
@@ -130,17 +142,27 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result
     let conv_shape = [e, vc.in_channels, vc.temporal_patch_size, vc.patch_size, vc.patch_size];
     let conv = ld.values("visual.patch_embed.proj.weight", &conv_shape)?;
     let patch_embed = ld.linear_from(conv, "visual.patch_embed.proj", vc.patch_dim(), e, false)?;
-    let mlp = e * vc.mlp_ratio;
+    let (kind, mlp) = (vc.kind, vc.mlp_dim());
     let blocks = (0..vc.depth)
         .map(|j| {
             let p = format!("visual.blocks.{j}");
+            let mlp = match kind {
+                VisionKind::Qwen2Vl => VisionMlp::QuickGelu(QuickGeluMlp {
+                    fc1: ld.linear(&format!("{p}.mlp.fc1"), e, mlp, true)?,
+                    fc2: ld.linear(&format!("{p}.mlp.fc2"), mlp, e, true)?,
+                }),
+                VisionKind::Qwen25Vl => VisionMlp::SwiGlu(SwiGluMlp {
+                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), e, mlp, true)?,
+                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), e, mlp, true)?,
+                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), mlp, e, true)?,
+                }),
+            };
             Ok(VisionBlock {
-                norm1: ld.layer_norm(&format!("{p}.norm1"), e)?,
+                norm1: ld.vision_norm(kind, &format!("{p}.norm1"), e)?,
                 qkv: ld.linear(&format!("{p}.attn.qkv"), e, 3 * e, true)?,
                 proj: ld.linear(&format!("{p}.attn.proj"), e, e, true)?,
-                norm2: ld.layer_norm(&format!("{p}.norm2"), e)?,
-                fc1: ld.linear(&format!("{p}.mlp.fc1"), e, mlp, true)?,
-                fc2: ld.linear(&format!("{p}.mlp.fc2"), mlp, e, true)?,
+                norm2: ld.vision_norm(kind, &format!("{p}.norm2"), e)?,
+                mlp,
                 num_heads: vc.num_heads,
             })
         })
@@ -148,7 +170,7 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result
     let area = vc.spatial_merge_size * vc.spatial_merge_size;
     let merged = e * area;
     let merger = PatchMerger {
-        ln_q: ld.layer_norm("visual.merger.ln_q", e)?,
+        ln_q: ld.vision_norm(kind, "visual.merger.ln_q", e)?,
         // `mlp` is nn.Sequential(Linear, GELU, Linear): indices 0 and 2.
         fc1: ld.linear("visual.merger.mlp.0", merged, merged, true)?,
         fc2: ld.linear("visual.merger.mlp.2", merged, vc.hidden_size, true)?,
@@ -161,6 +183,8 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result
         spatial_merge_size: vc.spatial_merge_size,
         rope_theta: vc.rope_theta,
         head_dim: vc.head_dim(),
+        window_tokens: vc.window_tokens().unwrap_or(0),
+        fullatt_block_indexes: vc.fullatt_block_indexes.clone(),
     })
 }
 

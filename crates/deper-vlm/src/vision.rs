@@ -1,43 +1,107 @@
-//! The Qwen2-VL vision tower: a ViT over 14×14×2 patches with 2-D rotary positions and a 2×2 merger.
+//! The Qwen2-VL and Qwen2.5-VL vision towers: a ViT over 14×14×2 patches with 2-D rotary positions
+//! and a 2×2 merger.
 //!
-//! Key characteristics:
+//! Key characteristics (both families):
 //! - patch embedding is a bias-free Conv3d whose kernel equals its stride, so it is a Linear over the
 //!   1176-wide `pixel_values` rows (channel, t, y, x);
-//! - pre-LN blocks (LayerNorm eps 1e-6), fused qkv laid out `[3, heads, head_dim]`, QuickGELU MLP;
+//! - pre-norm blocks (eps 1e-6), fused qkv laid out `[3, heads, head_dim]`;
 //! - axial 2-D RoPE: half the rotary frequencies follow the patch row, half the column, in
 //!   rotate-half style; rows come in 2×2 merge-block order (see [`rot_pos_ids`]);
-//! - attention is bidirectional within each image frame (no attention across images);
-//! - the merger applies LayerNorm per patch, concatenates the 4 patches of a 2×2 block, then
+//! - attention never crosses image frames;
+//! - the merger normalises each patch, concatenates the 4 patches of a 2×2 block, then
 //!   Linear – exact (erf) GELU – Linear to the text hidden size.
 //!
-//! Reference: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VisionTransformerPretrainedModel`).
+//! Where they differ ([`VisionKind`]):
+//! - Qwen2-VL: LayerNorm, fc1 – QuickGELU – fc2 MLP, full attention over each frame in every block;
+//! - Qwen2.5-VL: RMSNorm (blocks and merger), SwiGLU MLP with biases, and **window attention**: merged
+//!   tokens are regrouped into windows of `window_size / merge / patch` merged tokens per side (see
+//!   [`window_index`]); blocks in `fullatt_block_indexes` attend over the whole frame, the others only
+//!   within their window; the merger output is put back into processor order afterwards.
+//!
+//! References: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VisionTransformerPretrainedModel`),
+//! `models/qwen2_5_vl/modeling_qwen2_5_vl.py` (`Qwen2_5_VisionTransformerPretrainedModel`) and
+//! `vision_utils.get_vision_window_index`.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{gelu, sigmoid, silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::config::VisionConfig;
+use crate::config::{VisionConfig, VisionKind};
 use crate::{Result, VlmError};
 
-/// One pre-LN ViT block.
+/// LayerNorm (Qwen2-VL) or RMSNorm (Qwen2.5-VL), eps 1e-6.
+#[derive(Module, Debug)]
+pub enum VisionNorm<B: Backend> {
+    Layer(LayerNorm<B>),
+    Rms(RmsNorm<B>),
+}
+
+impl<B: Backend> VisionNorm<B> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Layer(n) => n.forward(x),
+            Self::Rms(n) => n.forward(x),
+        }
+    }
+}
+
+/// Qwen2-VL block MLP: `fc2(quick_gelu(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct QuickGeluMlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+/// Qwen2.5-VL block MLP: `down(silu(gate(x)) · up(x))`, all three with biases.
+#[derive(Module, Debug)]
+pub struct SwiGluMlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+/// The feed-forward of a vision block.
+// One per block, so the size difference of the variants does not matter; burn's Module derive needs
+// the variants unboxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum VisionMlp<B: Backend> {
+    QuickGelu(QuickGeluMlp<B>),
+    SwiGlu(SwiGluMlp<B>),
+}
+
+impl<B: Backend> VisionMlp<B> {
+    /// # Shapes
+    /// - x: `[N, embed]` → output `[N, embed]`
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::QuickGelu(m) => {
+                let h = m.fc1.forward(x); // [N, mlp]
+                m.fc2.forward(h.clone() * sigmoid(h * 1.702))
+            }
+            Self::SwiGlu(m) => m.down_proj.forward(silu(m.gate_proj.forward(x.clone())) * m.up_proj.forward(x)),
+        }
+    }
+}
+
+/// One pre-norm ViT block.
 #[derive(Module, Debug)]
 pub struct VisionBlock<B: Backend> {
-    pub norm1: LayerNorm<B>,
+    pub norm1: VisionNorm<B>,
     /// Fused q, k, v: `[embed, 3·embed]`.
     pub qkv: Linear<B>,
     pub proj: Linear<B>,
-    pub norm2: LayerNorm<B>,
-    pub fc1: Linear<B>,
-    pub fc2: Linear<B>,
+    pub norm2: VisionNorm<B>,
+    pub mlp: VisionMlp<B>,
     pub num_heads: usize,
 }
 
-/// LayerNorm, 2×2 concat, Linear – GELU – Linear.
+/// Norm, 2×2 concat, Linear – GELU – Linear.
 #[derive(Module, Debug)]
 pub struct PatchMerger<B: Backend> {
-    pub ln_q: LayerNorm<B>,
+    pub ln_q: VisionNorm<B>,
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
     /// Patches merged into one token (`spatial_merge_size²`).
@@ -54,16 +118,21 @@ pub struct VisionTower<B: Backend> {
     pub spatial_merge_size: usize,
     pub rope_theta: f64,
     pub head_dim: usize,
+    /// Window edge in merged tokens; 0 = no window attention (Qwen2-VL).
+    pub window_tokens: usize,
+    /// Blocks that attend over whole frames when `window_tokens > 0`.
+    pub fullatt_block_indexes: Vec<usize>,
 }
 
 /// Intermediate outputs, for parity tests.
 #[derive(Debug, Clone)]
 pub struct VisionOutputs<B: Backend> {
-    /// `[N, embed]` after the patch embedding.
+    /// `[N, embed]` after the patch embedding, in `pixel_values` row order.
     pub patch_embed: Tensor<B, 2>,
-    /// `[N, embed]` after the last block.
+    /// `[N, embed]` after the last block. With window attention the rows are in window order (as
+    /// transformers' `last_hidden_state`): merged token `window_index[k]` holds rows `4k..4k+4`.
     pub blocks_out: Tensor<B, 2>,
-    /// `[N / merge², hidden]` image features, one per image token.
+    /// `[N / merge², hidden]` image features, one per image token, in prompt order.
     pub merged: Tensor<B, 2>,
 }
 
@@ -71,23 +140,36 @@ impl VisionConfig {
     /// A randomly initialised tower (for shapes and tests; real weights come from `load_pretrained`).
     pub fn init<B: Backend>(&self, device: &B::Device) -> VisionTower<B> {
         let e = self.embed_dim;
-        let ln = || LayerNormConfig::new(e).with_epsilon(1e-6).init(device);
+        let norm = || match self.kind {
+            VisionKind::Qwen2Vl => VisionNorm::Layer(LayerNormConfig::new(e).with_epsilon(1e-6).init(device)),
+            VisionKind::Qwen25Vl => VisionNorm::Rms(RmsNormConfig::new(e).with_epsilon(1e-6).init(device)),
+        };
+        let mlp = || match self.kind {
+            VisionKind::Qwen2Vl => VisionMlp::QuickGelu(QuickGeluMlp {
+                fc1: LinearConfig::new(e, self.mlp_dim()).init(device),
+                fc2: LinearConfig::new(self.mlp_dim(), e).init(device),
+            }),
+            VisionKind::Qwen25Vl => VisionMlp::SwiGlu(SwiGluMlp {
+                gate_proj: LinearConfig::new(e, self.mlp_dim()).init(device),
+                up_proj: LinearConfig::new(e, self.mlp_dim()).init(device),
+                down_proj: LinearConfig::new(self.mlp_dim(), e).init(device),
+            }),
+        };
         let merged = e * self.spatial_merge_size * self.spatial_merge_size;
         VisionTower {
             patch_embed: LinearConfig::new(self.patch_dim(), e).with_bias(false).init(device),
             blocks: (0..self.depth)
                 .map(|_| VisionBlock {
-                    norm1: ln(),
+                    norm1: norm(),
                     qkv: LinearConfig::new(e, 3 * e).init(device),
                     proj: LinearConfig::new(e, e).init(device),
-                    norm2: ln(),
-                    fc1: LinearConfig::new(e, e * self.mlp_ratio).init(device),
-                    fc2: LinearConfig::new(e * self.mlp_ratio, e).init(device),
+                    norm2: norm(),
+                    mlp: mlp(),
                     num_heads: self.num_heads,
                 })
                 .collect(),
             merger: PatchMerger {
-                ln_q: ln(),
+                ln_q: norm(),
                 fc1: LinearConfig::new(merged, merged).init(device),
                 fc2: LinearConfig::new(merged, self.hidden_size).init(device),
                 merge_area: self.spatial_merge_size * self.spatial_merge_size,
@@ -95,6 +177,8 @@ impl VisionConfig {
             spatial_merge_size: self.spatial_merge_size,
             rope_theta: self.rope_theta,
             head_dim: self.head_dim(),
+            window_tokens: self.window_tokens().unwrap_or(0),
+            fullatt_block_indexes: self.fullatt_block_indexes.clone(),
         }
     }
 }
@@ -138,6 +222,37 @@ pub fn check_grid(grid_thw: &[[usize; 3]], rows: usize, merge: usize) -> Result<
     Ok(())
 }
 
+/// Qwen2.5-VL window order (`get_vision_window_index`).
+///
+/// Returns `(window_index, windows)`: `window_index[k]` is the merged token (counted in processor order:
+/// per image, per frame, llm-grid row-major) that comes k-th in window order, and `windows` lists each
+/// window's `(first merged token, merged tokens)` in that order. Windows tile each frame's llm grid
+/// (`h / merge × w / merge`) in squares of `window` merged tokens, row-major; the last row and column of
+/// windows may be smaller.
+pub fn window_index(grid_thw: &[[usize; 3]], merge: usize, window: usize) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let window = window.max(1); // a zero edge cannot tile; the config rejects it, this keeps the function total
+    let mut index = Vec::new();
+    let mut windows = Vec::new();
+    let mut offset = 0;
+    for &[t, h, w] in grid_thw {
+        let (lh, lw) = (h / merge, w / merge);
+        for frame in 0..t {
+            let base = offset + frame * lh * lw;
+            for r0 in (0..lh).step_by(window) {
+                for c0 in (0..lw).step_by(window) {
+                    let start = index.len();
+                    for r in r0..(r0 + window).min(lh) {
+                        index.extend((c0..(c0 + window).min(lw)).map(|c| base + r * lw + c));
+                    }
+                    windows.push((start, index.len() - start));
+                }
+            }
+        }
+        offset += t * lh * lw;
+    }
+    (index, windows)
+}
+
 /// `x·cos + rotate_half(x)·sin` on the last dimension.
 pub(crate) fn apply_rotary<B: Backend, const D: usize>(
     x: Tensor<B, D>,
@@ -153,6 +268,8 @@ pub(crate) fn apply_rotary<B: Backend, const D: usize>(
 }
 
 impl<B: Backend> VisionBlock<B> {
+    /// `segments` are `(first row, rows)` ranges that attend among themselves (frames or windows).
+    ///
     /// # Shapes
     /// - x: `[N, embed]`; cos, sin: `[N, 1, head_dim]`
     /// - output: `[N, embed]`
@@ -185,9 +302,7 @@ impl<B: Backend> VisionBlock<B> {
             .collect();
         let attn = Tensor::cat(outs, 1).swap_dims(0, 1).reshape([n, e]); // [N, E]
         let x = x + self.proj.forward(attn);
-        let h = self.fc1.forward(self.norm2.forward(x.clone())); // [N, mlp]
-        let h = h.clone() * sigmoid(h * 1.702); // quick_gelu
-        x + self.fc2.forward(h)
+        x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
 }
 
@@ -227,36 +342,60 @@ impl<B: Backend> VisionTower<B> {
         check_grid(grid_thw, rows, self.spatial_merge_size)?;
         let device = pixel_values.device();
         let patch_embed = self.patch_embed.forward(pixel_values); // [N, E]
-        let (cos, sin) = self.rotary(grid_thw, &device); // [N, 1, hd]
+        let mut ids = rot_pos_ids(grid_thw, self.spatial_merge_size);
 
         // Each frame of each image is its own attention segment (`cu_seqlens`).
-        let mut segments = Vec::new();
+        let mut frames = Vec::new();
         let mut start = 0;
         for &[t, h, w] in grid_thw {
             for _ in 0..t {
-                segments.push((start, h * w));
+                frames.push((start, h * w));
                 start += h * w;
             }
         }
+        let area = self.merger.merge_area;
+        // Qwen2.5-VL: regroup rows by window (a frame's rows stay contiguous, so `frames` still holds).
+        let windowed = (self.window_tokens > 0).then(|| {
+            let (order, windows) = window_index(grid_thw, self.spatial_merge_size, self.window_tokens);
+            let rows: Vec<usize> = order.iter().flat_map(|&m| (0..area).map(move |j| m * area + j)).collect();
+            let segments: Vec<(usize, usize)> = windows.iter().map(|&(s, n)| (s * area, n * area)).collect();
+            (order, rows, segments)
+        });
         let mut x = patch_embed.clone();
-        for block in &self.blocks {
-            x = block.forward(x, cos.clone(), sin.clone(), &segments);
+        if let Some((_, rows, _)) = &windowed {
+            ids = rows.iter().map(|&r| ids[r]).collect();
+            x = x.select(0, index_tensor(rows, &device));
         }
-        let merged = self.merger.forward(x.clone());
+        let (cos, sin) = self.rotary(&ids, &device); // [N, 1, hd]
+        for (j, block) in self.blocks.iter().enumerate() {
+            let segments = match &windowed {
+                Some((_, _, windows)) if !self.fullatt_block_indexes.contains(&j) => windows,
+                _ => &frames,
+            };
+            x = block.forward(x, cos.clone(), sin.clone(), segments);
+        }
+        let mut merged = self.merger.forward(x.clone()); // [N / area, D]
+        if let Some((order, _, _)) = &windowed {
+            // Back to processor order: token m sits at the position k where order[k] = m.
+            let mut inverse = vec![0; order.len()];
+            for (k, &m) in order.iter().enumerate() {
+                inverse[m] = k;
+            }
+            merged = merged.select(0, index_tensor(&inverse, &device));
+        }
         Ok(VisionOutputs { patch_embed, blocks_out: x, merged })
     }
 
-    /// cos and sin of the 2-D rotary angles, `[N, 1, head_dim]` each.
-    fn rotary(&self, grid_thw: &[[usize; 3]], device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// cos and sin of the 2-D rotary angles of `(row, column)` patch coordinates, `[N, 1, head_dim]` each.
+    fn rotary(&self, ids: &[[usize; 2]], device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let hd = self.head_dim;
         let dim = hd / 2; // rotary dim of one axis pair
         let inv_freq: Vec<f32> =
             (0..dim / 2).map(|k| (1.0 / self.rope_theta.powf((2 * k) as f64 / dim as f64)) as f32).collect();
-        let ids = rot_pos_ids(grid_thw, self.spatial_merge_size);
         let n = ids.len();
         let mut cos = Vec::with_capacity(n * hd);
         let mut sin = Vec::with_capacity(n * hd);
-        for [r, c] in ids {
+        for &[r, c] in ids {
             let f: Vec<f32> =
                 inv_freq.iter().map(|&f| r as f32 * f).chain(inv_freq.iter().map(|&f| c as f32 * f)).collect();
             for _ in 0..2 {
@@ -269,4 +408,9 @@ impl<B: Backend> VisionTower<B> {
             Tensor::from_data(TensorData::new(sin, [n, 1, hd]), device),
         )
     }
+}
+
+fn index_tensor<B: Backend>(index: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = index.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [index.len()]), device)
 }

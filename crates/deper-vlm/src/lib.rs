@@ -11,12 +11,15 @@
 //!   template, and `Qwen2VLImageProcessor`.
 //! - [`export`]: `save_pretrained` in the hub layout; [`train`]: the batched teacher-forced caption loss.
 //! - [`pipeline`]: [`pipeline::Vlm`], what the `deper caption` and `deper vlm forward` commands call.
+//! - [`idefics3`]: Idefics3 / SmolVLM (SigLIP tiles, pixel-shuffle connector, Llama), same persona
+//!   injection and generation.
 //!
 //! Everything is generic over the burn backend; the backend is chosen by the caller.
 
 pub mod cache;
 pub mod config;
 pub mod export;
+pub mod idefics3;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

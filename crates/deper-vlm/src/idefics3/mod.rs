@@ -1,0 +1,19 @@
+//! Idefics3 (`Idefics3ForConditionalGeneration`, the architecture of SmolVLM): the small model that runs
+//! well on CPU.
+//!
+//! - [`config`]: `config.json` (SigLIP-like `vision_config`, Llama `text_config`, `scale_factor`).
+//! - [`pretrained`]: the key table and [`pretrained::load_pretrained`].
+//! - [`vision`]: SigLIP embeddings with bucketised position ids, encoder, pixel-shuffle connector.
+//! - [`model`]: [`model::Idefics3`] — tile features scattered into `<image>` slots, persona rows, the
+//!   Llama decoder (the crate's [`crate::text::TextModel`] with 1-D rotary positions), KV-cache generation.
+//!
+//! Reference: transformers `models/idefics3/`, checked against `tests/fixtures/idefics3_tiny`.
+
+pub mod config;
+pub mod model;
+pub mod pretrained;
+pub mod vision;
+
+pub use config::{Idefics3Config, Idefics3VisionConfig, LlamaConfig};
+pub use model::{Idefics3, Idefics3Images, Idefics3Input};
+pub use pretrained::load_pretrained;

@@ -7,8 +7,11 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{check, values, B};
-use deper_vlm::idefics3::{load_pretrained, Idefics3, Idefics3Images, Idefics3Input};
-use deper_vlm::Persona;
+use deper_vlm::idefics3::preprocess::{resize_output_size, resize_pil, vision_encoder_size};
+use deper_vlm::idefics3::{
+    expand_image_tokens, load_pretrained, Idefics3, Idefics3ImageProcessor, Idefics3Images, Idefics3Input, Resample,
+};
+use deper_vlm::{ChatMessage, Persona, Qwen2VlTokenizer};
 use deper_weights::Checkpoint;
 use std::path::PathBuf;
 
@@ -105,4 +108,65 @@ fn logits_match_transformers_with_and_without_persona() {
         Idefics3Input { input_ids: ids(&r, "b.input_ids"), images: Some(images(&r)), persona: Some(persona(&r)) };
     let logits = m.forward(&input).unwrap();
     check("b.logits_persona", &values(logits), &r.f32_any("b.logits_persona").unwrap().0, 1e-4);
+}
+
+#[test]
+fn pil_resampling_is_bit_exact() {
+    let r = reference();
+    let img = image::open(fixture().join("image.png")).unwrap().to_rgb8();
+    let (w0, h0) = (img.width() as usize, img.height() as usize);
+    let mut checked = 0;
+    for key in r.keys().into_iter().filter(|k| k.starts_with("pil.")) {
+        let parts: Vec<&str> = key.split('.').collect();
+        let filter = match parts[1] {
+            "lanczos" => Resample::Lanczos,
+            "bicubic" => Resample::Bicubic,
+            _ => Resample::Bilinear,
+        };
+        let (w, h) = parts[2].split_once('x').unwrap();
+        let (w, h): (usize, usize) = (w.parse().unwrap(), h.parse().unwrap());
+        let want: Vec<u8> = r.i64_any(&key).unwrap().0.into_iter().map(|v| v as u8).collect();
+        let got = resize_pil(img.as_raw(), h0, w0, h, w, filter);
+        let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 0, "{key}: {diff} of {} bytes differ", want.len());
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}
+
+#[test]
+fn size_arithmetic_matches_the_processor() {
+    for case in reference_json()["size_cases"].as_array().unwrap() {
+        let get = |k: &str| case[k].as_u64().unwrap() as usize;
+        let pair = |k: &str| (case[k][0].as_u64().unwrap() as usize, case[k][1].as_u64().unwrap() as usize);
+        let (h, w) = (get("height"), get("width"));
+        let resized = resize_output_size(h, w, 112);
+        assert_eq!(resized, pair("resized"), "{h}×{w}");
+        assert_eq!(vision_encoder_size(resized.0, resized.1, 56), pair("for_encoder"), "{h}×{w}");
+        assert_eq!(resize_output_size(h, w, 2048), pair("resized_longest_2048"), "{h}×{w}");
+    }
+}
+
+#[test]
+fn pixel_values_and_prompt_ids_match_the_processor() {
+    let r = reference();
+    let facts = reference_json();
+    let processor = Idefics3ImageProcessor::from_dir(&model_dir()).unwrap();
+    assert_eq!(processor.resample, Resample::Lanczos);
+    assert_eq!(processor.image_seq_len, Some(4));
+    let pixels = processor.preprocess_file(&fixture().join("image.png")).unwrap();
+    assert_eq!((pixels.tiles, pixels.height, pixels.width, pixels.rows, pixels.cols), (5, 56, 56, 2, 2));
+    check("pixel_values", &pixels.values, &r.f32_any("pixel_values").unwrap().0, 1e-5);
+    let want_mask = mask(&r, "pixel_attention_mask");
+    assert_eq!(pixels.pixel_attention_mask, want_mask);
+
+    let tokenizer = Qwen2VlTokenizer::from_dir(&model_dir()).unwrap();
+    for tag in ["a", "b"] {
+        let user = facts[tag]["user_text"].as_str().unwrap();
+        let rendered = tokenizer.apply_chat_template(&[ChatMessage::user_with_image(user)], true).unwrap();
+        assert_eq!(rendered, facts[tag]["prompt"].as_str().unwrap());
+        let expanded = expand_image_tokens(&rendered, &[(pixels.rows, pixels.cols)], 4).unwrap();
+        assert_eq!(expanded, facts[tag]["prompt_expanded"].as_str().unwrap());
+        assert_eq!(tokenizer.encode(&expanded).unwrap(), ids(&r, &format!("{tag}.input_ids")), "{tag}");
+    }
 }

@@ -33,7 +33,7 @@ pub mod vision;
 pub use cache::KvCache;
 pub use config::{qwen2_vl_2b, qwen2_vl_7b, Qwen2VlConfig, TextConfig, TokenIds, VisionConfig};
 pub use model::{Generated, GenerationConfig, MultimodalInput, Persona, Qwen2Vl, StopReason};
-pub use pipeline::{Caption, PersonaVectors, Vlm};
+pub use pipeline::{AnyVlm, Caption, PersonaVectors, Vlm};
 pub use preprocess::{smart_resize, ImageProcessor, PixelValues};
 pub use pretrained::load_pretrained;
 pub use sampling::{Sampler, SamplingConfig};

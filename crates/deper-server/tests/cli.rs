@@ -147,6 +147,26 @@ fn caption_reproduces_the_reference_greedy_ids() {
 }
 
 #[test]
+fn caption_runs_an_idefics3_smolvlm_folder_and_names_unknown_families() {
+    let model = fixture("idefics3_tiny/model");
+    let image = fixture("idefics3_tiny/image.png");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("idefics3_tiny/reference.json")).unwrap()).unwrap();
+    let out = ok_json(&["caption", "--model", s(&model), "--image", s(&image), "--max-new-tokens", "12", "--json"]);
+    assert_eq!(out["generated_ids"], reference["a"]["generated_ids_plain"]);
+    assert_eq!(out["prompt_ids"], reference["a"]["input_ids"]);
+    assert_eq!(out["text"], reference["a"]["generated_text_plain"]);
+
+    // A folder of another architecture: the error names its model_type.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llava"}"#).unwrap();
+    let out = deper(&["caption", "--model", s(dir.path()), "--image", s(&image)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`llava`") && err.contains("idefics3"), "{err}");
+}
+
+#[test]
 fn caption_rejects_an_image_that_does_not_decode() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.png");

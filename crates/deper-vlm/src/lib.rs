@@ -16,12 +16,15 @@
 //!   template, and `Qwen2VLImageProcessor`.
 //! - [`export`]: `save_pretrained` in the hub layout; [`train`]: the batched teacher-forced caption loss.
 //! - [`pipeline`]: [`pipeline::Vlm`], what the `deper caption` and `deper vlm forward` commands call.
+//! - [`idefics3`]: Idefics3 / SmolVLM (SigLIP tiles, pixel-shuffle connector, Llama), same persona
+//!   injection and generation.
 //!
 //! Everything is generic over the burn backend; the backend is chosen by the caller.
 
 pub mod cache;
 pub mod config;
 pub mod export;
+pub mod idefics3;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
@@ -38,7 +41,7 @@ pub use config::{
     VisionKind,
 };
 pub use model::{Generated, GenerationConfig, MultimodalInput, Persona, Qwen2Vl, StopReason};
-pub use pipeline::{Caption, CaptionJob, PersonaVectors, Vlm};
+pub use pipeline::{AnyVlm, Caption, CaptionJob, PersonaVectors, Vlm};
 pub use preprocess::{smart_resize, ImageProcessor, PixelValues};
 pub use pretrained::load_pretrained;
 pub use sampling::{Sampler, SamplingConfig};

@@ -5,7 +5,8 @@
 //! turn (image before text, generation prompt, pads expanded), inject persona vectors, generate with a
 //! streaming callback, and decode; [`Vlm::caption_batch`] does several at once. [`Vlm::forward_file`] is `deper vlm forward`: safetensors in, logits
 //! out, with the tensor names of the issue (`input_ids`, `pixel_values`, `image_grid_thw`,
-//! `persona_embeddings`, `persona_token_ids` → `logits`).
+//! `persona_embeddings`, `persona_token_ids` → `logits`). [`AnyVlm`] dispatches a folder to [`Vlm`] or
+//! [`Idefics3Vlm`] (SmolVLM) by its `model_type`.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -15,6 +16,7 @@ use serde_json::Value;
 use std::path::Path;
 
 use crate::config::Qwen2VlConfig;
+use crate::idefics3::pipeline::Idefics3Vlm;
 use crate::model::{GenerationConfig, MultimodalInput, Persona, Qwen2Vl};
 
 use crate::preprocess::ImageProcessor;
@@ -59,7 +61,7 @@ impl PersonaVectors {
     }
 }
 
-fn read_persona(ckpt: &Checkpoint) -> Result<Option<PersonaVectors>> {
+pub(crate) fn read_persona(ckpt: &Checkpoint) -> Result<Option<PersonaVectors>> {
     if !ckpt.contains("persona_embeddings") {
         return Ok(None);
     }
@@ -107,30 +109,7 @@ impl<B: Backend> Vlm<B> {
     }
 
     fn persona(&self, persona: &PersonaVectors) -> Result<Persona<B>> {
-        let hidden = self.config.text.hidden_size;
-        if persona.values.len() != persona.rows * hidden {
-            return Err(VlmError::Input(format!(
-                "persona_embeddings hold {} values, expected {} rows × hidden {hidden}",
-                persona.values.len(),
-                persona.rows
-            )));
-        }
-        let token_ids = match &persona.token_ids {
-            Some(ids) => ids.clone(),
-            None => {
-                let id = self.tokenizer.token_id(PERSONA_TOKEN).ok_or_else(|| {
-                    VlmError::Input(format!("the tokenizer has no {PERSONA_TOKEN} token; give persona_token_ids"))
-                })?;
-                vec![id; persona.rows]
-            }
-        };
-        Ok(Persona {
-            embeddings: Tensor::from_data(
-                TensorData::new(persona.values.clone(), [persona.rows, hidden]),
-                &self.device,
-            ),
-            token_ids,
-        })
+        persona_tensor(persona, self.config.text.hidden_size, &self.tokenizer, &self.device)
     }
 
     /// Greedy generation of up to `max_new_tokens` that stops at the model's end-of-turn ids.
@@ -288,8 +267,38 @@ impl<B: Backend> Vlm<B> {
     }
 }
 
+/// Persona vectors as a `[K, hidden]` tensor with their token ids (default: the tokenizer's
+/// `<|persona|>` repeated K times).
+pub(crate) fn persona_tensor<B: Backend>(
+    persona: &PersonaVectors,
+    hidden: usize,
+    tokenizer: &Qwen2VlTokenizer,
+    device: &B::Device,
+) -> Result<Persona<B>> {
+    if persona.values.len() != persona.rows * hidden {
+        return Err(VlmError::Input(format!(
+            "persona_embeddings hold {} values, expected {} rows × hidden {hidden}",
+            persona.values.len(),
+            persona.rows
+        )));
+    }
+    let token_ids = match &persona.token_ids {
+        Some(ids) => ids.clone(),
+        None => {
+            let id = tokenizer.token_id(PERSONA_TOKEN).ok_or_else(|| {
+                VlmError::Input(format!("the tokenizer has no {PERSONA_TOKEN} token; give persona_token_ids"))
+            })?;
+            vec![id; persona.rows]
+        }
+    };
+    Ok(Persona {
+        embeddings: Tensor::from_data(TensorData::new(persona.values.clone(), [persona.rows, hidden]), device),
+        token_ids,
+    })
+}
+
 /// `eos_token_id` of `generation_config.json` (an id or a list), if the file exists.
-fn generation_eos(dir: &Path) -> Result<Vec<u32>> {
+pub(crate) fn generation_eos(dir: &Path) -> Result<Vec<u32>> {
     let path = dir.join("generation_config.json");
     if !path.is_file() {
         return Ok(Vec::new());
@@ -301,4 +310,78 @@ fn generation_eos(dir: &Path) -> Result<Vec<u32>> {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
         _ => Vec::new(),
     })
+}
+
+/// The model families `deper caption` and `deper vlm forward` accept, chosen by `model_type` in
+/// `config.json`: `qwen2_vl` and `qwen2_5_vl` ([`Vlm`]) and `idefics3` (SmolVLM, [`Idefics3Vlm`]).
+#[derive(Debug)]
+pub enum AnyVlm<B: Backend> {
+    Qwen2Vl(Vlm<B>),
+    Idefics3(Idefics3Vlm<B>),
+}
+
+/// `model_type` of a model folder's `config.json`.
+pub fn model_type(dir: &Path) -> Result<String> {
+    let file = dir.join("config.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| VlmError::Io { path: file.clone(), source: e })?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| VlmError::Config(format!("{}: not JSON: {e}", file.display())))?;
+    v.get("model_type")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| VlmError::Config(format!("{}: no `model_type`", file.display())))
+}
+
+impl<B: Backend> AnyVlm<B> {
+    /// Loads a folder of any supported family; another `model_type` is an error naming it.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        match model_type(dir)?.as_str() {
+            "qwen2_vl" | "qwen2_5_vl" => Ok(Self::Qwen2Vl(Vlm::load(dir, device)?)),
+            "idefics3" => Ok(Self::Idefics3(Idefics3Vlm::load(dir, device)?)),
+            other => Err(VlmError::Config(format!(
+                "{}: model_type `{other}` is not supported (qwen2_vl, qwen2_5_vl, idefics3)",
+                dir.join("config.json").display()
+            ))),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Qwen2VlTokenizer {
+        match self {
+            Self::Qwen2Vl(v) => &v.tokenizer,
+            Self::Idefics3(v) => &v.tokenizer,
+        }
+    }
+
+    /// See [`Vlm::generation_config`].
+    pub fn generation_config(&self, max_new_tokens: usize) -> GenerationConfig {
+        match self {
+            Self::Qwen2Vl(v) => v.generation_config(max_new_tokens),
+            Self::Idefics3(v) => v.generation_config(max_new_tokens),
+        }
+    }
+
+    /// See [`Vlm::caption`].
+    pub fn caption(
+        &self,
+        image: &Path,
+        prompt: &str,
+        persona: Option<&PersonaVectors>,
+        generation: &GenerationConfig,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Caption> {
+        match self {
+            Self::Qwen2Vl(v) => v.caption(image, prompt, persona, generation, on_token),
+            Self::Idefics3(v) => v.caption(image, prompt, persona, generation, on_token),
+        }
+    }
+
+    /// `deper vlm forward`: Qwen2-VL takes `pixel_values` f32 [N, patch_dim] with `image_grid_thw`;
+    /// Idefics3 takes `pixel_values` f32 [N_tiles, 3, H, W] with an optional `pixel_attention_mask`
+    /// [N_tiles, H, W]. Both take `input_ids` and the persona tensors and write `logits`.
+    pub fn forward_file(&self, inputs: &Path, out: &Path) -> Result<()> {
+        match self {
+            Self::Qwen2Vl(v) => v.forward_file(inputs, out),
+            Self::Idefics3(v) => v.forward_file(inputs, out),
+        }
+    }
 }

@@ -2,15 +2,17 @@
 
 use super::train::{with_backend, DeviceKind};
 use clap::{Args, Subcommand};
-use deper_vlm::{PersonaVectors, Vlm};
+use deper_vlm::{AnyVlm, PersonaVectors};
 use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum VlmCommand {
-    /// Logits for given inputs: IN holds `input_ids` i64 [1, L], optional `pixel_values` f32 [N, 1176] with
-    /// `image_grid_thw` i64 [n, 3], optional `persona_embeddings` f32 [K, hidden] with `persona_token_ids` i64 [K];
-    /// OUT gets `logits` f32 [1, L, vocab].
+    /// Logits for given inputs: IN holds `input_ids` i64 [1, L], optional `persona_embeddings` f32 [K, hidden]
+    /// with `persona_token_ids` i64 [K], and images: for Qwen2-VL `pixel_values` f32 [N, 1176] with
+    /// `image_grid_thw` i64 [n, 3]; for Idefics3/SmolVLM `pixel_values` f32 [N_tiles, 3, H, W] with an optional
+    /// `pixel_attention_mask` [N_tiles, H, W]. OUT gets `logits` f32 [1, L, vocab]. The family is the folder's
+    /// `model_type` (qwen2_vl, idefics3).
     Forward {
         #[arg(long)]
         model: PathBuf,
@@ -27,7 +29,7 @@ pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
     match cmd {
         VlmCommand::Forward { model, inputs, out, device } => {
             with_backend!(device, B, AD, dev => {
-                let vlm = Vlm::<B>::load(&model, &dev)?;
+                let vlm = AnyVlm::<B>::load(&model, &dev)?;
                 vlm.forward_file(&inputs, &out).map_err(anyhow::Error::from)
             })?;
             eprintln!("wrote {}", out.display());
@@ -38,7 +40,8 @@ pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
-    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, chat template, preprocessor config).
+    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, chat template, preprocessor config);
+    /// Qwen2-VL or Idefics3/SmolVLM, by its `model_type`.
     #[arg(long)]
     pub model: PathBuf,
     #[arg(long)]
@@ -75,7 +78,7 @@ pub fn caption(args: CaptionArgs) -> anyhow::Result<()> {
         true
     };
     let caption = with_backend!(args.device, B, AD, dev => {
-        let vlm = Vlm::<B>::load(&args.model, &dev)?;
+        let vlm = AnyVlm::<B>::load(&args.model, &dev)?;
         let generation = vlm.generation_config(args.max_new_tokens);
         vlm.caption(&args.image, &args.prompt, persona.as_ref(), &generation, &mut on_token).map_err(anyhow::Error::from)
     })?;

@@ -1,0 +1,166 @@
+//! One Idefics3 / SmolVLM model folder → captions and logits, as [`crate::Vlm`] does for Qwen2-VL.
+//!
+//! [`Idefics3Vlm::caption`] decodes and tiles the image, renders the user turn with the chat template
+//! (image before text, generation prompt), expands `<image>` for the tile grid, injects persona
+//! vectors, generates with a streaming callback and decodes. [`Idefics3Vlm::forward_file`] is
+//! `deper vlm forward`: `input_ids` i64 `[1, L]`, optional `pixel_values` f32 `[N_tiles, 3, H, W]`
+//! (or transformers' `[1, N_tiles, 3, H, W]`) with an optional `pixel_attention_mask` `[N_tiles, H, W]`
+//! (any integer or bool dtype; 1 = real pixel), optional `persona_embeddings` / `persona_token_ids`
+//! → `logits` f32 `[1, L, vocab]`.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use deper_weights::{write_safetensors, Checkpoint};
+use std::path::Path;
+
+use super::config::Idefics3Config;
+use super::model::{Idefics3, Idefics3Images, Idefics3Input};
+use super::preprocess::{expand_image_tokens, Idefics3ImageProcessor};
+use super::pretrained::load_weights;
+use crate::model::GenerationConfig;
+use crate::pipeline::{generation_eos, persona_tensor, read_persona, Caption, PersonaVectors};
+use crate::tokenizer::{ChatMessage, Qwen2VlTokenizer};
+use crate::{Result, VlmError};
+
+/// Model, tokenizer (with chat template) and processor of one folder.
+#[derive(Debug)]
+pub struct Idefics3Vlm<B: Backend> {
+    pub model: Idefics3<B>,
+    pub config: Idefics3Config,
+    /// The crate's tokenizer + chat template wrapper (it is not Qwen2-specific).
+    pub tokenizer: Qwen2VlTokenizer,
+    pub processor: Idefics3ImageProcessor,
+    /// `<image>` tokens per tile.
+    pub image_seq_len: usize,
+    /// End-of-turn ids from `generation_config.json` (or `config.json`).
+    pub eos_token_ids: Vec<u32>,
+    pub device: B::Device,
+}
+
+impl<B: Backend> Idefics3Vlm<B> {
+    /// Loads everything from a Hugging Face model folder.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let config = Idefics3Config::from_path(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        let model = load_weights(&config, &ckpt, device)?;
+        let tokenizer = Qwen2VlTokenizer::from_dir(dir)?;
+        let processor = Idefics3ImageProcessor::from_dir(dir)?;
+        let image_seq_len = config.image_seq_len();
+        if let Some(n) = processor.image_seq_len.filter(|&n| n != image_seq_len) {
+            return Err(VlmError::Config(format!(
+                "{}: processor image_seq_len {n} differs from the model's (image_size / patch)² / scale² = {image_seq_len}",
+                dir.display()
+            )));
+        }
+        if processor.max_image_size != config.vision.image_size {
+            return Err(VlmError::Config(format!(
+                "{}: processor max_image_size {} differs from vision_config.image_size {}",
+                dir.display(),
+                processor.max_image_size,
+                config.vision.image_size
+            )));
+        }
+        let mut eos_token_ids = generation_eos(dir)?;
+        if eos_token_ids.is_empty() {
+            eos_token_ids.extend(config.text.eos_token_id);
+        }
+        Ok(Self { model, config, tokenizer, processor, image_seq_len, eos_token_ids, device: device.clone() })
+    }
+
+    /// Greedy generation of up to `max_new_tokens` that stops at the model's end-of-turn ids.
+    pub fn generation_config(&self, max_new_tokens: usize) -> GenerationConfig {
+        GenerationConfig { max_new_tokens, stop_tokens: self.eos_token_ids.clone(), ..Default::default() }
+    }
+
+    /// The caption prompt: one user turn with the image before `text`, templated with the generation
+    /// prompt, `<image>` expanded for a `(rows, cols)` tile grid, tokenised. Returns `(expanded text, ids)`.
+    pub fn caption_prompt(&self, text: &str, grid: (usize, usize)) -> Result<(String, Vec<u32>)> {
+        let rendered = self.tokenizer.apply_chat_template(&[ChatMessage::user_with_image(text)], true)?;
+        let expanded = expand_image_tokens(&rendered, &[grid], self.image_seq_len)?;
+        let ids = self.tokenizer.encode(&expanded)?;
+        Ok((expanded, ids))
+    }
+
+    /// Captions an image file; see [`crate::Vlm::caption`] for the arguments.
+    pub fn caption(
+        &self,
+        image: &Path,
+        prompt: &str,
+        persona: Option<&PersonaVectors>,
+        generation: &GenerationConfig,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Caption> {
+        let pixels = self.processor.preprocess_file(image)?;
+        let (_, prompt_ids) = self.caption_prompt(prompt, (pixels.rows, pixels.cols))?;
+        let input = Idefics3Input {
+            input_ids: prompt_ids,
+            images: Some(Idefics3Images {
+                pixel_values: pixels.to_tensor(&self.device),
+                pixel_attention_mask: Some(pixels.pixel_attention_mask.clone()),
+            }),
+            persona: persona
+                .map(|p| persona_tensor(p, self.config.text.hidden_size, &self.tokenizer, &self.device))
+                .transpose()?,
+        };
+        let out = self.model.generate(&input, generation, on_token)?;
+        let content: Vec<u32> =
+            out.generated_ids.iter().copied().filter(|id| !generation.stop_tokens.contains(id)).collect();
+        let text = self.tokenizer.decode(&content, true)?;
+        Ok(Caption { text, prompt_ids: out.prompt_ids, generated_ids: out.generated_ids })
+    }
+
+    /// `deper vlm forward` (see the module docs for the tensors).
+    pub fn forward_file(&self, inputs: &Path, out: &Path) -> Result<()> {
+        let ckpt = Checkpoint::open(inputs)?;
+        let (ids, shape) = ckpt.i64_any("input_ids")?;
+        if shape.len() != 2 || shape[0] != 1 {
+            return Err(VlmError::Input(format!("input_ids must be [1, L], found {shape:?}")));
+        }
+        let input_ids: Vec<u32> = ids
+            .iter()
+            .map(|&i| u32::try_from(i).map_err(|_| VlmError::Input(format!("negative or huge token id {i}"))))
+            .collect::<Result<_>>()?;
+        let images = if ckpt.contains("pixel_values") {
+            let (values, shape) = ckpt.f32_any("pixel_values")?;
+            // transformers returns [batch = 1, tiles, 3, H, W]; the batch axis is dropped.
+            let dims: [usize; 4] = match shape.as_slice() {
+                &[n, c, h, w] | &[1, n, c, h, w] => [n, c, h, w],
+                other => {
+                    return Err(VlmError::Input(format!(
+                        "pixel_values must be [N_tiles, 3, H, W] (or [1, N_tiles, 3, H, W]), found {other:?}"
+                    )))
+                }
+            };
+            let mask = if ckpt.contains("pixel_attention_mask") {
+                let (m, mshape) = ckpt.i64_any("pixel_attention_mask")?;
+                let [n, _, h, w] = dims;
+                if mshape.iter().product::<usize>() != n * h * w || !matches!(mshape.len(), 3 | 4) {
+                    return Err(VlmError::Input(format!(
+                        "pixel_attention_mask must be [{n}, {h}, {w}] for pixel_values {shape:?}, found {mshape:?}"
+                    )));
+                }
+                Some(m.into_iter().map(|v| v != 0).collect())
+            } else {
+                None
+            };
+            Some(Idefics3Images {
+                pixel_values: Tensor::from_data(TensorData::new(values, dims), &self.device),
+                pixel_attention_mask: mask,
+            })
+        } else {
+            None
+        };
+        let persona = read_persona(&ckpt)?
+            .map(|p| persona_tensor(&p, self.config.text.hidden_size, &self.tokenizer, &self.device))
+            .transpose()?;
+        let logits = self.model.forward(&Idefics3Input { input_ids, images, persona })?;
+        let dims = logits.dims();
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| VlmError::Input(format!("reading logits: {e:?}")))?;
+        write_safetensors(out, &[("logits", deper_weights::TensorData::F32(&values, &dims))])?;
+        Ok(())
+    }
+}

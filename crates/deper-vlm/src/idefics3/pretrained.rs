@@ -1,0 +1,215 @@
+//! Loading Hugging Face Idefics3 / SmolVLM checkpoints.
+//!
+//! [`load_pretrained`] reads `config.json` and the weights from `model.safetensors` or a sharded index
+//! through `deper-weights` (memory-mapped; bf16, f16 and f32 are converted to f32). Modules are built
+//! directly from the tensors and every tensor is shape-checked; a missing or wrong one is reported by
+//! key and expected shape. PyTorch Linear weights are `[out, in]` and are transposed to burn's
+//! `[in, out]`; the Conv2d patch embedding is flattened to a Linear.
+//!
+//! Key names: the hub layout (`model.vision_model.*`, `model.connector.*`, `model.text_model.*`,
+//! `lm_head.weight`) is canonical; [`KEY_RENAMES`] lists the alternatives tried when a hub key is absent.
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use deper_weights::Checkpoint;
+use std::path::Path;
+
+use super::config::Idefics3Config;
+use super::model::{llama_rope_section, Idefics3};
+use super::vision::{Connector, SiglipAttention, SiglipEncoderLayer, SiglipVision};
+use crate::text::{Attention, DecoderLayer, Mlp, TextModel};
+use crate::{Result, VlmError};
+
+/// `(hub prefix, alternative prefix)`: when `hub prefix…` is missing, `alternative prefix…` is tried.
+pub const KEY_RENAMES: &[(&str, &str)] = &[
+    // Bare `Idefics3Model` checkpoints (no `ForConditionalGeneration` wrapper) drop the `model.` prefix.
+    ("model.", ""),
+];
+
+struct Loader<'a, B: Backend> {
+    ckpt: &'a Checkpoint,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn resolve(&self, key: &str) -> String {
+        if self.ckpt.contains(key) {
+            return key.to_string();
+        }
+        for (hub, alt) in KEY_RENAMES {
+            if let Some(rest) = key.strip_prefix(hub) {
+                let candidate = format!("{alt}{rest}");
+                if self.ckpt.contains(&candidate) {
+                    return candidate;
+                }
+            }
+        }
+        key.to_string() // missing: the read below names the hub key and the expected shape
+    }
+
+    fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.ckpt.f32(&self.resolve(key), shape)?)
+    }
+
+    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        Ok(Tensor::from_data(TensorData::new(self.values(key, &shape)?, shape), self.device))
+    }
+
+    /// A PyTorch `[out, in]` weight (any trailing layout flattened to `in`) as burn `[in, out]`.
+    fn linear_from(&self, w: Vec<f32>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
+        let mut t = vec![0.0; w.len()];
+        for r in 0..d_out {
+            for c in 0..d_in {
+                t[c * d_out + r] = w[r * d_in + c];
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(t, [d_in, d_out]), self.device);
+        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out])?)) } else { None };
+        Ok(Linear { weight: Param::from_tensor(weight), bias })
+    }
+
+    fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
+        let w = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        self.linear_from(w, prefix, d_in, d_out, bias)
+    }
+
+    fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>> {
+        // `epsilon` is private in burn: build through the config, then set the parameters.
+        let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?);
+        norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])?));
+        Ok(norm)
+    }
+
+    fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
+        Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?), epsilon: eps })
+    }
+}
+
+/// Loads `config.json` and the weights from a Hugging Face model folder.
+pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Idefics3<B>> {
+    let config = Idefics3Config::from_path(dir)?;
+    let ckpt = Checkpoint::open(dir)?;
+    load_weights(&config, &ckpt, device)
+}
+
+/// Builds the model of `config` from an opened checkpoint.
+pub fn load_weights<B: Backend>(config: &Idefics3Config, ckpt: &Checkpoint, device: &B::Device) -> Result<Idefics3<B>> {
+    let ld = Loader::<B> { ckpt, device };
+    Ok(Idefics3 {
+        vision: load_vision(&ld, config)?,
+        connector: Connector {
+            proj: ld.linear(
+                "model.connector.modality_projection.proj",
+                config.vision.hidden_size * config.scale_factor * config.scale_factor,
+                config.text.hidden_size,
+                false,
+            )?,
+            scale_factor: config.scale_factor,
+        },
+        text: load_text(&ld, config)?,
+        image_token_id: config.image_token_id as usize,
+        max_position_embeddings: config.text.max_position_embeddings,
+        vocab_size: config.text.vocab_size,
+        hidden_size: config.text.hidden_size,
+    })
+}
+
+fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<SiglipVision<B>> {
+    let vc = &config.vision;
+    let (e, eps, p) = (vc.hidden_size, vc.layer_norm_eps, "model.vision_model");
+    // Conv2d [E, C, P, P] with kernel = stride is a Linear over the (C, P, P) patch.
+    let conv = ld.values(
+        &format!("{p}.embeddings.patch_embedding.weight"),
+        &[e, vc.num_channels, vc.patch_size, vc.patch_size],
+    )?;
+    let patch_embedding = ld.linear_from(conv, &format!("{p}.embeddings.patch_embedding"), vc.patch_dim(), e, true)?;
+    let side = vc.patches_per_side();
+    let position = ld.tensor(&format!("{p}.embeddings.position_embedding.weight"), [side * side, e])?;
+    let layers = (0..vc.num_hidden_layers)
+        .map(|i| {
+            let l = format!("{p}.encoder.layers.{i}");
+            Ok(SiglipEncoderLayer {
+                layer_norm1: ld.layer_norm(&format!("{l}.layer_norm1"), e, eps)?,
+                self_attn: SiglipAttention {
+                    q_proj: ld.linear(&format!("{l}.self_attn.q_proj"), e, e, true)?,
+                    k_proj: ld.linear(&format!("{l}.self_attn.k_proj"), e, e, true)?,
+                    v_proj: ld.linear(&format!("{l}.self_attn.v_proj"), e, e, true)?,
+                    out_proj: ld.linear(&format!("{l}.self_attn.out_proj"), e, e, true)?,
+                    num_heads: vc.num_attention_heads,
+                },
+                layer_norm2: ld.layer_norm(&format!("{l}.layer_norm2"), e, eps)?,
+                fc1: ld.linear(&format!("{l}.mlp.fc1"), e, vc.intermediate_size, true)?,
+                fc2: ld.linear(&format!("{l}.mlp.fc2"), vc.intermediate_size, e, true)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SiglipVision {
+        patch_embedding,
+        position_embedding: Embedding { weight: Param::from_tensor(position) },
+        layers,
+        post_layernorm: ld.layer_norm(&format!("{p}.post_layernorm"), e, eps)?,
+        patch_size: vc.patch_size,
+        num_channels: vc.num_channels,
+        patches_per_side: side,
+    })
+}
+
+fn load_text<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<TextModel<B>> {
+    let tc = &config.text;
+    let (d, hd, eps) = (tc.hidden_size, tc.head_dim, tc.rms_norm_eps);
+    let (q_out, kv_out) = (tc.num_attention_heads * hd, tc.num_key_value_heads * hd);
+    let layers = (0..tc.num_hidden_layers)
+        .map(|i| {
+            let p = format!("model.text_model.layers.{i}");
+            Ok(DecoderLayer {
+                input_layernorm: ld.rms_norm(&format!("{p}.input_layernorm"), d, eps)?,
+                self_attn: Attention {
+                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q_out, false)?,
+                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv_out, false)?,
+                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv_out, false)?,
+                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q_out, d, false)?,
+                    num_heads: tc.num_attention_heads,
+                    num_kv_heads: tc.num_key_value_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: ld.rms_norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
+                mlp: Mlp {
+                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), d, tc.intermediate_size, false)?,
+                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, tc.intermediate_size, false)?,
+                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), tc.intermediate_size, d, false)?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let embed = ld.tensor("model.text_model.embed_tokens.weight", [tc.vocab_size, d])?;
+    Ok(TextModel {
+        embed_tokens: Embedding { weight: Param::from_tensor(embed) },
+        layers,
+        norm: ld.rms_norm("model.text_model.norm", d, eps)?,
+        lm_head: lm_head(ld, config)?,
+        rope_theta: tc.rope_theta,
+        mrope_section: llama_rope_section(hd),
+        head_dim: hd,
+    })
+}
+
+/// Tied embeddings: with `tie_word_embeddings: true` the head is always `embed_tokens` (a stored
+/// `lm_head.weight` is ignored, as transformers does); with `false` a missing head is an error naming
+/// the key.
+fn lm_head<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<Option<Linear<B>>> {
+    let tc = &config.text;
+    if tc.tie_word_embeddings {
+        return Ok(None);
+    }
+    if !ld.ckpt.contains(&ld.resolve("lm_head.weight")) {
+        return Err(VlmError::Weights(deper_weights::WeightsError::Missing {
+            key: "lm_head.weight".into(),
+            expected: vec![tc.vocab_size, tc.hidden_size],
+            checkpoint: "the checkpoint (tie_word_embeddings is false)".into(),
+        }));
+    }
+    Ok(Some(ld.linear("lm_head", tc.hidden_size, tc.vocab_size, false)?))
+}

@@ -120,29 +120,15 @@ async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
 async fn requests_that_arrive_together_are_generated_as_one_batch() {
     use deper_server::server::caption::Batching;
     use std::sync::atomic::Ordering;
-    let data = tempfile::tempdir().unwrap();
-    let mut settings = ServerSettings::new(data.path());
     // A wide window so the test's simultaneous requests surely meet; the default is 15 ms.
     let batching = Batching { max_batch: 4, window: Duration::from_millis(400) };
     let captioner = Arc::new(VlmCaptioner::load_with(&model_dir(), None, batching).unwrap());
-    settings.caption = Some(captioner.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(launch(settings, listener, async move {
-        let _ = rx.await;
-    }));
-    let api = Api::new(&format!("http://{addr}"));
-    let started = Instant::now();
-    while api.http.get(api.url("/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let token = std::fs::read_to_string(data.path().join("researcher-token")).unwrap().trim().to_string();
+    let server = Server::start(captioner.clone()).await;
+    let (api, token) = (&server.api, &server.token);
     // Two images of different sizes, so the prompts differ in length (left padding is exercised).
     let mut shas = Vec::new();
     for (w, h) in [(56, 56), (84, 112)] {
-        let (status, stim) = api.upload(&token, png(w, h, 3)).await;
+        let (status, stim) = api.upload(token, png(w, h, 3)).await;
         assert!(status == 200 || status == 201, "{stim}");
         shas.push(stim["sha256"].as_str().unwrap().to_string());
     }
@@ -156,7 +142,7 @@ async fn requests_that_arrive_together_are_generated_as_one_batch() {
     // One at a time: each is a batch of one.
     let mut alone = Vec::new();
     for request in &requests {
-        let (status, out) = api.post("/api/captions", Some(&token), request).await;
+        let (status, out) = api.post("/api/captions", Some(token), request).await;
         assert_eq!(status, 200, "{out}");
         assert_eq!(out["batch_size"], 1, "{out}");
         alone.push(out);
@@ -177,6 +163,72 @@ async fn requests_that_arrive_together_are_generated_as_one_batch() {
     assert_eq!(captioner.stats().requests.load(Ordering::Relaxed), 8);
     assert_eq!(captioner.stats().batches.load(Ordering::Relaxed), 5);
 
-    tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    server.stop().await;
+}
+
+/// A real server on port 0 with one captioner, its researcher token and a way to stop it.
+struct Server {
+    api: Api,
+    token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(captioner: Arc<VlmCaptioner>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut settings = ServerSettings::new(data.path());
+        settings.caption = Some(captioner);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(launch(settings, listener, async move {
+            let _ = rx.await;
+        }));
+        let api = Api::new(&format!("http://{addr}"));
+        let started = Instant::now();
+        while api.http.get(api.url("/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let token = std::fs::read_to_string(data.path().join("researcher-token")).unwrap().trim().to_string();
+        Self { api, token, stop, task, _data: data }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+/// The caption API serves every supported family: Qwen2.5-VL (batched like Qwen2-VL) and
+/// Idefics3/SmolVLM (requests of a batch taken one after the other), each equal to `deper caption`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qwen2_5_vl_and_idefics3_folders_caption_like_the_cli() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    for family in ["qwen2_5_vl_tiny", "idefics3_tiny"] {
+        let model = fixtures.join(family).join("model");
+        let image_file = fixtures.join(family).join("image.png");
+        let server = Server::start(Arc::new(VlmCaptioner::load(&model, None).unwrap())).await;
+        let (status, stim) = server.api.upload(&server.token, std::fs::read(&image_file).unwrap()).await;
+        assert!(status == 200 || status == 201, "{family}: {stim}");
+        let request = json!({"image": stim["sha256"], "prompt": "Describe the image.", "max_new_tokens": 6});
+        let both = futures_util::future::join_all(
+            (0..2).map(|_| server.api.post("/api/captions", Some(&server.token), &request)),
+        )
+        .await;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deper"))
+            .args(["caption", "--model", model.to_str().unwrap(), "--image", image_file.to_str().unwrap()])
+            .args(["--max-new-tokens", "6", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{family}: {}", String::from_utf8_lossy(&out.stderr));
+        let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (status, body) in &both {
+            assert_eq!(*status, 200, "{family}: {body}");
+            assert_eq!(body["generated_ids"], cli["generated_ids"], "{family}: {body}");
+        }
+        server.stop().await;
+    }
 }

@@ -345,6 +345,33 @@ impl<B: Backend> AnyVlm<B> {
         }
     }
 
+    /// Width of the language model's embeddings (what a persona vector must have).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Qwen2Vl(v) => v.config.text.hidden_size,
+            Self::Idefics3(v) => v.config.text.hidden_size,
+        }
+    }
+
+    /// Several captions: one batched generation for the Qwen family ([`Vlm::caption_batch`]), one
+    /// after the other for Idefics3; one result per job either way.
+    pub fn caption_batch(
+        &self,
+        jobs: &[CaptionJob<'_>],
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Vec<Result<Caption>> {
+        match self {
+            Self::Qwen2Vl(v) => v.caption_batch(jobs, on_token),
+            Self::Idefics3(v) => jobs
+                .iter()
+                .enumerate()
+                .map(|(k, job)| {
+                    v.caption(job.image, job.prompt, job.persona, &job.generation, &mut |id| on_token(k, id))
+                })
+                .collect(),
+        }
+    }
+
     pub fn tokenizer(&self) -> &Qwen2VlTokenizer {
         match self {
             Self::Qwen2Vl(v) => &v.tokenizer,

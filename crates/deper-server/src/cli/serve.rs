@@ -20,7 +20,7 @@ pub struct ServeArgs {
     /// Device for training jobs.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// Qwen2-VL Hugging Face folder for the caption API (`POST /api/captions`); without it the API answers 503.
+    /// Hugging Face VLM folder (Qwen2-VL, Qwen2.5-VL or Idefics3/SmolVLM) for the caption API (`POST /api/captions`); without it the API answers 503.
     #[arg(long)]
     pub vlm: Option<PathBuf>,
     /// A `deper train stage2` DEPER run whose adapter turns a z_s into the persona embedding.

@@ -1,5 +1,5 @@
 //! The caption endpoint (`POST /api/captions`, also `/api/caption`): a [`CaptionService`] in the app
-//! state. [`VlmCaptioner`] is the real one: a Hugging Face Qwen2-VL folder loaded once, owned by one
+//! state. [`VlmCaptioner`] is the real one: a Hugging Face VLM folder (Qwen2-VL, Qwen2.5-VL or Idefics3) loaded once, owned by one
 //! worker thread that generates requests arriving together as one batch ([`Batching`]), with an
 //! optional DEPER stage-2 run whose adapter turns a z_s into the persona token's embedding.
 //! Without a service the endpoint answers 503.
@@ -117,8 +117,9 @@ enum RowEvent {
     Done(Result<deper_vlm::Caption, String>, usize),
 }
 
-/// The VLM (CPU) with an optional DEPER adapter, owned by one worker thread that generates the
-/// requests queued together as one batch ([`deper_vlm::Vlm::caption_batch`]).
+/// The VLM (CPU; Qwen2-VL, Qwen2.5-VL or Idefics3) with an optional DEPER adapter, owned by one
+/// worker thread that generates the requests queued together as one batch
+/// ([`deper_vlm::AnyVlm::caption_batch`]; Idefics3 takes them one after the other).
 pub struct VlmCaptioner {
     queue: std::sync::Mutex<std::sync::mpsc::Sender<Pending>>,
     hidden: usize,
@@ -143,7 +144,7 @@ impl std::fmt::Debug for VlmCaptioner {
 }
 
 impl VlmCaptioner {
-    /// Loads `vlm` (a Hugging Face Qwen2-VL folder) and, optionally, the adapter of a `deper train
+    /// Loads `vlm` (a Hugging Face Qwen2-VL, Qwen2.5-VL or Idefics3 folder) and, optionally, the adapter of a `deper train
     /// stage2 --method deper` run, with the default [`Batching`].
     pub fn load(vlm: &std::path::Path, stage2_run: Option<&std::path::Path>) -> anyhow::Result<Self> {
         Self::load_with(vlm, stage2_run, Batching::default())
@@ -160,10 +161,10 @@ impl VlmCaptioner {
             anyhow::bail!("the caption batch size must be at least 1");
         }
         let device = Default::default();
-        let model = deper_vlm::Vlm::<burn::backend::NdArray>::load(vlm, &device)
+        let model = deper_vlm::AnyVlm::<burn::backend::NdArray>::load(vlm, &device)
             .with_context(|| format!("--vlm {}", vlm.display()))?;
-        let hidden = model.config.text.hidden_size;
-        let has_persona_token = model.tokenizer.token_id(deper_vlm::pipeline::PERSONA_TOKEN).is_some();
+        let hidden = model.hidden_size();
+        let has_persona_token = model.tokenizer().token_id(deper_vlm::pipeline::PERSONA_TOKEN).is_some();
         let adapter = match stage2_run {
             None => None,
             Some(run) => {
@@ -230,7 +231,7 @@ impl VlmCaptioner {
 /// queued meanwhile), generates them as one batch and streams each its tokens. It ends when the
 /// captioner is dropped.
 fn batch_worker(
-    vlm: deper_vlm::Vlm<burn::backend::NdArray>,
+    vlm: deper_vlm::AnyVlm<burn::backend::NdArray>,
     requests: std::sync::mpsc::Receiver<Pending>,
     batching: Batching,
     stats: &BatchStats,
@@ -255,7 +256,7 @@ fn batch_worker(
                 generation: vlm.generation_config(p.max_new_tokens),
             })
             .collect();
-        let stop_tokens = vlm.eos_token_ids.clone();
+        let stop_tokens = vlm.generation_config(1).stop_tokens;
         // Each token's text is what it adds to the decoded caption (byte-level BPE pieces may only
         // become characters together with later ones).
         let mut ids: Vec<Vec<u32>> = vec![Vec::new(); batch.len()];
@@ -265,7 +266,7 @@ fn batch_worker(
                 String::new()
             } else {
                 ids[k].push(id);
-                let now = vlm.tokenizer.decode(&ids[k], true).unwrap_or_default();
+                let now = vlm.tokenizer().decode(&ids[k], true).unwrap_or_default();
                 let added = now.strip_prefix(texts[k].as_str()).unwrap_or("").to_string();
                 if now.starts_with(texts[k].as_str()) {
                     texts[k] = now;

@@ -150,7 +150,7 @@ async fn requests_that_arrive_together_are_generated_as_one_batch() {
     assert_eq!(captioner.stats().largest_batch.load(Ordering::Relaxed), 1);
     // All at once: one batch of four, each caption what it was alone.
     let together =
-        futures_util::future::join_all(requests.iter().map(|request| api.post("/api/captions", Some(&token), request)))
+        futures_util::future::join_all(requests.iter().map(|request| api.post("/api/captions", Some(token), request)))
             .await;
     for (k, ((status, out), single)) in together.iter().zip(&alone).enumerate() {
         assert_eq!(*status, 200, "{out}");

@@ -316,8 +316,9 @@ pub(crate) fn generation_eos(dir: &Path) -> Result<Vec<u32>> {
 /// `config.json`: `qwen2_vl` and `qwen2_5_vl` ([`Vlm`]) and `idefics3` (SmolVLM, [`Idefics3Vlm`]).
 #[derive(Debug)]
 pub enum AnyVlm<B: Backend> {
-    Qwen2Vl(Vlm<B>),
-    Idefics3(Idefics3Vlm<B>),
+    // Boxed: both are large and of different sizes.
+    Qwen2Vl(Box<Vlm<B>>),
+    Idefics3(Box<Idefics3Vlm<B>>),
 }
 
 /// `model_type` of a model folder's `config.json`.
@@ -336,8 +337,8 @@ impl<B: Backend> AnyVlm<B> {
     /// Loads a folder of any supported family; another `model_type` is an error naming it.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         match model_type(dir)?.as_str() {
-            "qwen2_vl" | "qwen2_5_vl" => Ok(Self::Qwen2Vl(Vlm::load(dir, device)?)),
-            "idefics3" => Ok(Self::Idefics3(Idefics3Vlm::load(dir, device)?)),
+            "qwen2_vl" | "qwen2_5_vl" => Ok(Self::Qwen2Vl(Box::new(Vlm::load(dir, device)?))),
+            "idefics3" => Ok(Self::Idefics3(Box::new(Idefics3Vlm::load(dir, device)?))),
             other => Err(VlmError::Config(format!(
                 "{}: model_type `{other}` is not supported (qwen2_vl, qwen2_5_vl, idefics3)",
                 dir.join("config.json").display()

@@ -120,79 +120,17 @@ impl<B: Backend> Qwen2Vl<B> {
     /// - output embeddings: `[1, L, hidden]`; positions `[3][L]`
     pub fn inputs_embeds(&self, input: &MultimodalInput<B>) -> Result<(Tensor<B, 3>, [Vec<i64>; 3], i64)> {
         let ids = &input.input_ids;
-        let len = ids.len();
-        if len == 0 {
-            return Err(VlmError::Input("empty prompt".into()));
-        }
-        if len > self.max_position_embeddings {
-            return Err(VlmError::Input(format!(
-                "prompt of {len} tokens is longer than the context of {} positions",
-                self.max_position_embeddings
-            )));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(VlmError::Input(format!("token id {bad} is outside the vocabulary of {}", self.vocab_size)));
-        }
+        check_prompt(ids, self.vocab_size, self.max_position_embeddings)?;
         let device = self.device();
         let image_id = self.image_token_id as u32;
         let merge = self.visual.spatial_merge_size;
         let (positions, delta) = rope_index(ids, image_id, &input.image_grid_thw, merge)?;
 
-        let id_tensor = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [len]),
-            &device,
-        );
-        let text = self.model.embed(id_tensor.reshape([1, len])).reshape([len, self.hidden_size]); // [L, D]
-        let mut rows = vec![text];
-        // Source row of every position in cat(rows): identity, then image features, then persona rows.
-        let mut index: Vec<i64> = (0..len as i64).collect();
-        let mut offset = len;
-
-        let image_positions: Vec<usize> = (0..len).filter(|&i| ids[i] == image_id).collect();
-        match &input.pixel_values {
-            Some(pixels) => {
-                let features = self.visual.forward(pixels.clone(), &input.image_grid_thw)?; // [n, D]
-                let n = features.dims()[0];
-                if n != image_positions.len() {
-                    return Err(VlmError::Input(format!(
-                        "the images give {n} features but the prompt has {} image tokens",
-                        image_positions.len()
-                    )));
-                }
-                for (k, &p) in image_positions.iter().enumerate() {
-                    index[p] = (offset + k) as i64;
-                }
-                offset += n;
-                rows.push(features);
-            }
-            None if !image_positions.is_empty() => {
-                return Err(VlmError::Input(format!(
-                    "the prompt has {} image tokens but no pixel_values",
-                    image_positions.len()
-                )));
-            }
-            None => {}
-        }
-
-        if let Some(persona) = &input.persona {
-            let [k, d] = persona.embeddings.dims();
-            if d != self.hidden_size || k != persona.token_ids.len() {
-                return Err(VlmError::Input(format!(
-                    "persona embeddings are [{k}, {d}] for {} token ids; expected [{}, {}]",
-                    persona.token_ids.len(),
-                    persona.token_ids.len(),
-                    self.hidden_size
-                )));
-            }
-            for (position, row) in persona_rows(ids, &persona.token_ids)? {
-                index[position] = (offset + row) as i64;
-            }
-            rows.push(persona.embeddings.clone());
-        }
-
-        let table = Tensor::cat(rows, 0); // [L + n + K, D]
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &device);
-        let embeds = table.select(0, index).reshape([1, len, self.hidden_size]); // [1, L, D]
+        let features = match &input.pixel_values {
+            Some(pixels) => Some(self.visual.forward(pixels.clone(), &input.image_grid_thw)?), // [n, D]
+            None => None,
+        };
+        let embeds = assemble_embeds(&self.model, ids, image_id, features, input.persona.as_ref(), &device)?;
         Ok((embeds, positions, delta))
     }
 
@@ -383,16 +321,7 @@ impl<B: Backend> Qwen2Vl<B> {
                 results[r].generated_ids.push(token);
                 step[r] = token;
                 let keep_going = on_token(r, token);
-                let stop = if configs[r].stop_tokens.contains(&token) {
-                    Some(StopReason::StopToken)
-                } else if !keep_going {
-                    Some(StopReason::Callback)
-                } else if results[r].generated_ids.len() >= configs[r].max_new_tokens {
-                    Some(StopReason::MaxNewTokens)
-                } else {
-                    None
-                };
-                if let Some(stop) = stop {
+                if let Some(stop) = stop_reason(&configs[r], token, keep_going, results[r].generated_ids.len()) {
                     results[r].stop = stop;
                     active[r] = false;
                 }
@@ -447,34 +376,147 @@ impl<B: Backend> Qwen2Vl<B> {
                 cache.capacity()
             )));
         }
-        let mut sampler = Sampler::new(config.sampling.clone());
-        let mut sequence = input.input_ids.clone();
-        let mut generated = Vec::with_capacity(config.max_new_tokens);
         if config.max_new_tokens == 0 {
-            return Ok(Generated { prompt_ids: sequence, generated_ids: generated, stop: StopReason::MaxNewTokens });
+            return Ok(Generated {
+                prompt_ids: input.input_ids.clone(),
+                generated_ids: Vec::new(),
+                stop: StopReason::MaxNewTokens,
+            });
         }
-        let (mut logits, delta) = self.prefill(input, cache)?;
-        loop {
-            let row = to_vec(logits)?;
-            let token = sampler.next_token(&row, &sequence);
-            sequence.push(token);
-            generated.push(token);
-            let keep_going = on_token(token);
-            let stop = if config.stop_tokens.contains(&token) {
-                Some(StopReason::StopToken)
-            } else if !keep_going {
-                Some(StopReason::Callback)
-            } else if generated.len() >= config.max_new_tokens {
-                Some(StopReason::MaxNewTokens)
-            } else {
-                None
-            };
-            if let Some(stop) = stop {
-                return Ok(Generated { prompt_ids: input.input_ids.clone(), generated_ids: generated, stop });
-            }
-            logits = self.decode_step(token, delta, cache)?;
-        }
+        let (logits, delta) = self.prefill(input, cache)?;
+        sample_loop(&input.input_ids, config, logits, &mut |token| self.decode_step(token, delta, cache), on_token)
     }
+}
+
+/// Why generation of a row ends after `token`, its `generated`-th id, if it does.
+pub(crate) fn stop_reason(
+    config: &GenerationConfig,
+    token: u32,
+    keep_going: bool,
+    generated: usize,
+) -> Option<StopReason> {
+    if config.stop_tokens.contains(&token) {
+        Some(StopReason::StopToken)
+    } else if !keep_going {
+        Some(StopReason::Callback)
+    } else if generated >= config.max_new_tokens {
+        Some(StopReason::MaxNewTokens)
+    } else {
+        None
+    }
+}
+
+/// The sampling loop of one prompt, shared by every model family: sample from `logits` (the
+/// prefill's last position), stream, stop, or feed the token to `step` for the next logits.
+pub(crate) fn sample_loop<B: Backend>(
+    prompt_ids: &[u32],
+    config: &GenerationConfig,
+    mut logits: Tensor<B, 2>,
+    step: &mut dyn FnMut(u32) -> Result<Tensor<B, 2>>,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Generated> {
+    let mut sampler = Sampler::new(config.sampling.clone());
+    let mut sequence = prompt_ids.to_vec();
+    let mut generated = Vec::with_capacity(config.max_new_tokens);
+    loop {
+        let row = to_vec(logits)?;
+        let token = sampler.next_token(&row, &sequence);
+        sequence.push(token);
+        generated.push(token);
+        let keep_going = on_token(token);
+        if let Some(stop) = stop_reason(config, token, keep_going, generated.len()) {
+            return Ok(Generated { prompt_ids: prompt_ids.to_vec(), generated_ids: generated, stop });
+        }
+        logits = step(token)?;
+    }
+}
+
+/// Refuses an empty prompt, one longer than the context, or ids outside the vocabulary.
+pub(crate) fn check_prompt(ids: &[u32], vocab_size: usize, max_positions: usize) -> Result<()> {
+    let len = ids.len();
+    if len == 0 {
+        return Err(VlmError::Input("empty prompt".into()));
+    }
+    if len > max_positions {
+        return Err(VlmError::Input(format!(
+            "prompt of {len} tokens is longer than the context of {max_positions} positions"
+        )));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+        return Err(VlmError::Input(format!("token id {bad} is outside the vocabulary of {vocab_size}")));
+    }
+    Ok(())
+}
+
+/// Input embeddings of one prompt, shared by every model family: the token embeddings, with the
+/// image `features` (`[n, hidden]`, in order) at the `image_token_id` positions and the persona rows
+/// at the persona-token positions.
+///
+/// # Shapes
+/// - output: `[1, L, hidden]`
+pub(crate) fn assemble_embeds<B: Backend>(
+    text: &TextModel<B>,
+    ids: &[u32],
+    image_token_id: u32,
+    features: Option<Tensor<B, 2>>,
+    persona: Option<&Persona<B>>,
+    device: &B::Device,
+) -> Result<Tensor<B, 3>> {
+    let len = ids.len();
+    let id_tensor = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [1, len]),
+        device,
+    );
+    let embedded = text.embed(id_tensor); // [1, L, D]
+    let hidden = embedded.dims()[2];
+    let mut rows = vec![embedded.reshape([len, hidden])];
+    // Source row of every position in cat(rows): identity, then image features, then persona rows.
+    let mut index: Vec<i64> = (0..len as i64).collect();
+    let mut offset = len;
+
+    let image_positions: Vec<usize> = (0..len).filter(|&i| ids[i] == image_token_id).collect();
+    match features {
+        Some(features) => {
+            let n = features.dims()[0];
+            if n != image_positions.len() {
+                return Err(VlmError::Input(format!(
+                    "the images give {n} features but the prompt has {} image tokens",
+                    image_positions.len()
+                )));
+            }
+            for (k, &p) in image_positions.iter().enumerate() {
+                index[p] = (offset + k) as i64;
+            }
+            offset += n;
+            rows.push(features);
+        }
+        None if !image_positions.is_empty() => {
+            return Err(VlmError::Input(format!(
+                "the prompt has {} image tokens but no pixel_values",
+                image_positions.len()
+            )));
+        }
+        None => {}
+    }
+
+    if let Some(persona) = persona {
+        let [k, d] = persona.embeddings.dims();
+        if d != hidden || k != persona.token_ids.len() {
+            return Err(VlmError::Input(format!(
+                "persona embeddings are [{k}, {d}] for {} token ids; expected [{}, {hidden}]",
+                persona.token_ids.len(),
+                persona.token_ids.len(),
+            )));
+        }
+        for (position, row) in persona_rows(ids, &persona.token_ids)? {
+            index[position] = (offset + row) as i64;
+        }
+        rows.push(persona.embeddings.clone());
+    }
+
+    let table = Tensor::cat(rows, 0); // [L + n + K, D]
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), device);
+    Ok(table.select(0, index).reshape([1, len, hidden])) // [1, L, D]
 }
 
 /// `(position, persona row)` pairs; see [`Persona`].

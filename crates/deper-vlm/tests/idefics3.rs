@@ -315,7 +315,7 @@ fn vlm_forward_file_writes_reference_logits() {
     )
     .unwrap();
     let err = vlm.forward_file(&bad, &out).unwrap_err().to_string();
-    assert!(err.contains("20 features") && err.contains("<image> tokens"), "{err}");
+    assert!(err.contains("20 features") && err.contains("image tokens"), "{err}");
 }
 
 /// The fixture's model folder in a temp dir, with `config.json` edited by `edit` and the weights

@@ -22,8 +22,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::config::Idefics3Config;
 use super::vision::{Connector, SiglipVision, VisionOutputs};
 use crate::cache::{KvCache, LayerCache};
-use crate::model::{Generated, GenerationConfig, Persona, StopReason};
-use crate::sampling::Sampler;
+use crate::model::{assemble_embeds, check_prompt, sample_loop, Generated, GenerationConfig, Persona, StopReason};
 use crate::text::{text_positions, TextModel};
 use crate::{Result, VlmError};
 
@@ -158,75 +157,13 @@ impl<B: Backend> Idefics3<B> {
     /// - output: `[1, L, hidden]`
     pub fn inputs_embeds(&self, input: &Idefics3Input<B>) -> Result<Tensor<B, 3>> {
         let ids = &input.input_ids;
-        let len = ids.len();
-        if len == 0 {
-            return Err(VlmError::Input("empty prompt".into()));
-        }
-        if len > self.max_position_embeddings {
-            return Err(VlmError::Input(format!(
-                "prompt of {len} tokens is longer than the context of {} positions",
-                self.max_position_embeddings
-            )));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(VlmError::Input(format!("token id {bad} is outside the vocabulary of {}", self.vocab_size)));
-        }
-        let device = self.device();
-        let id_tensor = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [len]),
-            &device,
-        );
-        let text = self.text.embed(id_tensor.reshape([1, len])).reshape([len, self.hidden_size]); // [L, D]
-        let mut rows = vec![text];
-        // Source row of every position in cat(rows): identity, then image features, then persona rows.
-        let mut index: Vec<i64> = (0..len as i64).collect();
-        let mut offset = len;
-
+        check_prompt(ids, self.vocab_size, self.max_position_embeddings)?;
+        let features = match &input.images {
+            Some(images) => Some(self.image_features(images)?), // [n, D]
+            None => None,
+        };
         let image_id = self.image_token_id as u32;
-        let image_positions: Vec<usize> = (0..len).filter(|&i| ids[i] == image_id).collect();
-        match &input.images {
-            Some(images) => {
-                let features = self.image_features(images)?; // [n, D]
-                let n = features.dims()[0];
-                if n != image_positions.len() {
-                    return Err(VlmError::Input(format!(
-                        "the images give {n} features but the prompt has {} <image> tokens",
-                        image_positions.len()
-                    )));
-                }
-                for (k, &p) in image_positions.iter().enumerate() {
-                    index[p] = (offset + k) as i64;
-                }
-                offset += n;
-                rows.push(features);
-            }
-            None if !image_positions.is_empty() => {
-                return Err(VlmError::Input(format!(
-                    "the prompt has {} <image> tokens but no pixel_values",
-                    image_positions.len()
-                )));
-            }
-            None => {}
-        }
-
-        if let Some(persona) = &input.persona {
-            let [k, d] = persona.embeddings.dims();
-            if d != self.hidden_size || k != persona.token_ids.len() {
-                return Err(VlmError::Input(format!(
-                    "persona embeddings are [{k}, {d}] for {} token ids; expected [{}, {}]",
-                    persona.token_ids.len(),
-                    persona.token_ids.len(),
-                    self.hidden_size
-                )));
-            }
-            for (position, row) in persona_rows(ids, &persona.token_ids)? {
-                index[position] = (offset + row) as i64;
-            }
-            rows.push(persona.embeddings.clone());
-        }
-        let table = Tensor::cat(rows, 0); // [L + n + K, D]
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &device);
-        Ok(table.select(0, index).reshape([1, len, self.hidden_size])) // [1, L, D]
+        assemble_embeds(&self.text, ids, image_id, features, input.persona.as_ref(), &self.device())
     }
 
     /// The decoder over `embeds` at positions `start..start + L`, appending to `caches` when given.
@@ -329,37 +266,15 @@ impl<B: Backend> Idefics3<B> {
                 cache.capacity()
             )));
         }
-        let mut generated = Vec::with_capacity(config.max_new_tokens);
         if config.max_new_tokens == 0 {
             return Ok(Generated {
                 prompt_ids: input.input_ids.clone(),
-                generated_ids: generated,
+                generated_ids: Vec::new(),
                 stop: StopReason::MaxNewTokens,
             });
         }
-        let mut sampler = Sampler::new(config.sampling.clone());
-        let mut sequence = input.input_ids.clone();
-        let mut logits = self.prefill(input, cache)?;
-        loop {
-            let row = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(read_err)?;
-            let token = sampler.next_token(&row, &sequence);
-            sequence.push(token);
-            generated.push(token);
-            let keep_going = on_token(token);
-            let stop = if config.stop_tokens.contains(&token) {
-                Some(StopReason::StopToken)
-            } else if !keep_going {
-                Some(StopReason::Callback)
-            } else if generated.len() >= config.max_new_tokens {
-                Some(StopReason::MaxNewTokens)
-            } else {
-                None
-            };
-            if let Some(stop) = stop {
-                return Ok(Generated { prompt_ids: input.input_ids.clone(), generated_ids: generated, stop });
-            }
-            logits = self.decode_step(token, cache)?;
-        }
+        let logits = self.prefill(input, cache)?;
+        sample_loop(&input.input_ids, config, logits, &mut |token| self.decode_step(token, cache), on_token)
     }
 }
 
@@ -392,27 +307,6 @@ fn valid_patches(mask: &[bool], h: usize, w: usize, p: usize, tile: usize) -> Re
         return Err(VlmError::Input(format!("pixel_attention_mask of tile {tile} marks no pixel as valid")));
     }
     Ok((valid_rows, valid_cols))
-}
-
-/// `(position, persona row)` pairs: occurrences of each persona id take that id's rows in order.
-fn persona_rows(ids: &[u32], token_ids: &[u32]) -> Result<Vec<(usize, usize)>> {
-    let mut pairs = Vec::new();
-    let mut distinct: Vec<u32> = token_ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    for id in distinct {
-        let rows: Vec<usize> = (0..token_ids.len()).filter(|&k| token_ids[k] == id).collect();
-        let positions: Vec<usize> = (0..ids.len()).filter(|&p| ids[p] == id).collect();
-        if rows.len() != positions.len() {
-            return Err(VlmError::Input(format!(
-                "persona token {id} occurs {} times in the prompt but has {} persona vectors",
-                positions.len(),
-                rows.len()
-            )));
-        }
-        pairs.extend(positions.into_iter().zip(rows));
-    }
-    Ok(pairs)
 }
 
 #[cfg(test)]

@@ -20,22 +20,9 @@ fn model_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
+    let server = Server::start(Arc::new(VlmCaptioner::load(&model_dir(), None).unwrap())).await;
+    let (api, token) = (&server.api, server.token.clone());
     let data = tempfile::tempdir().unwrap();
-    let mut settings = ServerSettings::new(data.path());
-    settings.caption = Some(Arc::new(VlmCaptioner::load(&model_dir(), None).unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(launch(settings, listener, async move {
-        let _ = rx.await;
-    }));
-    let api = Api::new(&format!("http://{addr}"));
-    let started = Instant::now();
-    while api.http.get(api.url("/healthz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let token = std::fs::read_to_string(data.path().join("researcher-token")).unwrap().trim().to_string();
     let image = png(56, 56, 7);
     let (status, stim) = api.upload(&token, image.clone()).await;
     assert!(status == 200 || status == 201, "{stim}");
@@ -112,8 +99,7 @@ async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
     let (status, _) = api.get("/healthz", None).await;
     assert_eq!(status, 200);
 
-    tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,6 +23,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod cpu;
 pub mod export;
 pub mod idefics3;
 pub mod model;

@@ -271,7 +271,11 @@ impl<B: Backend> TextModel<B> {
                 let [b, l, d] = hidden.dims();
                 let w = self.embed_tokens.weight.val(); // [vocab, hidden]
                 let vocab = w.dims()[0];
-                let logits_t = w.matmul(hidden.reshape([b * l, d]).transpose()); // [vocab, b·l]
+                let rows = hidden.reshape([b * l, d]);
+                if let Some(logits) = crate::cpu::rows_times_transposed(&rows, &w) {
+                    return logits.reshape([b, l, vocab]);
+                }
+                let logits_t = w.matmul(rows.transpose()); // [vocab, b·l]
                 logits_t.transpose().reshape([b, l, vocab])
             }
         }
@@ -357,11 +361,16 @@ impl<B: Backend> Attention<B> {
 /// `Linear` on the rows of `[b, L, in]` as one `[b·L, in]` matrix.
 ///
 /// burn's linear reshapes the weight to the input's rank, and burn-ndarray 0.21's reshape copies, so a
-/// 3-D input copies every weight matrix once more per call; a 2-D input skips that copy (its matmul
-/// still copies and packs the weight once: see the crate README's benchmark). Same numbers either way.
+/// 3-D input copies every weight matrix once more per call; a 2-D input skips that copy. A few rows on
+/// the CPU backend (decoding) go through [`crate::cpu::rows_times`], which reads the weight in place.
 fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
-    let y = layer.forward(x.reshape([b * l, d]));
+    let x = x.reshape([b * l, d]);
+    let bias = layer.bias.as_ref().map(|p| p.val());
+    let y = match crate::cpu::rows_times(&x, &layer.weight.val(), bias.as_ref()) {
+        Some(y) => y,
+        None => layer.forward(x),
+    };
     let out = y.dims()[1];
     y.reshape([b, l, out])
 }

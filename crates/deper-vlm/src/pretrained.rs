@@ -40,18 +40,22 @@ pub const KEY_RENAMES: &[(&str, &str)] = &[
 ];
 
 /// A checkpoint with key renaming and typed builders.
-struct Loader<'a, B: Backend> {
-    ckpt: &'a Checkpoint,
-    device: &'a B::Device,
+/// Reads hub keys from a checkpoint into burn modules; shared by every model family, each with its
+/// own rename table.
+pub(crate) struct Loader<'a, B: Backend> {
+    pub ckpt: &'a Checkpoint,
+    pub device: &'a B::Device,
+    /// `(hub prefix, alternative prefix)` pairs tried when a hub key is absent.
+    pub renames: &'static [(&'static str, &'static str)],
 }
 
 impl<B: Backend> Loader<'_, B> {
     /// The stored key for a hub key (first match in the rename table).
-    fn resolve(&self, key: &str) -> String {
+    pub fn resolve(&self, key: &str) -> String {
         if self.ckpt.contains(key) {
             return key.to_string();
         }
-        for (hub, alt) in KEY_RENAMES {
+        for (hub, alt) in self.renames {
             if let Some(rest) = key.strip_prefix(hub) {
                 let candidate = format!("{alt}{rest}");
                 if self.ckpt.contains(&candidate) {
@@ -62,43 +66,44 @@ impl<B: Backend> Loader<'_, B> {
         key.to_string() // missing: the read below names the hub key and the expected shape
     }
 
-    fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
         Ok(self.ckpt.f32(&self.resolve(key), shape)?)
     }
 
-    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+    pub fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let values = self.values(key, &shape)?;
         Ok(Tensor::from_data(TensorData::new(values, shape), self.device))
     }
 
     /// A PyTorch `[out, in]` weight as burn `[in, out]`, with an optional `.bias`.
-    fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
+    pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
         let w = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
         self.linear_from(w, prefix, d_in, d_out, bias)
     }
 
-    fn linear_from(&self, w: Vec<f32>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
+    /// [`Self::linear`] from a weight already read (any trailing layout flattened to `d_in`).
+    pub fn linear_from(&self, w: Vec<f32>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
         let weight = Tensor::from_data(TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]), self.device);
         let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out])?)) } else { None };
         Ok(Linear { weight: Param::from_tensor(weight), bias })
     }
 
-    fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm<B>> {
+    pub fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>> {
         // `epsilon` is private in burn: build through the config, then set the parameters.
-        let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init(self.device);
+        let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
         norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?);
         norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])?));
         Ok(norm)
     }
 
-    fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
+    pub fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
         Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?), epsilon: eps })
     }
 
     /// The vision norms: LayerNorm in Qwen2-VL, RMSNorm (weight only) in Qwen2.5-VL; eps 1e-6 in both.
     fn vision_norm(&self, kind: VisionKind, prefix: &str, d: usize) -> Result<VisionNorm<B>> {
         Ok(match kind {
-            VisionKind::Qwen2Vl => VisionNorm::Layer(self.layer_norm(prefix, d)?),
+            VisionKind::Qwen2Vl => VisionNorm::Layer(self.layer_norm(prefix, d, 1e-6)?),
             VisionKind::Qwen25Vl => VisionNorm::Rms(self.rms_norm(prefix, d, 1e-6)?),
         })
     }
@@ -124,7 +129,7 @@ pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Qwe
 
 /// Builds the model of `config` from an opened checkpoint.
 pub fn load_weights<B: Backend>(config: &Qwen2VlConfig, ckpt: &Checkpoint, device: &B::Device) -> Result<Qwen2Vl<B>> {
-    let ld = Loader::<B> { ckpt, device };
+    let ld = Loader::<B> { ckpt, device, renames: KEY_RENAMES };
     Ok(Qwen2Vl {
         visual: load_vision(&ld, config)?,
         model: load_text(&ld, config)?,
@@ -191,30 +196,16 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result
 fn load_text<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result<TextModel<B>> {
     let tc = &config.text;
     let (d, hd, eps) = (tc.hidden_size, tc.head_dim(), tc.rms_norm_eps);
-    let (q_out, kv_out) = (tc.num_attention_heads * hd, tc.num_key_value_heads * hd);
-    let layers = (0..tc.num_hidden_layers)
-        .map(|i| {
-            let p = format!("model.layers.{i}");
-            Ok(DecoderLayer {
-                input_layernorm: ld.rms_norm(&format!("{p}.input_layernorm"), d, eps)?,
-                self_attn: Attention {
-                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q_out, true)?,
-                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv_out, true)?,
-                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv_out, true)?,
-                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q_out, d, false)?,
-                    num_heads: tc.num_attention_heads,
-                    num_kv_heads: tc.num_key_value_heads,
-                    head_dim: hd,
-                },
-                post_attention_layernorm: ld.rms_norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
-                mlp: Mlp {
-                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), d, tc.intermediate_size, false)?,
-                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, tc.intermediate_size, false)?,
-                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), tc.intermediate_size, d, false)?,
-                },
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let shape = DecoderShape {
+        hidden: d,
+        heads: tc.num_attention_heads,
+        kv_heads: tc.num_key_value_heads,
+        head_dim: hd,
+        intermediate: tc.intermediate_size,
+        eps,
+    };
+    // Qwen2 has q/k/v biases.
+    let layers = load_decoder_layers(ld, "model.layers", tc.num_hidden_layers, &shape, true)?;
     let embed = ld.tensor("model.embed_tokens.weight", [tc.vocab_size, d])?;
     Ok(TextModel {
         embed_tokens: Embedding { weight: Param::from_tensor(embed) },
@@ -225,6 +216,51 @@ fn load_text<B: Backend>(ld: &Loader<'_, B>, config: &Qwen2VlConfig) -> Result<T
         mrope_section: tc.mrope_section.clone(),
         head_dim: hd,
     })
+}
+
+/// Sizes of a Qwen2/Llama decoder layer.
+pub(crate) struct DecoderShape {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub eps: f64,
+}
+
+/// `count` pre-norm decoder layers under `{root}.{i}` (hub names), with or without q/k/v biases.
+pub(crate) fn load_decoder_layers<B: Backend>(
+    ld: &Loader<'_, B>,
+    root: &str,
+    count: usize,
+    shape: &DecoderShape,
+    qkv_bias: bool,
+) -> Result<Vec<DecoderLayer<B>>> {
+    let DecoderShape { hidden: d, heads, kv_heads, head_dim: hd, intermediate, eps } = *shape;
+    let (q_out, kv_out) = (heads * hd, kv_heads * hd);
+    (0..count)
+        .map(|i| {
+            let p = format!("{root}.{i}");
+            Ok(DecoderLayer {
+                input_layernorm: ld.rms_norm(&format!("{p}.input_layernorm"), d, eps)?,
+                self_attn: Attention {
+                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q_out, qkv_bias)?,
+                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv_out, qkv_bias)?,
+                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv_out, qkv_bias)?,
+                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q_out, d, false)?,
+                    num_heads: heads,
+                    num_kv_heads: kv_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: ld.rms_norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
+                mlp: Mlp {
+                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), d, intermediate, false)?,
+                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, intermediate, false)?,
+                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), intermediate, d, false)?,
+                },
+            })
+        })
+        .collect()
 }
 
 /// Tied-embedding quirk: real Qwen2-VL-2B checkpoints have no `lm_head.weight` and reuse

@@ -10,16 +10,16 @@
 //! `lm_head.weight`) is canonical; [`KEY_RENAMES`] lists the alternatives tried when a hub key is absent.
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use deper_weights::Checkpoint;
 use std::path::Path;
 
 use super::config::Idefics3Config;
 use super::model::{llama_rope_section, Idefics3};
 use super::vision::{Connector, SiglipAttention, SiglipEncoderLayer, SiglipVision};
-use crate::text::{Attention, DecoderLayer, Mlp, TextModel};
+use crate::pretrained::{load_decoder_layers, DecoderShape, Loader};
+use crate::text::TextModel;
 use crate::{Result, VlmError};
 
 /// `(hub prefix, alternative prefix)`: when `hub prefix…` is missing, `alternative prefix…` is tried.
@@ -27,66 +27,6 @@ pub const KEY_RENAMES: &[(&str, &str)] = &[
     // Bare `Idefics3Model` checkpoints (no `ForConditionalGeneration` wrapper) drop the `model.` prefix.
     ("model.", ""),
 ];
-
-struct Loader<'a, B: Backend> {
-    ckpt: &'a Checkpoint,
-    device: &'a B::Device,
-}
-
-impl<B: Backend> Loader<'_, B> {
-    fn resolve(&self, key: &str) -> String {
-        if self.ckpt.contains(key) {
-            return key.to_string();
-        }
-        for (hub, alt) in KEY_RENAMES {
-            if let Some(rest) = key.strip_prefix(hub) {
-                let candidate = format!("{alt}{rest}");
-                if self.ckpt.contains(&candidate) {
-                    return candidate;
-                }
-            }
-        }
-        key.to_string() // missing: the read below names the hub key and the expected shape
-    }
-
-    fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        Ok(self.ckpt.f32(&self.resolve(key), shape)?)
-    }
-
-    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
-        Ok(Tensor::from_data(TensorData::new(self.values(key, &shape)?, shape), self.device))
-    }
-
-    /// A PyTorch `[out, in]` weight (any trailing layout flattened to `in`) as burn `[in, out]`.
-    fn linear_from(&self, w: Vec<f32>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
-        let mut t = vec![0.0; w.len()];
-        for r in 0..d_out {
-            for c in 0..d_in {
-                t[c * d_out + r] = w[r * d_in + c];
-            }
-        }
-        let weight = Tensor::from_data(TensorData::new(t, [d_in, d_out]), self.device);
-        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out])?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
-    }
-
-    fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
-        let w = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        self.linear_from(w, prefix, d_in, d_out, bias)
-    }
-
-    fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>> {
-        // `epsilon` is private in burn: build through the config, then set the parameters.
-        let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
-        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?);
-        norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])?));
-        Ok(norm)
-    }
-
-    fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
-        Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?), epsilon: eps })
-    }
-}
 
 /// Loads `config.json` and the weights from a Hugging Face model folder.
 pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Idefics3<B>> {
@@ -97,7 +37,7 @@ pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Ide
 
 /// Builds the model of `config` from an opened checkpoint.
 pub fn load_weights<B: Backend>(config: &Idefics3Config, ckpt: &Checkpoint, device: &B::Device) -> Result<Idefics3<B>> {
-    let ld = Loader::<B> { ckpt, device };
+    let ld = Loader::<B> { ckpt, device, renames: KEY_RENAMES };
     Ok(Idefics3 {
         vision: load_vision(&ld, config)?,
         connector: Connector {
@@ -160,30 +100,16 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Resul
 fn load_text<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<TextModel<B>> {
     let tc = &config.text;
     let (d, hd, eps) = (tc.hidden_size, tc.head_dim, tc.rms_norm_eps);
-    let (q_out, kv_out) = (tc.num_attention_heads * hd, tc.num_key_value_heads * hd);
-    let layers = (0..tc.num_hidden_layers)
-        .map(|i| {
-            let p = format!("model.text_model.layers.{i}");
-            Ok(DecoderLayer {
-                input_layernorm: ld.rms_norm(&format!("{p}.input_layernorm"), d, eps)?,
-                self_attn: Attention {
-                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q_out, false)?,
-                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv_out, false)?,
-                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv_out, false)?,
-                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q_out, d, false)?,
-                    num_heads: tc.num_attention_heads,
-                    num_kv_heads: tc.num_key_value_heads,
-                    head_dim: hd,
-                },
-                post_attention_layernorm: ld.rms_norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
-                mlp: Mlp {
-                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), d, tc.intermediate_size, false)?,
-                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, tc.intermediate_size, false)?,
-                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), tc.intermediate_size, d, false)?,
-                },
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let shape = DecoderShape {
+        hidden: d,
+        heads: tc.num_attention_heads,
+        kv_heads: tc.num_key_value_heads,
+        head_dim: hd,
+        intermediate: tc.intermediate_size,
+        eps,
+    };
+    // Llama has no q/k/v biases.
+    let layers = load_decoder_layers(ld, "model.text_model.layers", tc.num_hidden_layers, &shape, false)?;
     let embed = ld.tensor("model.text_model.embed_tokens.weight", [tc.vocab_size, d])?;
     Ok(TextModel {
         embed_tokens: Embedding { weight: Param::from_tensor(embed) },

@@ -351,13 +351,7 @@ impl<B: Backend> Qwen2Vl<B> {
     }
 
     fn check_context(&self, needed: usize) -> Result<()> {
-        if needed > self.max_position_embeddings {
-            return Err(VlmError::Input(format!(
-                "prompt plus max_new_tokens is {needed} positions, longer than the context of {}",
-                self.max_position_embeddings
-            )));
-        }
-        Ok(())
+        check_context(needed, self.max_position_embeddings)
     }
 
     /// Generates into a caller-owned cache (reset first), so memory is reused between requests.
@@ -368,24 +362,45 @@ impl<B: Backend> Qwen2Vl<B> {
         cache: &mut KvCache<B>,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Generated> {
-        let needed = input.input_ids.len() + config.max_new_tokens;
-        self.check_context(needed)?;
-        if needed > cache.capacity() {
-            return Err(VlmError::Input(format!(
-                "prompt plus max_new_tokens is {needed} positions, the KV cache holds {}",
-                cache.capacity()
-            )));
-        }
-        if config.max_new_tokens == 0 {
-            return Ok(Generated {
-                prompt_ids: input.input_ids.clone(),
-                generated_ids: Vec::new(),
-                stop: StopReason::MaxNewTokens,
-            });
+        if let Some(nothing) = start_generation(&input.input_ids, config, self.max_position_embeddings, cache)? {
+            return Ok(nothing);
         }
         let (logits, delta) = self.prefill(input, cache)?;
         sample_loop(&input.input_ids, config, logits, &mut |token| self.decode_step(token, delta, cache), on_token)
     }
+}
+
+/// Refuses a prompt plus `max_new_tokens` longer than the context.
+pub(crate) fn check_context(needed: usize, max_positions: usize) -> Result<()> {
+    if needed > max_positions {
+        return Err(VlmError::Input(format!(
+            "prompt plus max_new_tokens is {needed} positions, longer than the context of {max_positions}"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks before generating one prompt into `cache`, shared by every model family; with
+/// `max_new_tokens` 0 the (empty) result itself.
+pub(crate) fn start_generation<B: Backend>(
+    prompt_ids: &[u32],
+    config: &GenerationConfig,
+    max_positions: usize,
+    cache: &KvCache<B>,
+) -> Result<Option<Generated>> {
+    let needed = prompt_ids.len() + config.max_new_tokens;
+    check_context(needed, max_positions)?;
+    if needed > cache.capacity() {
+        return Err(VlmError::Input(format!(
+            "prompt plus max_new_tokens is {needed} positions, the KV cache holds {}",
+            cache.capacity()
+        )));
+    }
+    Ok((config.max_new_tokens == 0).then(|| Generated {
+        prompt_ids: prompt_ids.to_vec(),
+        generated_ids: Vec::new(),
+        stop: StopReason::MaxNewTokens,
+    }))
 }
 
 /// Why generation of a row ends after `token`, its `generated`-th id, if it does.

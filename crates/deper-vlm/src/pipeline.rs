@@ -198,13 +198,10 @@ impl<B: Backend> Vlm<B> {
     /// Refuses a job that would make the whole batch fail: too long for the context, or a persona
     /// whose rows do not match its tokens in the prompt.
     fn check_fits(&self, input: &MultimodalInput<B>, generation: &GenerationConfig) -> Result<()> {
-        let needed = input.input_ids.len() + generation.max_new_tokens;
-        if needed > self.config.text.max_position_embeddings {
-            return Err(VlmError::Input(format!(
-                "prompt plus max_new_tokens is {needed} positions, longer than the context of {}",
-                self.config.text.max_position_embeddings
-            )));
-        }
+        crate::model::check_context(
+            input.input_ids.len() + generation.max_new_tokens,
+            self.config.text.max_position_embeddings,
+        )?;
         if let Some(persona) = &input.persona {
             for &id in &persona.token_ids {
                 let rows = persona.token_ids.iter().filter(|&&t| t == id).count();

@@ -22,7 +22,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::config::Idefics3Config;
 use super::vision::{Connector, SiglipVision, VisionOutputs};
 use crate::cache::{KvCache, LayerCache};
-use crate::model::{assemble_embeds, check_prompt, sample_loop, Generated, GenerationConfig, Persona, StopReason};
+use crate::model::{
+    assemble_embeds, check_context, check_prompt, sample_loop, start_generation, Generated, GenerationConfig, Persona,
+};
 use crate::text::{text_positions, TextModel};
 use crate::{Result, VlmError};
 
@@ -226,16 +228,6 @@ impl<B: Backend> Idefics3<B> {
         Ok(self.text.logits(hidden).reshape([1, self.vocab_size]))
     }
 
-    fn check_context(&self, needed: usize) -> Result<()> {
-        if needed > self.max_position_embeddings {
-            return Err(VlmError::Input(format!(
-                "prompt plus max_new_tokens is {needed} positions, longer than the context of {}",
-                self.max_position_embeddings
-            )));
-        }
-        Ok(())
-    }
-
     /// Generates with a fresh cache sized for the prompt and `max_new_tokens`.
     /// `on_token` sees every new id as it is chosen; returning `false` stops generation.
     pub fn generate(
@@ -245,7 +237,7 @@ impl<B: Backend> Idefics3<B> {
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Generated> {
         let needed = input.input_ids.len() + config.max_new_tokens;
-        self.check_context(needed)?;
+        check_context(needed, self.max_position_embeddings)?;
         let mut cache = self.new_cache(needed);
         self.generate_with_cache(input, config, &mut cache, on_token)
     }
@@ -258,20 +250,8 @@ impl<B: Backend> Idefics3<B> {
         cache: &mut KvCache<B>,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Generated> {
-        let needed = input.input_ids.len() + config.max_new_tokens;
-        self.check_context(needed)?;
-        if needed > cache.capacity() {
-            return Err(VlmError::Input(format!(
-                "prompt plus max_new_tokens is {needed} positions, the KV cache holds {}",
-                cache.capacity()
-            )));
-        }
-        if config.max_new_tokens == 0 {
-            return Ok(Generated {
-                prompt_ids: input.input_ids.clone(),
-                generated_ids: Vec::new(),
-                stop: StopReason::MaxNewTokens,
-            });
+        if let Some(nothing) = start_generation(&input.input_ids, config, self.max_position_embeddings, cache)? {
+            return Ok(nothing);
         }
         let logits = self.prefill(input, cache)?;
         sample_loop(&input.input_ids, config, logits, &mut |token| self.decode_step(token, cache), on_token)

@@ -209,3 +209,28 @@ fn serve_refuses_a_training_device_it_does_not_have() {
         assert!(!dir.path().join("deper.db").exists(), "nothing is created before the check");
     }
 }
+
+#[test]
+fn train_stage1_on_two_devices_writes_a_run_that_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("w");
+    ok_json(&["synth", "--out", s(&world), "--subjects", "4", "--images", "20", "--seed", "3"]);
+    ok_json(&["dataset", "split", s(&world), "--unseen", "s03", "--shots", "3"]);
+    ok_json(&["features", "extract", "--data", s(&world)]);
+    let config = dir.path().join("c.json");
+    std::fs::write(
+        &config,
+        r#"{"model": {"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "token_dim": 16}}"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let args = ["train", "stage1", "--data", s(&world), "--out", s(&run), "--config", s(&config), "--epochs", "1"];
+    let last = ok_json(&[&args[..], &["--devices", "0,1"]].concat());
+    assert_eq!(last["epoch"], 1);
+    let report = ok_json(&["eval-fewshot", "--run", s(&run), "--data", s(&world), "--shots", "3", "--json"]);
+    assert!(report["seen_acc"].as_f64().is_some(), "{report}");
+
+    let twice = deper(&[&args[..], &["--device", "cuda", "--devices", "0,0"]].concat());
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("name each device once"));
+}

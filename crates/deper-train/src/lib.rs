@@ -36,6 +36,9 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, message: String },
     #[error("cancelled")]
     Cancelled,
+    /// Data-parallel training: another device stopped (its own error says why).
+    #[error("another training device stopped")]
+    PeerStopped,
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

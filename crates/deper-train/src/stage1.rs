@@ -13,7 +13,8 @@
 //! RUN/state.json      epochs completed and the memory bank size, for --resume
 //! ```
 
-use burn::module::{AutodiffModule, Module};
+use burn::collective::{CollectiveConfig, PeerId, ReduceOperation};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
@@ -78,6 +79,23 @@ pub struct TrainSettings {
     pub max_caption_tokens: usize,
     /// Feature cache to read (`deper features extract --backbone`).
     pub backbone: String,
+    /// Multi-node data-parallel training (several `--devices` on each of several machines).
+    pub ddp: DdpSettings,
+}
+
+/// The multi-node part of burn's collective configuration (`burn::collective::CollectiveConfig`).
+/// On one machine nothing here is needed: `--devices` alone trains data-parallel. Across machines
+/// every node sets all of `num_nodes`, `global_address` (burn's global orchestrator, which one
+/// machine runs), `node_address` and `data_service_port`, and a distinct `node_index`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdpSettings {
+    pub num_nodes: Option<u32>,
+    /// This node's index among `num_nodes` (peer ids are `node_index · devices + rank`).
+    pub node_index: u32,
+    pub global_address: Option<String>,
+    pub node_address: Option<String>,
+    pub data_service_port: Option<u16>,
 }
 
 impl Default for TrainSettings {
@@ -94,6 +112,7 @@ impl Default for TrainSettings {
             seed: 0,
             max_caption_tokens: DEFAULT_MAX_CAPTION_TOKENS,
             backbone: features::PIXEL_STATS.into(),
+            ddp: DdpSettings::default(),
         }
     }
 }
@@ -358,7 +377,36 @@ pub fn train_cancellable<B: AutodiffBackend>(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Vec<EpochMetrics>> {
+    train_data_parallel::<B>(data, run, config, resume, std::slice::from_ref(device), progress, cancel)
+}
+
+/// [`train_cancellable`] on several devices at once (`deper train stage1 --devices`), data-parallel
+/// as burn-train's DDP strategy does it: one thread and one model replica per device, each global
+/// batch split evenly between the devices, the gradients averaged by burn's collective all-reduce
+/// ([`GradientsParams::all_reduce`]) before every optimizer step, so that all replicas stay equal
+/// (checked after every epoch). The first device validates, checkpoints and reports progress.
+/// Each replica keeps the contrastive memory bank of the samples it saw. With one device this is
+/// plain single-device training.
+pub fn train_data_parallel<B: AutodiffBackend>(
+    data: &Path,
+    run: &Path,
+    config: Stage1Config,
+    resume: bool,
+    devices: &[B::Device],
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Vec<EpochMetrics>> {
     config.validate()?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to train on".into()));
+    };
+    if devices.len() > config.train.batch_size {
+        return Err(TrainError::Config(format!(
+            "{} devices need a batch of at least as many samples (train.batch_size is {})",
+            devices.len(),
+            config.train.batch_size
+        )));
+    }
     let info = if resume {
         let info = RunInfo::load(run)?;
         if info.stage != STAGE1 {
@@ -414,100 +462,346 @@ pub fn train_cancellable<B: AutodiffBackend>(
 
     B::seed(device, config.train.seed);
     let mut model: Deper<B> = info.model_config().init(device);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.train.weight_decay as f32)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(config.train.clip_norm)))
-        .init::<B, Deper<B>>();
     let mut state = TrainState::default();
     if resume {
         model = load_model::<B>(run, &info, device)?;
-        let opt_path = run.join(OPTIMIZER_FILE);
-        let record = Recorder::<B>::load(&recorder(), opt_path.clone(), device)
-            .map_err(|e| TrainError::Checkpoint { path: opt_path.with_extension("mpk"), message: e.to_string() })?;
-        optim = optim.load_record(record);
         let state_path = run.join(STATE_FILE);
         let text =
             std::fs::read_to_string(&state_path).map_err(|e| TrainError::Io { path: state_path.clone(), source: e })?;
         state = serde_json::from_str(&text)
             .map_err(|e| TrainError::Checkpoint { path: state_path, message: e.to_string() })?;
     }
+    // Parameters are initialised lazily, on first use: materialise them here, in one fixed order,
+    // so that every replica of a data-parallel run holds the same weights and a run on one device
+    // starts from the same weights as on several.
+    let model = info.model_config().init::<B>(device).load_record(model.into_record());
+    let job = Job { run, config: &config, prep: &prep, resume, first_epoch: state.epochs_done + 1, cancel };
+    if devices.len() == 1 {
+        return train_peer(&job, Peer::single(), model, device, progress);
+    }
+
+    let collective = collective_config(&config.train.ddp, devices.len())?;
+    burn::collective::reset_collective::<B::InnerBackend>();
+    let base = config.train.ddp.node_index * devices.len() as u32;
+    let peer = |rank: usize| Peer { rank, count: devices.len(), id: PeerId::from(base + rank as u32) };
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = devices[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, dev)| {
+                let (job, replica, collective) = (&job, model.clone().fork(dev), collective.clone());
+                scope.spawn(move || {
+                    B::seed(dev, config.train.seed.wrapping_add(i as u64 + 1));
+                    let peer = peer(i + 1);
+                    peer.register::<B>(dev, collective)?;
+                    let result = train_peer(job, peer, replica, dev, &mut |_| {});
+                    peer.finish::<B>();
+                    result
+                })
+            })
+            .collect();
+        let leader = peer(0);
+        let first = leader.register::<B>(device, collective).and_then(|()| {
+            let result = train_peer(&job, leader, model, device, progress);
+            leader.finish::<B>();
+            result
+        });
+        let mut results = vec![first];
+        for worker in workers {
+            results
+                .push(worker.join().unwrap_or_else(|_| Err(TrainError::Config("a training device panicked".into()))));
+        }
+        results
+    });
+    // A device that failed says why; the others only report that a peer stopped.
+    let mut first_error = None;
+    let mut metrics = None;
+    for result in results {
+        match result {
+            Ok(m) => metrics = metrics.or(Some(m)),
+            Err(TrainError::PeerStopped) => {}
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    match (first_error, metrics) {
+        (Some(e), _) => Err(e),
+        (None, Some(m)) => Ok(m),
+        (None, None) => Err(TrainError::PeerStopped),
+    }
+}
+
+/// burn's collective configuration for `devices` devices on this node (and `ddp`'s nodes).
+fn collective_config(ddp: &DdpSettings, devices: usize) -> Result<CollectiveConfig> {
+    let mut config = CollectiveConfig::default().with_num_devices(devices);
+    let global = [ddp.num_nodes.is_some(), ddp.global_address.is_some(), ddp.node_address.is_some()];
+    if global.iter().any(|&g| g) {
+        let (Some(nodes), Some(global_address), Some(node_address), Some(port)) =
+            (ddp.num_nodes, &ddp.global_address, &ddp.node_address, ddp.data_service_port)
+        else {
+            return Err(TrainError::Config(
+                "train.ddp: a multi-node run sets all of num_nodes, global_address, node_address and data_service_port"
+                    .into(),
+            ));
+        };
+        if ddp.node_index >= nodes {
+            return Err(TrainError::Config(format!(
+                "train.ddp.node_index {} must be below num_nodes {nodes}",
+                ddp.node_index
+            )));
+        }
+        let address = |s: &str| s.parse().map_err(|e| TrainError::Config(format!("train.ddp: address `{s}`: {e}")));
+        config = config
+            .with_num_nodes(nodes)
+            .with_global_address(address(global_address)?)
+            .with_node_address(address(node_address)?)
+            .with_data_service_port(port);
+    }
+    Ok(config)
+}
+
+/// What every training device shares.
+struct Job<'a> {
+    run: &'a Path,
+    config: &'a Stage1Config,
+    prep: &'a Prepared,
+    resume: bool,
+    first_epoch: usize,
+    cancel: &'a AtomicBool,
+}
+
+/// One device of a data-parallel run (`count == 1`: training alone, no collective calls).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    rank: usize,
+    count: usize,
+    id: PeerId,
+}
+
+impl Peer {
+    fn single() -> Self {
+        Self { rank: 0, count: 1, id: PeerId::from(0) }
+    }
+
+    fn register<B: AutodiffBackend>(&self, device: &B::Device, config: CollectiveConfig) -> Result<()> {
+        burn::collective::register::<B::InnerBackend>(self.id, device.clone(), config)
+            .map_err(|e| TrainError::Config(format!("data-parallel setup on device {}: {e:?}", self.rank)))
+    }
+
+    fn finish<B: AutodiffBackend>(&self) {
+        // Only fails when the peer never registered, which the caller already reported.
+        let _ = burn::collective::finish_collective::<B::InnerBackend>(self.id);
+    }
+
+    /// This device's share of a global batch: a contiguous, near-equal slice.
+    fn shard<'c>(&self, chunk: &'c [usize]) -> &'c [usize] {
+        &chunk[self.rank * chunk.len() / self.count..(self.rank + 1) * chunk.len() / self.count]
+    }
+
+    /// `values` summed over all devices.
+    fn sum<B: AutodiffBackend>(&self, values: Vec<f32>, device: &B::Device) -> Result<Vec<f32>> {
+        if self.count == 1 {
+            return Ok(values);
+        }
+        let n = values.len();
+        let local = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values, [n]), device);
+        let summed = burn::collective::all_reduce::<B::InnerBackend>(
+            self.id,
+            local.into_primitive().tensor(),
+            ReduceOperation::Sum,
+        )
+        .map_err(|e| TrainError::Config(format!("data-parallel all-reduce on device {}: {e:?}", self.rank)))?;
+        let summed = Tensor::<B::InnerBackend, 1>::from_primitive(burn::tensor::TensorPrimitive::Float(summed));
+        summed.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))
+    }
+
+    /// The gradients averaged over all devices.
+    fn average<B: AutodiffBackend>(&self, grads: GradientsParams) -> Result<GradientsParams> {
+        if self.count == 1 {
+            return Ok(grads);
+        }
+        grads.all_reduce::<B::InnerBackend>(self.id, ReduceOperation::Mean).map_err(|e| {
+            TrainError::Config(format!("data-parallel gradient all-reduce on device {}: {e:?}", self.rank))
+        })
+    }
+}
+
+/// The epochs of one device. The leader (rank 0) validates, checkpoints and reports.
+fn train_peer<B: AutodiffBackend>(
+    job: &Job,
+    peer: Peer,
+    mut model: Deper<B>,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<EpochMetrics>> {
+    let (config, prep, run) = (job.config, job.prep, job.run);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.train.weight_decay as f32)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(config.train.clip_norm)))
+        .init::<B, Deper<B>>();
+    if job.resume {
+        let opt_path = run.join(OPTIMIZER_FILE);
+        let record = Recorder::<B>::load(&recorder(), opt_path.clone(), device)
+            .map_err(|e| TrainError::Checkpoint { path: opt_path.with_extension("mpk"), message: e.to_string() })?;
+        optim = optim.load_record(record);
+    }
+    let leader = peer.rank == 0;
 
     let loss_config = config.loss_config();
     let mut bank: SubjectMemoryBank = loss_config.init_bank();
     let batch_size = config.train.batch_size;
-    let batches_per_epoch = prep.partition.train.len().div_ceil(batch_size);
+    // A last global batch smaller than the device count cannot be shared out: all devices skip it.
+    let batches_per_epoch = prep.partition.train.chunks(batch_size).filter(|c| c.len() >= peer.count).count();
     let steps_per_epoch = batches_per_epoch.div_ceil(config.train.grad_accum);
     let total_optimizer_steps = steps_per_epoch * config.train.epochs;
-    let mut optimizer_step = steps_per_epoch * state.epochs_done;
-    progress(Progress::Start { epochs: config.train.epochs, batches_per_epoch, first_epoch: state.epochs_done + 1 });
+    let mut optimizer_step = steps_per_epoch * (job.first_epoch - 1);
+    progress(Progress::Start { epochs: config.train.epochs, batches_per_epoch, first_epoch: job.first_epoch });
     let mut all_metrics = Vec::new();
 
-    for epoch in state.epochs_done + 1..=config.train.epochs {
+    for epoch in job.first_epoch..=config.train.epochs {
         let started = std::time::Instant::now();
         let mut order = prep.partition.train.clone();
         order.shuffle(&mut deper_core::rng::seeded(config.train.seed, &format!("stage1-epoch-{epoch}")));
         let mut accumulator = GradientsAccumulator::<Deper<B>>::new();
         let (mut sum, mut sum_traj, mut sum_cls, mut sum_con, mut n_batches) = (0.0, 0.0, 0.0, 0.0, 0usize);
-        for (b, chunk) in order.chunks(batch_size).enumerate() {
-            let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
-            let batch = make_batch::<B>(&samples, &prep.features, device)?;
-            let out = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
-            let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, &bank);
-            let total = scalar(&losses.total);
+        for (b, chunk) in order.chunks(batch_size).filter(|c| c.len() >= peer.count).enumerate() {
+            let samples: Vec<&Sample> = peer.shard(chunk).iter().map(|&i| &prep.samples[i]).collect();
+            let forward = make_batch::<B>(&samples, &prep.features, device).map(|batch| {
+                let out = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
+                let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, &bank);
+                (out, losses, batch.labels)
+            });
+            let local = match &forward {
+                Ok((_, l, _)) => vec![
+                    scalar(&l.total) as f32,
+                    scalar(&l.traj) as f32,
+                    scalar(&l.cls) as f32,
+                    scalar(&l.con) as f32,
+                    0.0,
+                ],
+                Err(_) => vec![0.0, 0.0, 0.0, 0.0, 1.0],
+            };
+            // One all-reduce for the losses and for whether every device could build its batch,
+            // so that all devices stop together.
+            let global = peer.sum::<B>(local, device)?;
+            let (out, losses, labels) = match forward {
+                Ok(f) if global[4] == 0.0 => f,
+                Ok(_) => return Err(TrainError::PeerStopped),
+                Err(e) => return Err(e),
+            };
+            let mean = |k: usize| f64::from(global[k]) / peer.count as f64;
+            let total = mean(0);
             if !total.is_finite() {
                 return Err(TrainError::Config(format!("training diverged at epoch {epoch}, batch {b}: loss {total}")));
             }
             sum += total;
-            sum_traj += scalar(&losses.traj);
-            sum_cls += scalar(&losses.cls);
-            sum_con += scalar(&losses.con);
+            sum_traj += mean(1);
+            sum_cls += mean(2);
+            sum_con += mean(3);
             n_batches += 1;
-            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+            let grads = peer.average::<B>(GradientsParams::from_grads(losses.total.backward(), &model))?;
             accumulator.accumulate(&model, grads);
             if (b + 1) % config.train.grad_accum == 0 || b + 1 == batches_per_epoch {
                 let lr = config.train.lr_at(optimizer_step, total_optimizer_steps);
                 model = optim.step(lr, model, accumulator.grads());
                 optimizer_step += 1;
             }
-            bank.update(out.z_s.detach(), &batch.labels);
+            bank.update(out.z_s.detach(), &labels);
             progress(Progress::Batch { epoch, batch: b + 1, loss: total });
-            if cancel.load(Ordering::Relaxed) {
+            // Every device reads the flag after the same batch: the leader's answer decides.
+            let cancelled =
+                peer.sum::<B>(vec![f32::from(u8::from(leader && job.cancel.load(Ordering::Relaxed)))], device)?;
+            if cancelled[0] > 0.0 {
                 return Err(TrainError::Cancelled);
             }
         }
         let train_seconds = started.elapsed().as_secs_f64();
-
-        let valid = model.valid();
-        let val: SeenMetrics = evaluate_seen(&valid, &prep, &prep.partition.val, batch_size, device)?;
-        let n = n_batches.max(1) as f64;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: sum / n,
-            train_traj_loss: sum_traj / n,
-            train_cls_loss: sum_cls / n,
-            train_con_loss: sum_con / n,
-            val_subject_acc: val.accuracy,
-            val_macro_f1: val.macro_f1,
-            val_box_iou: val.box_iou,
-            seconds: started.elapsed().as_secs_f64(),
-            samples_per_s: prep.partition.train.len() as f64 / train_seconds.max(1e-9),
-        };
-
-        // Checkpoint before the metrics line: a line in metrics.jsonl means its weights are on disk.
-        let model_path = run.join(MODEL_FILE);
-        model
-            .clone()
-            .save_file(model_path.clone(), &recorder())
-            .map_err(|e| TrainError::Checkpoint { path: model_path, message: e.to_string() })?;
-        let opt_path = run.join(OPTIMIZER_FILE);
-        Recorder::<B>::record(&recorder(), optim.to_record(), opt_path.clone())
-            .map_err(|e| TrainError::Checkpoint { path: opt_path, message: e.to_string() })?;
-        write_json_atomic(&run.join(STATE_FILE), &TrainState { epochs_done: epoch })?;
-        append_jsonl(&run.join(METRICS_FILE), &metrics)?;
-        progress(Progress::Epoch(metrics.clone()));
-        all_metrics.push(metrics);
+        if peer.count > 1 {
+            check_replicas_agree(&peer, &model, device)?;
+        }
+        // The leader validates and saves; the others learn whether that worked, so that a failed
+        // checkpoint stops every device instead of leaving them waiting.
+        let saved = leader.then(|| {
+            let valid = model.valid();
+            let val: SeenMetrics = evaluate_seen(&valid, prep, &prep.partition.val, batch_size, device)?;
+            let n = n_batches.max(1) as f64;
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss: sum / n,
+                train_traj_loss: sum_traj / n,
+                train_cls_loss: sum_cls / n,
+                train_con_loss: sum_con / n,
+                val_subject_acc: val.accuracy,
+                val_macro_f1: val.macro_f1,
+                val_box_iou: val.box_iou,
+                seconds: started.elapsed().as_secs_f64(),
+                samples_per_s: prep.partition.train.len() as f64 / train_seconds.max(1e-9),
+            };
+            save_epoch(run, &model, &optim, &metrics)?;
+            Ok(metrics)
+        });
+        let failed = matches!(saved, Some(Err(_)));
+        let stop = peer.sum::<B>(vec![f32::from(u8::from(failed))], device)?;
+        match saved {
+            Some(Ok(metrics)) if stop[0] == 0.0 => {
+                progress(Progress::Epoch(metrics.clone()));
+                all_metrics.push(metrics);
+            }
+            Some(Err(e)) => return Err(e),
+            _ if stop[0] > 0.0 => return Err(TrainError::PeerStopped),
+            _ => {}
+        }
     }
     Ok(all_metrics)
+}
+
+/// Writes an epoch's checkpoint, then its metrics line (a line in metrics.jsonl means its weights
+/// are on disk).
+fn save_epoch<B: AutodiffBackend, O: Optimizer<Deper<B>, B>>(
+    run: &Path,
+    model: &Deper<B>,
+    optim: &O,
+    metrics: &EpochMetrics,
+) -> Result<()> {
+    let model_path = run.join(MODEL_FILE);
+    model
+        .clone()
+        .save_file(model_path.clone(), &recorder())
+        .map_err(|e| TrainError::Checkpoint { path: model_path, message: e.to_string() })?;
+    let opt_path = run.join(OPTIMIZER_FILE);
+    Recorder::<B>::record(&recorder(), optim.to_record(), opt_path.clone())
+        .map_err(|e| TrainError::Checkpoint { path: opt_path, message: e.to_string() })?;
+    write_json_atomic(&run.join(STATE_FILE), &TrainState { epochs_done: metrics.epoch })?;
+    append_jsonl(&run.join(METRICS_FILE), metrics)
+}
+
+/// Sum of all weights, per parameter tensor.
+struct WeightSums(Vec<f32>);
+
+impl<B: Backend> ModuleVisitor<B> for WeightSums {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.val().sum().into_scalar().elem::<f32>());
+    }
+}
+
+/// Replicas that received the same averaged gradients hold the same weights; anything else
+/// (a device that dropped a step, a backend that all-reduced wrongly) must stop the run.
+fn check_replicas_agree<B: AutodiffBackend>(peer: &Peer, model: &Deper<B>, device: &B::Device) -> Result<()> {
+    let mut sums = WeightSums(Vec::new());
+    model.visit(&mut sums);
+    let mine = sums.0;
+    let total = peer.sum::<B>(mine.clone(), device)?;
+    let differs = mine.iter().zip(&total).any(|(&m, &t)| {
+        let mean = t / peer.count as f32;
+        (m - mean).abs() > 1e-5 * mean.abs().max(1.0)
+    });
+    let disagreeing = peer.sum::<B>(vec![f32::from(u8::from(differs))], device)?;
+    if disagreeing[0] > 0.0 {
+        return Err(TrainError::Config(format!(
+            "data-parallel replicas diverged ({} of {} devices differ from the mean weights)",
+            disagreeing[0], peer.count
+        )));
+    }
+    Ok(())
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {

@@ -375,7 +375,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         config.train.epochs = args.stage1_epochs;
         config.train.lr_schedule = deper_train::stage1::LrSchedule::Cosine;
         let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
-        super::train::run_stage1(&world, &run, config, resume, args.device)?;
+        super::train::run_stage1(&world, &run, config, resume, args.device, None)?;
     }
     let mut stage2_runs = Vec::new();
     for (name, stage1, method) in [

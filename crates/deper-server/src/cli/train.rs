@@ -15,15 +15,22 @@ pub enum DeviceKind {
 }
 
 /// Runs `$body` with `$B` (inference backend), `$AD` (its autodiff) and `$device`
-/// bound for the chosen device; backends not compiled in give an error naming the feature.
+/// bound for the chosen device (and, in the second form, `$nth`: a function giving the device of
+/// that kind with index `i`, for `--devices`); backends not compiled in give an error naming the
+/// feature.
 macro_rules! with_backend {
     ($kind:expr, $B:ident, $AD:ident, $device:ident => $body:expr) => {
+        crate::cli::train::with_backend!($kind, $B, $AD, $device, _nth => $body)
+    };
+    ($kind:expr, $B:ident, $AD:ident, $device:ident, $nth:ident => $body:expr) => {
         match $kind {
             DeviceKind::Cpu => {
                 type $B = burn::backend::NdArray;
                 #[allow(dead_code)]
                 type $AD = burn::backend::Autodiff<$B>;
                 let $device = Default::default();
+                // One CPU device: several "devices" are several training threads on it.
+                let $nth = |_: usize| -> burn::backend::ndarray::NdArrayDevice { Default::default() };
                 $body
             }
             #[cfg(feature = "cuda")]
@@ -33,6 +40,7 @@ macro_rules! with_backend {
                 type $AD = burn::backend::Autodiff<$B>;
                 let $device = burn::backend::cuda::CudaDevice::default();
                 crate::cli::train::probe_device::<$B>(&$device, "cuda")?;
+                let $nth = burn::backend::cuda::CudaDevice::new;
                 $body
             }
             #[cfg(feature = "wgpu")]
@@ -42,6 +50,7 @@ macro_rules! with_backend {
                 type $AD = burn::backend::Autodiff<$B>;
                 let $device = burn::backend::wgpu::WgpuDevice::default();
                 crate::cli::train::probe_device::<$B>(&$device, "wgpu")?;
+                let $nth = burn::backend::wgpu::WgpuDevice::DiscreteGpu;
                 $body
             }
             #[allow(unreachable_patterns)]
@@ -137,6 +146,12 @@ pub struct Stage1Args {
     /// Continue the run in --out from its last completed epoch.
     #[arg(long)]
     pub resume: bool,
+    /// Train data-parallel on several devices of --device's kind, by index (e.g. `--device cuda
+    /// --devices 0,1`): each global batch is split between them and the gradients are averaged
+    /// with burn's collective all-reduce. On `cpu` the indices only count training threads.
+    /// Several machines: see `train.ddp` in the config.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub devices: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -178,7 +193,7 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
             if args.no_trajectory_loss {
                 config.loss.w_traj = 0.0;
             }
-            let metrics = run_stage1(&args.data, &args.out, config, args.resume, args.device)?;
+            let metrics = run_stage1(&args.data, &args.out, config, args.resume, args.device, args.devices.as_deref())?;
             match metrics.last() {
                 Some(last) => super::print_json(last),
                 None => {
@@ -265,7 +280,16 @@ pub(crate) fn run_stage1(
     config: Stage1Config,
     resume: bool,
     device: DeviceKind,
+    devices: Option<&[usize]>,
 ) -> anyhow::Result<Vec<stage1::EpochMetrics>> {
+    if let Some(ids) = devices {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if ids.is_empty() || (unique.len() != ids.len() && device != DeviceKind::Cpu) {
+            anyhow::bail!("--devices {ids:?}: name each device once");
+        }
+    }
     let label = if config.model.no_trajectory { "stage 1 (no traj)" } else { "stage 1" };
     let mut bar = None;
     let mut on_progress = |p: Progress| match p {
@@ -291,8 +315,13 @@ pub(crate) fn run_stage1(
             }
         }
     };
-    let metrics: Vec<stage1::EpochMetrics> = with_backend!(device, B, AD, device => {
-        stage1::train::<AD>(data, out, config, resume, &device, &mut on_progress)
+    let metrics: Vec<stage1::EpochMetrics> = with_backend!(device, B, AD, device, nth => {
+        let devices: Vec<_> = match devices {
+            Some(ids) => ids.iter().map(|&i| nth(i)).collect(),
+            None => vec![device],
+        };
+        let never = std::sync::atomic::AtomicBool::new(false);
+        stage1::train_data_parallel::<AD>(data, out, config, resume, &devices, &mut on_progress, &never)
             .with_context(|| format!("training stage 1 into {}", out.display()))
     })?;
     if let Some(b) = bar {

@@ -30,7 +30,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::data::{make_batch, make_samples, partition, Partition, Sample};
+use crate::data::{make_batch, make_samples, partition, Batch, Partition, Sample};
 use crate::eval::{evaluate_seen, SeenMetrics};
 use crate::features::{self, FeatureStore};
 use crate::text::WordVocab;
@@ -108,6 +108,15 @@ pub enum LrSchedule {
 }
 
 impl TrainSettings {
+    /// The stage-1 optimizer: AdamW with this weight decay, each parameter's gradient clipped to
+    /// `clip_norm`.
+    pub fn optimizer<B: AutodiffBackend>(&self) -> impl Optimizer<Deper<B>, B> {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(self.clip_norm)))
+            .init::<B, Deper<B>>()
+    }
+
     /// Learning rate at optimizer step `step` (0-based) of `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
         match self.lr_schedule {
@@ -162,7 +171,8 @@ impl Stage1Config {
         Ok(())
     }
 
-    fn loss_config(&self) -> Stage1LossConfig {
+    /// The stage-1 loss these settings describe.
+    pub fn loss_config(&self) -> Stage1LossConfig {
         Stage1LossConfig::new()
             .with_w_traj(self.loss.w_traj)
             .with_w_cls(self.loss.w_cls)
@@ -414,10 +424,7 @@ pub fn train_cancellable<B: AutodiffBackend>(
 
     B::seed(device, config.train.seed);
     let mut model: Deper<B> = info.model_config().init(device);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.train.weight_decay as f32)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(config.train.clip_norm)))
-        .init::<B, Deper<B>>();
+    let mut optim = config.train.optimizer::<B>();
     let mut state = TrainState::default();
     if resume {
         model = load_model::<B>(run, &info, device)?;
@@ -451,25 +458,23 @@ pub fn train_cancellable<B: AutodiffBackend>(
         for (b, chunk) in order.chunks(batch_size).enumerate() {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
             let batch = make_batch::<B>(&samples, &prep.features, device)?;
-            let out = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
-            let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, &bank);
-            let total = scalar(&losses.total);
+            let (losses, grads, z_s) = batch_gradients(&model, &batch, &loss_config, &bank);
+            let total = losses.total;
             if !total.is_finite() {
                 return Err(TrainError::Config(format!("training diverged at epoch {epoch}, batch {b}: loss {total}")));
             }
             sum += total;
-            sum_traj += scalar(&losses.traj);
-            sum_cls += scalar(&losses.cls);
-            sum_con += scalar(&losses.con);
+            sum_traj += losses.traj;
+            sum_cls += losses.cls;
+            sum_con += losses.con;
             n_batches += 1;
-            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
             accumulator.accumulate(&model, grads);
             if (b + 1) % config.train.grad_accum == 0 || b + 1 == batches_per_epoch {
                 let lr = config.train.lr_at(optimizer_step, total_optimizer_steps);
                 model = optim.step(lr, model, accumulator.grads());
                 optimizer_step += 1;
             }
-            bank.update(out.z_s.detach(), &batch.labels);
+            bank.update(z_s, &batch.labels);
             progress(Progress::Batch { epoch, batch: b + 1, loss: total });
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
@@ -508,6 +513,38 @@ pub fn train_cancellable<B: AutodiffBackend>(
         all_metrics.push(metrics);
     }
     Ok(all_metrics)
+}
+
+/// Stage-1 loss values of one batch, read back from the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLosses {
+    pub total: f64,
+    pub traj: f64,
+    pub cls: f64,
+    pub con: f64,
+}
+
+/// What a stage-1 training step does before the optimizer: forward, the stage-1 losses (read back,
+/// which waits for the device) and backward. Returns the losses, the gradients and the detached
+/// `z_s` for [`SubjectMemoryBank::update`] after the step. The training loop and
+/// `examples/stage1_bench.rs` share it.
+pub fn batch_gradients<B: AutodiffBackend>(
+    model: &Deper<B>,
+    batch: &Batch<B>,
+    loss_config: &Stage1LossConfig,
+    bank: &SubjectMemoryBank,
+) -> (BatchLosses, GradientsParams, Tensor<B, 2>) {
+    let out =
+        model.forward(batch.patches.clone(), batch.caption_ids.clone(), batch.caption_mask.clone(), &batch.trajectory);
+    let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, bank);
+    let values = BatchLosses {
+        total: scalar(&losses.total),
+        traj: scalar(&losses.traj),
+        cls: scalar(&losses.cls),
+        con: scalar(&losses.con),
+    };
+    let grads = GradientsParams::from_grads(losses.total.backward(), model);
+    (values, grads, out.z_s.detach())
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {

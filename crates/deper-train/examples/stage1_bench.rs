@@ -7,7 +7,7 @@
 //!
 //! Each step is what `deper train stage1` does per batch with its default settings: forward, the
 //! stage-1 loss (traj + 1.0·cls + 0.1·con, read back) and backward through
-//! [`stage1::batch_gradients`], an AdamW step from [`TrainSettings::optimizer`] (lr 5e-4, weight
+//! [`stage1::batch_gradients`], an AdamW step from [`stage1::TrainSettings::optimizer`] (lr 5e-4, weight
 //! decay 0.01, gradient clipping 1.0), then the memory-bank update. The network is the paper
 //! preset ([`ModelSettings::default`]: D = 384, 4 heads, 2 encoder layers, 4 decoder layers,
 //! dropout 0.1, interleaved encoder). One fixed synthetic batch of realistic shapes is reused:
@@ -19,7 +19,9 @@
 //! samples/s over STEPS timed steps after WARMUP untimed ones, and the process's peak resident
 //! memory (VmHWM). On wgpu the loss read-back each step waits for the device; with Mesa's
 //! lavapipe the "device" is the CPU and its buffers are host memory, so VmHWM counts them too.
-//! Threads: `RAYON_NUM_THREADS` for NdArray, `LP_NUM_THREADS` for lavapipe.
+//! Threads: `LP_NUM_THREADS` for lavapipe; NdArray runs on one core unless built with the
+//! `ndarray-threads` feature (burn-ndarray's rayon and threaded matmul, off in this workspace), then
+//! `RAYON_NUM_THREADS` and `MATMUL_NUM_THREADS`. The `threads` field says which applied.
 
 use std::time::Instant;
 
@@ -100,8 +102,13 @@ fn run<B: AutodiffBackend>(name: &str, opts: &Options, device: B::Device) -> Res
         (model, loss) = step(model);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let threads = std::env::var(if name == "wgpu" { "LP_NUM_THREADS" } else { "RAYON_NUM_THREADS" })
-        .unwrap_or_else(|_| "default".into());
+    let threads = match name {
+        "wgpu" => std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+        _ if cfg!(feature = "ndarray-threads") => {
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into())
+        }
+        _ => "1".into(),
+    };
     println!(
         "RESULT impl=burn device={name} threads={threads} batch={} steps={} params={params} trainable={trainable} \
          samples_per_s={:.2} step_ms={:.1} peak_mib={:.1} loss={loss:.4}",

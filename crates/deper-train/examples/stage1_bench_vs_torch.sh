@@ -12,6 +12,8 @@
 # Each prints a `RESULT` line (samples/s, peak resident memory, parameter counts); then the ratios deper / torch
 # (samples/s > 1: deper is faster; peak memory < 1: deper uses less).
 #
+# FEATURES: cargo features of the build (default `wgpu`); `FEATURES=wgpu,ndarray-threads` turns on burn-ndarray's
+# threaded matmul and rayon, which this workspace leaves off (its NdArray backend then uses one core whatever THREADS).
 # STAGE1_BENCH=PATH runs that binary instead of building (e.g. while other builds are paused and hold the lock).
 # PYTHON is an interpreter with torch (default /work/venv/bin/python). Torch is installed by hand, never by the
 # build: `python3 -m venv V && V/bin/pip install torch` (the PyPI wheel is ~3 GB with its CUDA libraries and runs
@@ -23,7 +25,7 @@ python=${5:-/work/venv/bin/python}
 here=$(cd "$(dirname "$0")" && pwd)
 bench=${STAGE1_BENCH:-}
 if [ -z "$bench" ]; then
-  cargo build --release -q -p deper-train --features wgpu --example stage1_bench
+  cargo build --release -q -p deper-train --features "${FEATURES:-wgpu}" --example stage1_bench
   target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   bench="$target/release/examples/stage1_bench"
 fi

@@ -31,7 +31,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::data::{make_batch, make_samples, partition, Partition, Sample};
+use crate::data::{make_batch, make_samples, partition, Batch, Partition, Sample};
 use crate::eval::{evaluate_seen, SeenMetrics};
 use crate::features::{self, FeatureStore};
 use crate::text::WordVocab;
@@ -127,6 +127,15 @@ pub enum LrSchedule {
 }
 
 impl TrainSettings {
+    /// The stage-1 optimizer: AdamW with this weight decay, each parameter's gradient clipped to
+    /// `clip_norm`.
+    pub fn optimizer<B: AutodiffBackend>(&self) -> impl Optimizer<Deper<B>, B> {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(self.clip_norm)))
+            .init::<B, Deper<B>>()
+    }
+
     /// Learning rate at optimizer step `step` (0-based) of `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
         match self.lr_schedule {
@@ -181,7 +190,8 @@ impl Stage1Config {
         Ok(())
     }
 
-    fn loss_config(&self) -> Stage1LossConfig {
+    /// The stage-1 loss these settings describe.
+    pub fn loss_config(&self) -> Stage1LossConfig {
         Stage1LossConfig::new()
             .with_w_traj(self.loss.w_traj)
             .with_w_cls(self.loss.w_cls)
@@ -634,10 +644,7 @@ fn train_peer<B: AutodiffBackend>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<EpochMetrics>> {
     let (config, prep, run) = (job.config, job.prep, job.run);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.train.weight_decay as f32)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(config.train.clip_norm)))
-        .init::<B, Deper<B>>();
+    let mut optim = config.train.optimizer::<B>();
     if job.resume {
         let opt_path = run.join(OPTIMIZER_FILE);
         let record = Recorder::<B>::load(&recorder(), opt_path.clone(), device)
@@ -665,47 +672,42 @@ fn train_peer<B: AutodiffBackend>(
         let (mut sum, mut sum_traj, mut sum_cls, mut sum_con, mut n_batches) = (0.0, 0.0, 0.0, 0.0, 0usize);
         for (b, chunk) in order.chunks(batch_size).filter(|c| c.len() >= peer.count).enumerate() {
             let samples: Vec<&Sample> = peer.shard(chunk).iter().map(|&i| &prep.samples[i]).collect();
-            let forward = make_batch::<B>(&samples, &prep.features, device).map(|batch| {
-                let out = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
-                let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, &bank);
-                (out, losses, batch.labels)
+            let step = make_batch::<B>(&samples, &prep.features, device).map(|batch| {
+                let (losses, grads, z_s) = batch_gradients(&model, &batch, &loss_config, &bank);
+                (losses, grads, z_s, batch.labels)
             });
-            let local = match &forward {
-                Ok((_, l, _)) => vec![
-                    scalar(&l.total) as f32,
-                    scalar(&l.traj) as f32,
-                    scalar(&l.cls) as f32,
-                    scalar(&l.con) as f32,
-                    0.0,
-                ],
+            let local = match &step {
+                Ok((l, ..)) => vec![l.total as f32, l.traj as f32, l.cls as f32, l.con as f32, 0.0],
                 Err(_) => vec![0.0, 0.0, 0.0, 0.0, 1.0],
             };
             // One all-reduce for the losses and for whether every device could build its batch,
             // so that all devices stop together.
-            let global = peer.sum::<B>(local, device)?;
-            let (out, losses, labels) = match forward {
-                Ok(f) if global[4] == 0.0 => f,
+            let global = if peer.count == 1 { local } else { peer.sum::<B>(local, device)? };
+            let (losses, grads, z_s, labels) = match step {
+                Ok(step) if global[4] == 0.0 => step,
                 Ok(_) => return Err(TrainError::PeerStopped),
                 Err(e) => return Err(e),
             };
-            let mean = |k: usize| f64::from(global[k]) / peer.count as f64;
-            let total = mean(0);
+            // One device keeps its f64 values; several report the mean of their f32 values.
+            let mean =
+                |k: usize, own: f64| if peer.count == 1 { own } else { f64::from(global[k]) / peer.count as f64 };
+            let total = mean(0, losses.total);
             if !total.is_finite() {
                 return Err(TrainError::Config(format!("training diverged at epoch {epoch}, batch {b}: loss {total}")));
             }
             sum += total;
-            sum_traj += mean(1);
-            sum_cls += mean(2);
-            sum_con += mean(3);
+            sum_traj += mean(1, losses.traj);
+            sum_cls += mean(2, losses.cls);
+            sum_con += mean(3, losses.con);
             n_batches += 1;
-            let grads = peer.average::<B>(GradientsParams::from_grads(losses.total.backward(), &model))?;
+            let grads = peer.average::<B>(grads)?;
             accumulator.accumulate(&model, grads);
             if (b + 1) % config.train.grad_accum == 0 || b + 1 == batches_per_epoch {
                 let lr = config.train.lr_at(optimizer_step, total_optimizer_steps);
                 model = optim.step(lr, model, accumulator.grads());
                 optimizer_step += 1;
             }
-            bank.update(out.z_s.detach(), &labels);
+            bank.update(z_s, &labels);
             progress(Progress::Batch { epoch, batch: b + 1, loss: total });
             // Every device reads the flag after the same batch: the leader's answer decides.
             let cancelled =
@@ -802,6 +804,38 @@ fn check_replicas_agree<B: AutodiffBackend>(peer: &Peer, model: &Deper<B>, devic
         )));
     }
     Ok(())
+}
+
+/// Stage-1 loss values of one batch, read back from the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLosses {
+    pub total: f64,
+    pub traj: f64,
+    pub cls: f64,
+    pub con: f64,
+}
+
+/// What a stage-1 training step does before the optimizer: forward, the stage-1 losses (read back,
+/// which waits for the device) and backward. Returns the losses, the gradients and the detached
+/// `z_s` for [`SubjectMemoryBank::update`] after the step. The training loop and
+/// `examples/stage1_bench.rs` share it.
+pub fn batch_gradients<B: AutodiffBackend>(
+    model: &Deper<B>,
+    batch: &Batch<B>,
+    loss_config: &Stage1LossConfig,
+    bank: &SubjectMemoryBank,
+) -> (BatchLosses, GradientsParams, Tensor<B, 2>) {
+    let out =
+        model.forward(batch.patches.clone(), batch.caption_ids.clone(), batch.caption_mask.clone(), &batch.trajectory);
+    let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, bank);
+    let values = BatchLosses {
+        total: scalar(&losses.total),
+        traj: scalar(&losses.traj),
+        cls: scalar(&losses.cls),
+        con: scalar(&losses.con),
+    };
+    let grads = GradientsParams::from_grads(losses.total.backward(), model);
+    (values, grads, out.z_s.detach())
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {

@@ -1,7 +1,9 @@
 //! DEPER in burn: the stage-1 subject-embedding network of Xue et al., "DEPER" (CVPR 2026,
 //! arXiv 2512.06662), generic over the backend.
 //!
-//! - [`traj_tokens`]: trajectory tokens (RoI-pooled patch features + encodings) and batching.
+//! - [`traj_tokens`]: trajectory tokens (RoI-pooled patch features + encodings) and batching;
+//!   with the `wgpu` feature the pooling weights for burn's wgpu backend come from a WGSL
+//!   kernel (`roi_kernel`, `shaders/roi_pool_weights.wgsl`).
 //! - [`encoder`]: the dual-context encoder producing `Z_dual`.
 //! - [`extractor`]: subject embedding `z_s`, scanpath latent `z_scan`, subject classifier.
 //! - [`decoder`]: non-autoregressive trajectory decoder with FiLM from `z_s`.
@@ -22,6 +24,8 @@ pub mod input;
 pub mod layers;
 pub mod loss;
 pub mod model;
+#[cfg(feature = "wgpu")]
+mod roi_kernel;
 pub mod run;
 pub mod text;
 pub mod traj_tokens;

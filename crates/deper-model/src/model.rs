@@ -212,8 +212,9 @@ impl<B: Backend> Deper<B> {
     }
 
     /// [`Deper::forward`] with the trajectory RoI pooling weights given (from
-    /// [`TrajectoryBatch::host_roi_weights`]) instead of built from `traj` read back from the
-    /// device: the path for WebGPU in a browser, where a synchronous read is impossible.
+    /// [`TrajectoryBatch::host_roi_weights`]) instead of built from `traj` by
+    /// [`TrajectoryBatch::roi_weights`], which reads the device back unless the `wgpu` feature's
+    /// kernel applies: the path for WebGPU in a browser, where a synchronous read is impossible.
     /// Same outputs as [`Deper::forward`] for the weights of the same trajectories.
     ///
     /// # Shapes

@@ -215,11 +215,11 @@ fn tiny_deper_overfits_a_fixed_batch() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn cpu_and_wgpu_forward_agree() {
-    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    use burn::backend::wgpu::Wgpu;
     use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 
+    let Some(gpu) = wgpu_device() else { return };
     let cpu = Default::default();
-    let gpu = WgpuDevice::default();
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     for form in [EncoderForm::Interleaved, EncoderForm::Sequential, EncoderForm::SequentialRefined] {
         let config = DeperConfig::new(PATCH_DIM, VOCAB, 8, 5).with_encoder_form(form);
@@ -246,5 +246,314 @@ fn cpu_and_wgpu_forward_agree() {
         worst("subject_logits", out.subject_logits, host(out_gpu.subject_logits));
         worst("pred_boxes", out.pred_boxes.flatten(1, 2), host(out_gpu.pred_boxes.flatten(1, 2)));
         worst("pred_valid_logits", out.pred_valid_logits, host(out_gpu.pred_valid_logits));
+    }
+}
+
+/// burn's default wgpu device, or `None` after a loud SKIPPED line where the machine has no
+/// adapter; with `DEPER_REQUIRE_GPU_TESTS=1` (CI) a missing adapter fails instead.
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Option<burn::backend::wgpu::WgpuDevice> {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+
+    let device = WgpuDevice::default();
+    // burn sets the device up on first use and panics when no adapter is found.
+    let probe =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tensor::<Wgpu, 1>::zeros([1], &device).into_data()));
+    match probe {
+        Ok(_) => Some(device),
+        Err(_) if std::env::var("DEPER_REQUIRE_GPU_TESTS").as_deref() == Ok("1") => {
+            panic!("DEPER_REQUIRE_GPU_TESTS=1 but no wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+        }
+        Err(_) => {
+            eprintln!("\n!!!!!!!! SKIPPED deper-model wgpu test: no wgpu adapter. Install mesa-vulkan-drivers (lavapipe) or set DEPER_REQUIRE_GPU_TESTS=1 to fail instead. !!!!!!!!\n");
+            None
+        }
+    }
+}
+
+/// The RoI pooling kernel (shaders/roi_pool_weights.wgsl) against its host reference
+/// [`crate::traj_tokens::roi_pool_weights`], on burn's wgpu backend and under `Autodiff`.
+/// The module name keeps these in CI's `cpu_and_wgpu` filter.
+#[cfg(feature = "wgpu")]
+mod cpu_and_wgpu_roi {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    use burn::module::{ModuleVisitor, Param};
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    use burn::tensor::backend::AutodiffBackend;
+
+    use super::*;
+    use crate::roi_kernel::{axis_bounds, try_device_weights};
+    use crate::traj_tokens::{roi_pool_weights, TrajTokens, TrajTokensConfig};
+
+    /// The patch grids: 448/16 patches, a single row, a non-square one, 512/16.
+    const GRIDS: [(usize, usize); 4] = [(28, 28), (1, 10), (7, 5), (32, 32)];
+    const BATCH: usize = 4;
+    const STEPS: usize = 30;
+
+    /// Host boxes and flags of one batch.
+    struct Boxes {
+        boxes: Vec<f32>,
+        valid: Vec<bool>,
+    }
+
+    impl Boxes {
+        fn batch<B: Backend>(&self, device: &B::Device) -> TrajectoryBatch<B> {
+            let n = self.valid.len() / STEPS;
+            TrajectoryBatch {
+                boxes: Tensor::from_data(TensorData::new(self.boxes.clone(), [n, STEPS, 4]), device),
+                durations: Tensor::zeros([n, STEPS], device),
+                mask: Tensor::from_data(TensorData::new(self.valid.clone(), [n, STEPS]), device),
+            }
+        }
+    }
+
+    /// Padding as real batches have it: every sample its own length (30, 17, 1, 0 valid steps),
+    /// with leftover boxes at the padded steps that must not show.
+    fn valid_flags() -> Vec<bool> {
+        [30, 17, 1, 0].iter().flat_map(|&len| (0..STEPS).map(move |s| s < len)).collect()
+    }
+
+    /// Random boxes, a third reaching outside [0, 1], some inverted or thin.
+    fn random_boxes(rng: &mut Lcg) -> Boxes {
+        let boxes = (0..BATCH * STEPS)
+            .flat_map(|_| {
+                let (x, y) = (rng.next() * 1.4 - 0.2, rng.next() * 1.4 - 0.2);
+                let (w, h) = (rng.next() * 0.6 - 0.05, rng.next() * 0.6 - 0.05);
+                [x, y, x + w, y + h]
+            })
+            .collect();
+        Boxes { boxes, valid: valid_flags() }
+    }
+
+    /// Coordinates where a cell choice can flip on an axis of `n` cells: every boundary `k/n`,
+    /// the points 1e-5 of a cell either side of it (the reference's epsilon) and the f32 values a
+    /// few ulps around all of these, the `0.3·10 = 3.0000001` kind, and values outside [0, 1].
+    fn edge_coords(n: usize) -> Vec<f32> {
+        let mut coords = vec![-0.25, -0.0, 0.0, 0.1, 0.3, 0.7, 0.9, 1.0, 1.25];
+        for k in 0..=n {
+            for at in [k as f64, k as f64 - 1e-5, k as f64 + 1e-5] {
+                let c = (at / n as f64) as f32;
+                for ulps in -3i32..=3 {
+                    coords.push(f32::from_bits(c.to_bits().wrapping_add_signed(ulps)));
+                }
+            }
+        }
+        coords.retain(|c| c.is_finite());
+        coords
+    }
+
+    /// Batches whose boxes take every edge coordinate as each of `x1, y1, x2, y2`: proper boxes,
+    /// points (`x1 = x2`), and inverted boxes.
+    fn edge_boxes(h: usize, w: usize, rng: &mut Lcg) -> Vec<Boxes> {
+        let (xs, ys) = (edge_coords(w), edge_coords(h));
+        let pick = |rng: &mut Lcg, c: &[f32]| c[(rng.next() * c.len() as f32) as usize % c.len()];
+        let all = xs.len().max(ys.len());
+        let mut batches = Vec::new();
+        let mut next = 0;
+        while next < all {
+            let mut boxes = Vec::with_capacity(BATCH * STEPS * 4);
+            for _ in 0..BATCH * STEPS {
+                let (x1, y1) = (xs[next % xs.len()], ys[next % ys.len()]);
+                let kind = next % 3;
+                next += 1;
+                let (x2, y2) = match kind {
+                    0 => (pick(rng, &xs).max(x1), pick(rng, &ys).max(y1)),
+                    1 => (x1, y1),
+                    _ => (pick(rng, &xs).min(x1), pick(rng, &ys).min(y1)),
+                };
+                // The far corner also takes every edge coordinate: swap the roles every other box.
+                boxes.extend(if next % 2 == 0 { [x2, y2, x1, y1] } else { [x1, y1, x2, y2] });
+            }
+            let valid = (0..BATCH * STEPS).map(|i| i % 29 != 28).collect();
+            batches.push(Boxes { boxes, valid });
+        }
+        batches
+    }
+
+    /// The kernel's weights (through the dispatch in `TrajectoryBatch::roi_weights`) equal the
+    /// host reference: the same cells, values within 1e-7 (WGSL's f32 division may be off by a
+    /// few ulps).
+    fn assert_kernel_matches(case: &str, data: &Boxes, h: usize, w: usize, device: &WgpuDevice) {
+        let got: Vec<f32> = data.batch::<Wgpu>(device).roi_weights(h, w).into_data().to_vec().unwrap();
+        let want = roi_pool_weights(&data.boxes, &data.valid, h, w);
+        assert_eq!(got.len(), want.len(), "{case}");
+        for (step, (g, r)) in got.chunks(h * w).zip(want.chunks(h * w)).enumerate() {
+            let cells = |row: &[f32]| (0..h * w).filter(|&c| row[c] != 0.0).collect::<Vec<_>>();
+            let bx = &data.boxes[step * 4..step * 4 + 4];
+            assert_eq!(cells(g), cells(r), "{case} {h}×{w}, step {step}, box {bx:?}, valid {}", data.valid[step]);
+            let err = g.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(err <= 1e-7, "{case} {h}×{w}, step {step}, box {bx:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn kernel_weights_equal_host_reference() {
+        let Some(device) = wgpu_device() else { return };
+        let mut rng = Lcg(11);
+        let mut launches = 0;
+        for (h, w) in GRIDS {
+            for round in 0..3 {
+                assert_kernel_matches(&format!("random round {round}"), &random_boxes(&mut rng), h, w, &device);
+                launches += 1;
+            }
+            for (round, data) in edge_boxes(h, w, &mut rng).iter().enumerate() {
+                assert_kernel_matches(&format!("edge round {round}"), data, h, w, &device);
+                launches += 1;
+            }
+        }
+        // The f32-rounding case of the reference's own test on a 1×10 grid: two columns.
+        let data = Boxes { boxes: vec![0.1, 0.0, 0.3, 0.1], valid: vec![true] };
+        let one: Vec<f32> = TrajectoryBatch::<Wgpu> {
+            boxes: Tensor::from_data(TensorData::new(data.boxes.clone(), [1, 1, 4]), &device),
+            durations: Tensor::zeros([1, 1], &device),
+            mask: Tensor::from_data(TensorData::new(data.valid.clone(), [1, 1]), &device),
+        }
+        .roi_weights(1, 10)
+        .into_data()
+        .to_vec()
+        .unwrap();
+        assert_eq!(one, [0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        eprintln!("RoI kernel: {launches} batches on {} grids equal the host reference", GRIDS.len());
+    }
+
+    /// The kernel runs for `Wgpu` and `Autodiff<Wgpu>`, the host path for anything else.
+    #[test]
+    fn kernel_dispatch_by_backend() {
+        let Some(device) = wgpu_device() else { return };
+        let data = random_boxes(&mut Lcg(3));
+        let gpu = data.batch::<Wgpu>(&device);
+        assert!(try_device_weights(&gpu.boxes, &gpu.mask, 7, 5).is_some());
+        let train = data.batch::<Autodiff<Wgpu>>(&device);
+        let weights = try_device_weights(&train.boxes, &train.mask, 7, 5).expect("kernel under Autodiff");
+        let want = roi_pool_weights(&data.boxes, &data.valid, 7, 5);
+        let got: Vec<f32> = weights.into_data().to_vec().unwrap();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(got.len() == want.len() && err <= 1e-7, "{err}");
+        let cpu = data.batch::<TestBackend>(&Default::default());
+        assert!(try_device_weights(&cpu.boxes, &cpu.mask, 7, 5).is_none());
+    }
+
+    /// The kernel's per-axis tables are the reference's cells: `cell_range` changes exactly at
+    /// each bound (checked on the host, where both are plain Rust).
+    #[test]
+    fn axis_bounds_are_the_reference_boundaries() {
+        for n in [1, 5, 7, 10, 28, 32] {
+            let (first, last) = axis_bounds(n);
+            for k in 1..n {
+                let below = |v: f32| f32::from_bits(v.to_bits() - 1) as f64;
+                assert!(crate::traj_tokens::cell_range(first[k] as f64, 1.0, n).0 >= k);
+                assert!(crate::traj_tokens::cell_range(below(first[k]), 1.0, n).0 < k);
+                assert!(crate::traj_tokens::cell_range(0.0, last[k] as f64, n).1 >= k);
+                assert!(crate::traj_tokens::cell_range(0.0, below(last[k]), n).1 < k);
+                // Near k/n, 1e-5 of a cell inside it.
+                assert!((first[k] as f64 * n as f64 - (k as f64 - 1e-5)).abs() < 1e-5);
+                assert!((last[k] as f64 * n as f64 - (k as f64 + 1e-5)).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// `TrajTokens::roi_pool` with the kernel's weights equals the NdArray path within 1e-5.
+    #[test]
+    fn pooled_features_agree_with_ndarray() {
+        let Some(device) = wgpu_device() else { return };
+        let cpu = Default::default();
+        let mut rng = Lcg(5);
+        let c = 16;
+        for (h, w) in GRIDS {
+            let data = random_boxes(&mut rng);
+            let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next() * 2.0 - 1.0).collect();
+            let patches = TensorData::new(patches, [BATCH, h, w, c]);
+            let pooled_cpu = TrajTokens::roi_pool(
+                Tensor::<TestBackend, 4>::from_data(patches.clone(), &cpu),
+                data.batch::<TestBackend>(&cpu).roi_weights(h, w),
+            );
+            let pooled_gpu = TrajTokens::roi_pool(
+                Tensor::<Wgpu, 4>::from_data(patches, &device),
+                data.batch::<Wgpu>(&device).roi_weights(h, w),
+            );
+            assert_eq!(pooled_gpu.dims(), [BATCH, STEPS, c]);
+            let (a, b): (Vec<f32>, Vec<f32>) =
+                (pooled_cpu.into_data().to_vec().unwrap(), pooled_gpu.into_data().to_vec().unwrap());
+            let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(err <= 1e-5, "{h}×{w}: {err}");
+            // Padded steps pool to zeros (the last sample is all padding).
+            assert!(b[(BATCH - 1) * STEPS * c..].iter().all(|&v| v == 0.0));
+        }
+    }
+
+    /// Gradients of every parameter of a module, by parameter path, flattened.
+    struct Grads<'a, B: AutodiffBackend> {
+        grads: &'a B::Gradients,
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+    }
+
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let grad = param.val().grad(self.grads).map(|g| g.into_data().convert::<f32>().to_vec().unwrap());
+            self.out.push((self.path.join("."), grad.unwrap_or_default()));
+        }
+    }
+
+    /// One backward pass through the token builder: parameter and patch gradients.
+    fn token_grads<B: AutodiffBackend>(
+        module: &TrajTokens<B>,
+        patches: TensorData,
+        target: TensorData,
+        data: &Boxes,
+        device: &B::Device,
+    ) -> Vec<(String, Vec<f32>)> {
+        let patches = Tensor::<B, 4>::from_data(patches, device).require_grad();
+        let traj = data.batch::<B>(device);
+        let tokens = module.forward(patches.clone(), &traj); // [batch, steps, d]
+        let loss = (tokens * Tensor::from_data(target, device)).sum();
+        let grads = loss.backward();
+        let mut visitor = Grads::<B> { grads: &grads, path: vec![], out: vec![] };
+        module.visit(&mut visitor);
+        let patch_grad = patches.grad(&grads).expect("patch gradient").into_data().to_vec().unwrap();
+        visitor.out.push(("patches".into(), patch_grad));
+        visitor.out
+    }
+
+    /// Training on `Autodiff<Wgpu>` runs the kernel and gives the NdArray gradients within 1e-4,
+    /// the projection's included.
+    #[test]
+    fn autodiff_wgpu_gradients_agree_with_ndarray() {
+        let Some(device) = wgpu_device() else { return };
+        let cpu = Default::default();
+        let (h, w, c, d) = (7, 5, 8, 16);
+        let config = TrajTokensConfig::new(c, d);
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = recorder.record(config.init::<TestBackend>(&cpu).into_record(), ()).unwrap();
+        let module_cpu: TrajTokens<TrainBackend> =
+            config.init(&cpu).load_record(recorder.load(bytes.clone(), &cpu).unwrap());
+        let module_gpu: TrajTokens<Autodiff<Wgpu>> =
+            config.init(&device).load_record(recorder.load(bytes, &device).unwrap());
+
+        let mut rng = Lcg(9);
+        let data = random_boxes(&mut rng);
+        let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next() * 2.0 - 1.0).collect();
+        let target: Vec<f32> = (0..BATCH * STEPS * d).map(|_| rng.next() * 2.0 - 1.0).collect();
+        let (patches, target) =
+            (TensorData::new(patches, [BATCH, h, w, c]), TensorData::new(target, [BATCH, STEPS, d]));
+        let want = token_grads(&module_cpu, patches.clone(), target.clone(), &data, &cpu);
+        let got = token_grads(&module_gpu, patches, target, &data, &device);
+
+        let names: Vec<&str> = got.iter().map(|(name, _)| name.as_str()).collect();
+        assert!(names.contains(&"proj.weight") && names.contains(&"patches"), "{names:?}");
+        for ((name, g), (_, r)) in got.iter().zip(&want) {
+            assert!(!r.is_empty() && g.len() == r.len(), "{name}: {} vs {}", g.len(), r.len());
+            let err = g.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            eprintln!("gradient {name}: max |ndarray - wgpu| = {err:.2e}");
+            assert!(err <= 1e-4, "{name}: {err}");
+        }
     }
 }

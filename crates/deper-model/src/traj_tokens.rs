@@ -9,9 +9,11 @@
 //!   `_roi_pool_tokens_xyxy`, `src/model.py` at commit 1526bed). Cell `(i, j)` of an `H×W`
 //!   grid covers `[j/W, (j+1)/W] × [i/H, (i+1)/H]`; it is included when it overlaps the box
 //!   with positive area, and a box smaller than a cell (even a point) still takes its cell.
-//!   The pooling is a weights matrix `[B, S, H·W]` (rows summing to 1) built **on the host**
-//!   from the boxes, followed by a batched matmul; the boxes are read back from the device for
-//!   this. A WGSL kernel building the weights on the device comes later.
+//!   The pooling is a weights matrix `[B, S, H·W]` (rows summing to 1) followed by a batched
+//!   matmul. With the `wgpu` feature, on burn's `Wgpu` and `Autodiff<Wgpu>` backends, the
+//!   weights are built on the device by `shaders/roi_pool_weights.wgsl` (see `roi_kernel`);
+//!   on any other backend they are built on the host by [`roi_pool_weights`], the plain
+//!   reference the kernel is tested against, from the boxes read back from the device.
 //! - **PE₂**: 2-D sinusoidal encoding of the box centre in patch-grid units
 //!   (`cx·W`, `cy·H`), `D/2` dimensions for x and `D/2` for y. The authors index a table with
 //!   the floored grid cell; this uses the continuous position.
@@ -74,12 +76,17 @@ impl<B: Backend> TrajectoryBatch<B> {
         Tensor::from_data(TensorData::new(weights, [trajectories.len(), steps, h * w]), device)
     }
 
-    /// RoI mean-pooling weights on an `h×w` patch grid (see [`roi_pool_weights`]), built on the
-    /// host: the boxes and mask are read back from the device.
+    /// RoI mean-pooling weights on an `h×w` patch grid (see [`roi_pool_weights`]): on the device
+    /// by the WGSL kernel for `Wgpu` and `Autodiff<Wgpu>` with the `wgpu` feature (no gradient
+    /// flows into them), otherwise on the host, reading the boxes and mask back from the device.
     ///
     /// # Shapes
     /// - output: `[batch, steps, h·w]`
     pub fn roi_weights(&self, h: usize, w: usize) -> Tensor<B, 3> {
+        #[cfg(feature = "wgpu")]
+        if let Some(weights) = crate::roi_kernel::try_device_weights(&self.boxes, &self.mask, h, w) {
+            return weights;
+        }
         let [batch, steps, _] = self.boxes.dims();
         let boxes: Vec<f32> = self.boxes.to_data().convert::<f32>().to_vec().expect("boxes read back as f32");
         // Backends store bools differently (CUDA as u8): read the mask back as integers.
@@ -122,7 +129,7 @@ fn pack(trajectories: &[Trajectory], steps: usize) -> (Vec<f32>, Vec<f32>, Vec<b
 /// Range of grid cells `[lo, hi]` along one axis of `n` cells that overlap `[a, b]` (normalised)
 /// with positive length (above 1e-5 of a cell); a degenerate or sub-cell interval takes the
 /// cell it lies in.
-fn cell_range(a: f64, b: f64, n: usize) -> (usize, usize) {
+pub(crate) fn cell_range(a: f64, b: f64, n: usize) -> (usize, usize) {
     // Overlaps under 1e-5 of a cell count as none, so that f32 rounding (0.3f32·10 =
     // 3.0000001) does not pull in a neighbouring cell.
     const EPS: f64 = 1e-5;
@@ -204,8 +211,9 @@ impl<B: Backend> TrajTokens<B> {
         weights.matmul(patches.reshape([batch, h * w, c])) // [batch, steps, c]
     }
 
-    /// Trajectory tokens, with the pooling weights built from `traj`'s boxes (read back to the
-    /// host; see [`TrajTokens::forward_with_weights`] to avoid that).
+    /// Trajectory tokens, with the pooling weights built from `traj`'s boxes by
+    /// [`TrajectoryBatch::roi_weights`] (on the device for burn's wgpu backend, otherwise read
+    /// back to the host; see [`TrajTokens::forward_with_weights`] to avoid that).
     ///
     /// # Shapes
     /// - `patches`: `[batch, h, w, c]`

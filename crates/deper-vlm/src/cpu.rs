@@ -8,7 +8,7 @@
 //!   thread streams one contiguous part of the weight: `x · W` (`W` `[in, out]`) is split over the
 //!   input dimension (rows of `W`) and the partial products summed; `x · Eᵀ` (`E` `[out, in]`, the tied
 //!   embedding table) is split over the rows of `E`. Splitting `W` by output columns instead makes each
-//!   thread read short strided runs (~20 % slower on two threads in `examples/bench.rs`).
+//!   thread read short strided runs (~25 % slower on two threads for the bench model's text weights).
 //!
 //! It is used only when the backend is `NdArray<f32>` (checked by type, then by downcasting the
 //! tensor primitive); otherwise the callers use burn's matmul. Results equal burn's up to float

@@ -14,7 +14,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
@@ -294,7 +294,7 @@ impl<B: Backend> DecoderLayer<B> {
         let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, cache, mask)?;
         let x = x + h;
         let h = self.post_attention_layernorm.forward(x.clone());
-        let h = silu(linear(&self.mlp.gate_proj, h.clone())) * linear(&self.mlp.up_proj, h);
+        let h = crate::cpu::silu_mul(linear(&self.mlp.gate_proj, h.clone()), linear(&self.mlp.up_proj, h));
         Ok(x + linear(&self.mlp.down_proj, h))
     }
 }
@@ -329,16 +329,12 @@ impl<B: Backend> Attention<B> {
         };
         let total = past + l;
         let rep = h / kvh;
-        let expand = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            if rep == 1 {
-                return t;
-            }
-            t.reshape([b, kvh, 1, total, hd]).repeat_dim(2, rep).reshape([b, h, total, hd])
-            // [b, H, T, hd]
-        };
-        let (k, v) = (expand(k), expand(v));
+        // Grouped-query attention without copying K and V per query head: the `rep` query heads of
+        // KV head g are contiguous in q, so they become one `[rep·L, hd]` block against that head.
+        let q = q.reshape([b, kvh, rep * l, hd]);
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, H, L, T]
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, KVH, rep·L, T]
+        let mut scores = scores.reshape([b, h, l, total]); // [b, H, L, T]
         if let Some(mask) = mask {
             if mask.dims() != [b, 1, l, total] {
                 return Err(VlmError::Input(format!(
@@ -352,7 +348,8 @@ impl<B: Backend> Attention<B> {
             let mask = Tensor::<B, 2, Bool>::tril_mask([l, total], past as i64, &scores.device());
             scores = scores.mask_fill(mask.reshape([1, 1, l, total]), f32::NEG_INFINITY);
         }
-        let out = softmax(scores, 3).matmul(v); // [b, H, L, hd]
+        let probs = softmax(scores, 3).reshape([b, kvh, rep * l, total]);
+        let out = probs.matmul(v).reshape([b, h, l, hd]); // [b, H, L, hd]
         let out = out.swap_dims(1, 2).reshape([b, l, h * hd]); // [b, L, H·hd]
         Ok(linear(&self.o_proj, out))
     }
@@ -361,16 +358,11 @@ impl<B: Backend> Attention<B> {
 /// `Linear` on the rows of `[b, L, in]` as one `[b·L, in]` matrix.
 ///
 /// burn's linear reshapes the weight to the input's rank, and burn-ndarray 0.21's reshape copies, so a
-/// 3-D input copies every weight matrix once more per call; a 2-D input skips that copy. A few rows on
-/// the CPU backend (decoding) go through [`crate::cpu::rows_times`], which reads the weight in place.
+/// 3-D input copies every weight matrix once more per call; a 2-D input skips that copy. On the CPU
+/// backend [`crate::cpu::linear`] multiplies the weight in place.
 fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
-    let x = x.reshape([b * l, d]);
-    let bias = layer.bias.as_ref().map(|p| p.val());
-    let y = match crate::cpu::rows_times(&x, &layer.weight.val(), bias.as_ref()) {
-        Some(y) => y,
-        None => layer.forward(x),
-    };
+    let y = crate::cpu::linear(layer, x.reshape([b * l, d]));
     let out = y.dims()[1];
     y.reshape([b, l, out])
 }

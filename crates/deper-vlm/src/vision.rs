@@ -24,11 +24,12 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{gelu, sigmoid, silu, softmax};
+use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::config::{VisionConfig, VisionKind};
+use crate::cpu::{linear, silu_mul};
 use crate::{Result, VlmError};
 
 /// LayerNorm (Qwen2-VL) or RMSNorm (Qwen2.5-VL), eps 1e-6.
@@ -78,10 +79,10 @@ impl<B: Backend> VisionMlp<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             Self::QuickGelu(m) => {
-                let h = m.fc1.forward(x); // [N, mlp]
-                m.fc2.forward(h.clone() * sigmoid(h * 1.702))
+                let h = linear(&m.fc1, x); // [N, mlp]
+                linear(&m.fc2, h.clone() * sigmoid(h * 1.702))
             }
-            Self::SwiGlu(m) => m.down_proj.forward(silu(m.gate_proj.forward(x.clone())) * m.up_proj.forward(x)),
+            Self::SwiGlu(m) => linear(&m.down_proj, silu_mul(linear(&m.gate_proj, x.clone()), linear(&m.up_proj, x))),
         }
     }
 }
@@ -284,7 +285,7 @@ impl<B: Backend> VisionBlock<B> {
         let heads = self.num_heads;
         let hd = e / heads;
         let h = self.norm1.forward(x.clone());
-        let qkv = self.qkv.forward(h).reshape([n, 3, heads, hd]); // [N, 3, H, hd]
+        let qkv = linear(&self.qkv, h).reshape([n, 3, heads, hd]); // [N, 3, H, hd]
         let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, heads, hd]); // [N, H, hd]
         let q = apply_rotary(part(0), cos.clone(), sin.clone()).swap_dims(0, 1); // [H, N, hd]
         let k = apply_rotary(part(1), cos, sin).swap_dims(0, 1); // [H, N, hd]
@@ -301,7 +302,7 @@ impl<B: Backend> VisionBlock<B> {
             })
             .collect();
         let attn = Tensor::cat(outs, 1).swap_dims(0, 1).reshape([n, e]); // [N, E]
-        let x = x + self.proj.forward(attn);
+        let x = x + linear(&self.proj, attn);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
 }
@@ -312,7 +313,7 @@ impl<B: Backend> PatchMerger<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, e] = x.dims();
         let x = self.ln_q.forward(x).reshape([n / self.merge_area, e * self.merge_area]);
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        linear(&self.fc2, gelu(linear(&self.fc1, x)))
     }
 }
 
@@ -341,7 +342,7 @@ impl<B: Backend> VisionTower<B> {
         }
         check_grid(grid_thw, rows, self.spatial_merge_size)?;
         let device = pixel_values.device();
-        let patch_embed = self.patch_embed.forward(pixel_values); // [N, E]
+        let patch_embed = linear(&self.patch_embed, pixel_values); // [N, E]
         let mut ids = rot_pos_ids(grid_thw, self.spatial_merge_size);
 
         // Each frame of each image is its own attention segment (`cu_seqlens`).

@@ -682,7 +682,7 @@ fn train_peer<B: AutodiffBackend>(
             };
             // One all-reduce for the losses and for whether every device could build its batch,
             // so that all devices stop together.
-            let global = if peer.count == 1 { local } else { peer.sum::<B>(local, device)? };
+            let global = peer.sum::<B>(local, device)?;
             let (losses, grads, z_s, labels) = match step {
                 Ok(step) if global[4] == 0.0 => step,
                 Ok(_) => return Err(TrainError::PeerStopped),

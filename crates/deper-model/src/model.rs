@@ -9,6 +9,14 @@
 //! code — the VLM's input embeddings — here an `Embedding(vocab, E)` followed by
 //! `Linear(E → D)`; freeze the table with [`TokenEmbedding::freeze_table`]).
 //!
+//! Position encodings: the projected patch features get the 2-D sinusoidal encoding of their
+//! patch centre (the frame of the trajectory tokens' box-centre encoding) and the projected caption
+//! tokens the 1-D sinusoidal encoding of their index (`image_positions`, `caption_positions`, both on
+//! by default; runs saved before they existed load with both off). Neither the pixel-level features
+//! of the synthetic world nor a frozen token table carries position, and without them the decoder
+//! cannot say where anything is (`tests::decoder_places_boxes_from_image_positions`) and the caption
+//! stream reads a bag of words.
+//!
 //! With `no_trajectory` set (the `--no-trajectory` ablation) there is no trajectory stream:
 //! `Z_dual = L′`, the caption refined against `V` only.
 
@@ -19,7 +27,7 @@ use burn::prelude::*;
 use crate::decoder::{TrajectoryDecoder, TrajectoryDecoderConfig};
 use crate::encoder::{DualEncoder, DualEncoderConfig, EncoderForm};
 use crate::extractor::{SubjectExtractor, SubjectExtractorConfig};
-use crate::layers::uniform_mask;
+use crate::layers::{sinusoidal, uniform_mask};
 use crate::traj_tokens::{TrajTokens, TrajTokensConfig, TrajectoryBatch};
 
 /// Caption token embedding: a table lookup then a projection to the model width.
@@ -110,12 +118,25 @@ pub struct DeperConfig {
     /// Freeze the caption token table.
     #[config(default = true)]
     pub freeze_token_table: bool,
+    /// Add the 2-D sinusoidal encoding of each patch centre to the image tokens `V` (the
+    /// frame of the trajectory tokens' box-centre encoding). Without it nothing tells the
+    /// decoder where a patch lies unless the features themselves do, and it cannot place boxes.
+    #[config(default = true)]
+    pub image_positions: bool,
+    /// Add the 1-D sinusoidal encoding of each caption token's index to the caption tokens `L`.
+    /// The caption table is a frozen input-embedding table without positions (the VLM adds
+    /// rotary positions only inside its own layers), so without it both encoder streams and the
+    /// decoder read the caption as a bag of words and cannot tell in which order things were named.
+    #[config(default = true)]
+    pub caption_positions: bool,
 }
 
 /// The DEPER stage-1 network; see the module docs.
 #[derive(Module, Debug)]
 pub struct Deper<B: Backend> {
     image_proj: Linear<B>,
+    image_positions: bool,
+    caption_positions: bool,
     tokens: TokenEmbedding<B>,
     traj_tokens: Option<TrajTokens<B>>,
     encoder: DualEncoder<B>,
@@ -153,6 +174,8 @@ impl DeperConfig {
         let tokens = TokenEmbedding::new(self.vocab_size, self.token_dim, d, device);
         Deper {
             image_proj: LinearConfig::new(self.patch_dim, d).init(device),
+            image_positions: self.image_positions,
+            caption_positions: self.caption_positions,
             tokens: if self.freeze_token_table { tokens.freeze_table() } else { tokens },
             traj_tokens: (!self.no_trajectory).then(|| TrajTokensConfig::new(self.patch_dim, d).init(device)),
             encoder: if self.no_trajectory { encoder.init_caption_only(device) } else { encoder.init(device) },
@@ -241,7 +264,22 @@ impl<B: Backend> Deper<B> {
     ) -> DeperOutput<B> {
         let [batch, h, w, c] = patches.dims();
         let image = self.image_proj.forward(patches.clone().reshape([batch, h * w, c])); // [batch, h·w, d]
+        let image = if self.image_positions {
+            let [_, _, d] = image.dims();
+            let positions = patch_position_encoding::<B>(h, w, d, &image.device()); // [1, h·w, d]
+            image + positions
+        } else {
+            image
+        };
         let caption = self.tokens.project(caption_embeddings); // [batch, len_c, d]
+        let caption = if self.caption_positions {
+            let [_, len_c, d] = caption.dims();
+            let index: Vec<f32> = (0..len_c).map(|k| k as f32).collect();
+            let index = Tensor::<B, 2>::from_data(TensorData::new(index, [1, len_c]), &caption.device());
+            caption + sinusoidal(index, d) // [batch, len_c, d]
+        } else {
+            caption
+        };
 
         let z_dual = match &self.traj_tokens {
             Some(traj_tokens) => {
@@ -270,6 +308,20 @@ impl<B: Backend> Deper<B> {
             pred_valid_logits: decoded.valid_logits,
         }
     }
+}
+
+/// The 2-D sinusoidal encoding of every patch centre of an `h×w` grid, in patch-grid units
+/// (`j + ½`, `i + ½`): `d/2` dimensions for x, then `d/2` for y, as the trajectory tokens
+/// encode a box centre (`cx·w`, `cy·h`), so a step and the patches under it share positions.
+///
+/// # Shapes
+/// - output: `[1, h·w, d]`, row-major patches
+pub fn patch_position_encoding<B: Backend>(h: usize, w: usize, d: usize, device: &B::Device) -> Tensor<B, 3> {
+    let cx: Vec<f32> = (0..h * w).map(|k| (k % w) as f32 + 0.5).collect();
+    let cy: Vec<f32> = (0..h * w).map(|k| (k / w) as f32 + 0.5).collect();
+    let cx = Tensor::<B, 2>::from_data(TensorData::new(cx, [1, h * w]), device);
+    let cy = Tensor::<B, 2>::from_data(TensorData::new(cy, [1, h * w]), device);
+    Tensor::cat(vec![sinusoidal(cx, d / 2), sinusoidal(cy, d / 2)], 2)
 }
 
 #[cfg(test)]

@@ -35,6 +35,13 @@ pub struct ModelSettings {
     pub encoder_form: EncoderForm,
     /// The `--no-trajectory` ablation.
     pub no_trajectory: bool,
+    /// Add patch-centre position encodings to the image tokens (see
+    /// [`DeperConfig::image_positions`]). Runs written before the setting existed lack it in
+    /// `run.json` and were trained without: [`legacy_model_defaults`] reads them so.
+    pub image_positions: bool,
+    /// Add token-index position encodings to the caption tokens (see
+    /// [`DeperConfig::caption_positions`]); missing in older runs, read as `false` likewise.
+    pub caption_positions: bool,
 }
 
 impl Default for ModelSettings {
@@ -49,6 +56,8 @@ impl Default for ModelSettings {
             dropout: 0.1,
             encoder_form: EncoderForm::Interleaved,
             no_trajectory: false,
+            image_positions: true,
+            caption_positions: true,
         }
     }
 }
@@ -76,6 +85,21 @@ pub fn deper_config(
         .with_dropout(model.dropout)
         .with_encoder_form(model.encoder_form)
         .with_no_trajectory(model.no_trajectory)
+        .with_image_positions(model.image_positions)
+        .with_caption_positions(model.caption_positions)
+}
+
+/// Fills in, in a parsed `run.json`, the model settings that runs written before they existed
+/// were trained with (a missing field would otherwise take today's default and change what
+/// the stored weights compute). Call it on the JSON value before deserialising.
+pub fn legacy_model_defaults(run_json: &mut serde_json::Value) {
+    if let Some(model) = run_json.pointer_mut("/config/model").and_then(|m| m.as_object_mut()) {
+        for setting in ["image_positions", "caption_positions"] {
+            model.entry(setting).or_insert(serde_json::Value::Bool(false));
+        }
+    } else if let Some(config) = run_json.get_mut("config").and_then(|c| c.as_object_mut()) {
+        config.insert("model".into(), serde_json::json!({ "image_positions": false, "caption_positions": false }));
+    }
 }
 
 /// The inference-relevant part of a stage-1 `run.json`.
@@ -118,11 +142,13 @@ impl RunModel {
     /// Reads `run.json` text; errors name the field (`config.model.d_model: …`) and refuse a run
     /// of another stage.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("run.json is not JSON: {e}"))?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("run.json is not JSON: {e}"))?;
         let stage = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>");
         if stage != STAGE1 {
             return Err(format!("run.json: run is `{stage}`, not {STAGE1}"));
         }
+        legacy_model_defaults(&mut value);
         let run: Self =
             serde_path_to_error::deserialize(value).map_err(|e| format!("run.json: {}: {}", e.path(), e.inner()))?;
         let [h, w, c] = run.feature_grid;
@@ -180,6 +206,14 @@ mod tests {
         let c = run.model_config();
         assert_eq!((c.patch_dim, c.vocab_size, c.token_dim, c.num_subjects, c.d_model), (5, 3, 8, 2, 32));
         assert_eq!(c.decoder_layers, ModelSettings::default().decoder_layers);
+        // Written before the setting existed: trained without image positions.
+        assert!(!c.image_positions && !c.caption_positions);
+        let text = text.replace(r#""token_dim":8"#, r#""token_dim":8,"image_positions":true"#);
+        let c = RunModel::from_json(&text).unwrap().model_config();
+        assert!(c.image_positions && !c.caption_positions);
+        for m in [ModelSettings::default(), ModelSettings::tiny()] {
+            assert!(m.image_positions && m.caption_positions);
+        }
     }
 
     #[test]

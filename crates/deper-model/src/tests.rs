@@ -209,6 +209,138 @@ fn tiny_deper_overfits_a_fixed_batch() {
     assert!(last_total < 0.2 * first, "total loss {first} → {last_total}, not an 80% drop");
 }
 
+/// Samples where every patch is noise except one marked patch (channel 0 = 4), and the
+/// trajectory is one 0.05-wide box on the marked patch's centre.
+fn marked_patch_batch<B: Backend>(n: usize, rng: &mut Lcg, device: &B::Device) -> Batch<B> {
+    let mut patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next() - 0.5).collect();
+    let mut trajectories = Vec::new();
+    for i in 0..n {
+        let cell = ((rng.next() * (GRID * GRID) as f32) as usize).min(GRID * GRID - 1);
+        patches[(i * GRID * GRID + cell) * PATCH_DIM] = 4.0;
+        let cx = ((cell % GRID) as f64 + 0.5) / GRID as f64;
+        let cy = ((cell / GRID) as f64 + 0.5) / GRID as f64;
+        let bbox = BBox::from_corners(cx - 0.025, cy - 0.025, cx + 0.025, cy + 0.025);
+        let step = AttentionStep { bbox, duration: 0.5, start: None, words: vec![] };
+        trajectories.push(Trajectory { source: TrajectorySource::Synthetic, steps: vec![step] });
+    }
+    Batch {
+        patches: Tensor::from_data(TensorData::new(patches, [n, GRID, GRID, PATCH_DIM]), device),
+        caption_ids: Tensor::from_data(TensorData::new(vec![1i64; n * 2], [n, 2]), device),
+        caption_mask: Tensor::from_data(TensorData::new(vec![true; n * 2], [n, 2]), device),
+        traj: TrajectoryBatch::from_trajectories_padded(&trajectories, 30, device),
+        trajectories,
+        subjects: vec![0; n],
+    }
+}
+
+/// Mean |predicted − true| box centre coordinate on fresh samples after training the decoder
+/// (no trajectory stream, so the boxes can only come from the image) to find the marked patch.
+fn marked_patch_centre_error(image_positions: bool) -> f64 {
+    let device = Default::default();
+    <TrainBackend as Backend>::seed(&device, 3);
+    let mut model: Deper<TrainBackend> = tiny_config(1)
+        .with_encoder_layers(1)
+        .with_decoder_layers(1)
+        .with_dropout(0.0)
+        .with_no_trajectory(true)
+        .with_image_positions(image_positions)
+        .init(&device);
+    let mut optim = AdamConfig::new().init();
+    let loss_cfg = Stage1LossConfig::new().with_w_cls(0.0).with_w_con(0.0).with_bank_capacity(0);
+    let bank = loss_cfg.init_bank();
+    let mut rng = Lcg(11);
+    for _ in 0..300 {
+        let b = marked_patch_batch::<TrainBackend>(32, &mut rng, &device);
+        let out = model.forward(b.patches.clone(), b.caption_ids.clone(), b.caption_mask.clone(), &b.traj);
+        let losses = loss_cfg.loss(&out, &b.traj, &b.subjects, &bank);
+        let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    let b = marked_patch_batch::<TrainBackend>(64, &mut rng, &device);
+    let out = model.forward(b.patches, b.caption_ids, b.caption_mask, &b.traj);
+    let boxes: Vec<f32> = out.pred_boxes.into_data().to_vec().unwrap();
+    let mut error = 0.0;
+    for (i, t) in b.trajectories.iter().enumerate() {
+        let p = &boxes[i * 30 * 4..i * 30 * 4 + 4];
+        let truth = &t.steps[0].bbox;
+        error += ((p[0] + p[2]) as f64 / 2.0 - (truth.x1 + truth.x2) / 2.0).abs();
+        error += ((p[1] + p[3]) as f64 / 2.0 - (truth.y1 + truth.y2) / 2.0).abs();
+    }
+    error / (2.0 * b.trajectories.len() as f64)
+}
+
+/// The decoder can only place a box on what it sees if the image tokens carry their positions:
+/// with them it finds the marked patch (a cell is 0.25 wide), without them it can do no better
+/// than the grid's middle (mean error 0.25).
+#[test]
+fn decoder_places_boxes_from_image_positions() {
+    let with = marked_patch_centre_error(true);
+    let without = marked_patch_centre_error(false);
+    eprintln!("box centre error: {with:.4} with image positions, {without:.4} without");
+    assert!(with < 0.06, "centre error with image positions {with}");
+    assert!(without > 0.15, "centre error without image positions {without}");
+}
+
+/// Reversing the words of each caption leaves z_s unchanged without caption positions (every
+/// attention over the caption is then order-blind) and changes it with them.
+#[test]
+fn caption_order_reaches_z_s_only_with_caption_positions() {
+    let device = Default::default();
+    let b = batch::<TestBackend>(3, 3, &device);
+    let ids: Vec<i64> = b.caption_ids.clone().into_data().convert::<i64>().to_vec().unwrap();
+    let mask: Vec<bool> = b.caption_mask.clone().into_data().to_vec().unwrap();
+    let mut reversed = ids.clone();
+    for (row, m) in reversed.chunks_mut(CAPTION_LEN).zip(mask.chunks(CAPTION_LEN)) {
+        let len = m.iter().filter(|&&v| v).count();
+        row[..len].reverse();
+    }
+    assert_ne!(ids, reversed);
+    let reversed = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(reversed, [3, CAPTION_LEN]), &device);
+    for positions in [false, true] {
+        let model: Deper<TestBackend> =
+            tiny_config(3).with_dropout(0.0).with_caption_positions(positions).init(&device);
+        let z = |ids: Tensor<TestBackend, 2, Int>| -> Vec<f32> {
+            let out = model.forward(b.patches.clone(), ids, b.caption_mask.clone(), &b.traj);
+            out.z_s.into_data().to_vec().unwrap()
+        };
+        let (a, r) = (z(b.caption_ids.clone()), z(reversed.clone()));
+        let diff = a.iter().zip(&r).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        if positions {
+            assert!(diff > 1e-3, "z_s ignores the word order with caption positions ({diff})");
+        } else {
+            assert!(diff < 1e-5, "z_s depends on the word order without caption positions ({diff})");
+        }
+    }
+}
+
+/// The image tokens' position encoding is the trajectory tokens' box-centre encoding of a
+/// box centred on the same patch, so a step and the patches under it line up: two one-step
+/// trajectories over zero features differ only in their spatial terms.
+#[test]
+fn patch_positions_match_trajectory_centre_encoding() {
+    let device = burn::backend::ndarray::NdArrayDevice::default();
+    let (h, w, d) = (3, 5, 16);
+    let pe: Vec<f32> =
+        crate::model::patch_position_encoding::<TestBackend>(h, w, d, &device).into_data().to_vec().unwrap();
+    let centred_on = |i: usize, j: usize| {
+        let (cx, cy) = ((j as f64 + 0.5) / w as f64, (i as f64 + 0.5) / h as f64);
+        let bbox = BBox::from_corners(cx - 0.01, cy - 0.02, cx + 0.01, cy + 0.02);
+        let step = AttentionStep { bbox, duration: 0.3, start: None, words: vec![] };
+        Trajectory { source: TrajectorySource::Synthetic, steps: vec![step] }
+    };
+    let (a, b) = ((2, 3), (0, 1));
+    let traj =
+        TrajectoryBatch::<TestBackend>::from_trajectories(&[centred_on(a.0, a.1), centred_on(b.0, b.1)], &device);
+    let tokens = crate::traj_tokens::TrajTokensConfig::new(1, d).init::<TestBackend>(&device);
+    let t: Vec<f32> = tokens.forward(Tensor::zeros([2, h, w, 1], &device), &traj).into_data().to_vec().unwrap();
+    let patch = |(i, j): (usize, usize)| &pe[(i * w + j) * d..(i * w + j + 1) * d];
+    for k in 0..d {
+        let (token_diff, patch_diff) = (t[k] - t[d + k], patch(a)[k] - patch(b)[k]);
+        assert!((token_diff - patch_diff).abs() < 1e-5, "dim {k}: {token_diff} vs {patch_diff}");
+    }
+    assert!(patch(a).iter().zip(patch(b)).any(|(x, y)| (x - y).abs() > 0.1));
+}
+
 /// The same weights and inputs on the CPU backend and on wgpu (a real GPU, or Mesa's lavapipe
 /// Vulkan on the CPU in CI) give the same outputs within 1e-4, at the paper's sizes (D = 384,
 /// 4 heads) in every encoder form.

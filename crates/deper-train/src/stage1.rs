@@ -220,7 +220,7 @@ impl RunInfo {
         let path = run.join(RUN_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
             path: path.clone(),
             message: format!("unreadable run description: {e}"),
         })?;
@@ -229,6 +229,7 @@ impl RunInfo {
         if stage != STAGE1 {
             return Err(TrainError::Checkpoint { path, message: format!("run is `{stage}`, not stage1") });
         }
+        deper_model::run::legacy_model_defaults(&mut value);
         serde_json::from_value(value)
             .map_err(|e| TrainError::Checkpoint { path, message: format!("unreadable run description: {e}") })
     }

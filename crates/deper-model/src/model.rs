@@ -12,7 +12,7 @@
 //! Position encodings: the projected patch features get the 2-D sinusoidal encoding of their
 //! patch centre (the frame of the trajectory tokens' box-centre encoding; `image_positions`, on by
 //! default), since pixel-level features such as the synthetic world's carry no position and without
-//! it the decoder cannot say where anything is (`tests::decoder_places_boxes_from_image_positions`).
+//! it the decoder cannot say where anything is (`tests/localisation.rs`).
 //! `caption_positions` (off by default, see its doc) adds the 1-D encoding of the token index to the
 //! projected caption tokens. Runs saved before these settings existed load with both off.
 //!

@@ -13,8 +13,9 @@
 //! patch centre (the frame of the trajectory tokens' box-centre encoding; `image_positions`, on by
 //! default), since pixel-level features such as the synthetic world's carry no position and without
 //! it the decoder cannot say where anything is (`tests/localisation.rs`).
-//! `caption_positions` (off by default, see its doc) adds the 1-D encoding of the token index to the
-//! projected caption tokens. Runs saved before these settings existed load with both off.
+//! `caption_positions` (on by default, see its doc) adds the 1-D encoding of the token index to the
+//! projected caption tokens, which otherwise come from a position-free frozen table and would be
+//! read as a bag of words. Runs saved before these settings existed load with both off.
 //!
 //! With `no_trajectory` set (the `--no-trajectory` ablation) there is no trajectory stream:
 //! `Z_dual = L′`, the caption refined against `V` only.
@@ -125,10 +126,10 @@ pub struct DeperConfig {
     /// Add the 1-D sinusoidal encoding of each caption token's index to the caption tokens `L`.
     /// The caption table is a frozen input-embedding table without positions (the VLM adds
     /// rotary positions only inside its own layers), so without it both encoder streams and the
-    /// decoder read the caption as a bag of words. Off by default: on the synthetic world it slowed
-    /// stage 1 down (subject accuracy 0.32 instead of 0.72 after the demo's 6 epochs) and did not
-    /// make the decoder localise.
-    #[config(default = false)]
+    /// decoder read the caption as a bag of words. On the synthetic world it raised 5-shot
+    /// accuracy on unseen subjects after 15 epochs (0.94 against 0.77 without) but slows the first
+    /// epochs (subject accuracy 0.32 instead of 0.72 after 6 epochs of the demo's schedule).
+    #[config(default = true)]
     pub caption_positions: bool,
 }
 

@@ -40,7 +40,7 @@ pub struct ModelSettings {
     /// `run.json` and were trained without: [`legacy_model_defaults`] reads them so.
     pub image_positions: bool,
     /// Add token-index position encodings to the caption tokens (see
-    /// [`DeperConfig::caption_positions`]; off by default).
+    /// [`DeperConfig::caption_positions`]).
     pub caption_positions: bool,
 }
 
@@ -57,7 +57,7 @@ impl Default for ModelSettings {
             encoder_form: EncoderForm::Interleaved,
             no_trajectory: false,
             image_positions: true,
-            caption_positions: false,
+            caption_positions: true,
         }
     }
 }
@@ -212,7 +212,7 @@ mod tests {
         let c = RunModel::from_json(&text).unwrap().model_config();
         assert!(c.image_positions && !c.caption_positions);
         for m in [ModelSettings::default(), ModelSettings::tiny()] {
-            assert!(m.image_positions && !m.caption_positions);
+            assert!(m.image_positions && m.caption_positions);
         }
     }
 

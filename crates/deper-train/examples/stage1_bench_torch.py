@@ -224,6 +224,7 @@ class Deper(nn.Module):
         cx, cy = (k % w + 0.5).unsqueeze(0), (torch.div(k, w, rounding_mode="floor") + 0.5).unsqueeze(0)
         image = image + torch.cat([sinusoidal(cx, D // 2), sinusoidal(cy, D // 2)], dim=2)
         caption = self.token_proj(self.table(ids))
+        caption = caption + sinusoidal(torch.arange(ids.shape[1], dtype=torch.float32).unsqueeze(0), D)
         t = self.traj_tokens(patches, boxes, durations, traj_mask)
         z, z_mask = self.encoder(image, t, traj_mask, caption, caption_mask)
         z_s, z_scan, logits = self.extractor(z, z_mask)

@@ -3,6 +3,7 @@
 //!
 //! Its own test binary: burn's NdArray backend has one RNG per process, so tests training beside
 //! it would draw other initial weights and make the result depend on scheduling.
+#![allow(clippy::unwrap_used)] // a broken read-back should fail the test loudly
 
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};

@@ -180,7 +180,8 @@ pub fn evaluate<B: Backend>(
             }
             if m.name == "deper" || embeddings.is_empty() {
                 embeddings = embedding_points(encoder, prep, device)?;
-                trajectories = trajectory_examples(prep, &seen_set, &outputs.boxes, data)?;
+                // The steps the validity head keeps, as scored above (not all 30 decoded slots).
+                trajectories = trajectory_examples(prep, &seen_set, &predicted, data)?;
             }
         }
     }

@@ -93,12 +93,12 @@ pub fn deper_config(
 /// were trained with (a missing field would otherwise take today's default and change what
 /// the stored weights compute). Call it on the JSON value before deserialising.
 pub fn legacy_model_defaults(run_json: &mut serde_json::Value) {
-    if let Some(model) = run_json.pointer_mut("/config/model").and_then(|m| m.as_object_mut()) {
+    let Some(config) = run_json.get_mut("config").and_then(|c| c.as_object_mut()) else { return };
+    let model = config.entry("model").or_insert_with(|| serde_json::json!({}));
+    if let Some(model) = model.as_object_mut() {
         for setting in ["image_positions", "caption_positions"] {
             model.entry(setting).or_insert(serde_json::Value::Bool(false));
         }
-    } else if let Some(config) = run_json.get_mut("config").and_then(|c| c.as_object_mut()) {
-        config.insert("model".into(), serde_json::json!({ "image_positions": false, "caption_positions": false }));
     }
 }
 
@@ -211,6 +211,11 @@ mod tests {
         let text = text.replace(r#""token_dim":8"#, r#""token_dim":8,"image_positions":true"#);
         let c = RunModel::from_json(&text).unwrap().model_config();
         assert!(c.image_positions && !c.caption_positions);
+        // No model section at all: the paper sizes, without positions.
+        let bare = r#"{"stage":"stage1","config":{},"subjects":["a"],"vocab":["x"],"feature_grid":[1,1,1]}"#;
+        let c = RunModel::from_json(bare).unwrap().model_config();
+        assert_eq!(c.d_model, ModelSettings::default().d_model);
+        assert!(!c.image_positions && !c.caption_positions);
         for m in [ModelSettings::default(), ModelSettings::tiny()] {
             assert!(m.image_positions && m.caption_positions);
         }

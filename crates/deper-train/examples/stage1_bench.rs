@@ -1,9 +1,13 @@
-//! Stage-1 training throughput of DEPER at the paper's sizes on the CPU (NdArray) backend, or on wgpu.
+//! Stage-1 training throughput of DEPER at the paper's sizes on the CPU (NdArray) backend, or on wgpu
+//! or CUDA.
 //!
 //! ```text
-//! cargo run --release -p deper-train --example stage1_bench -- [cpu|wgpu] [STEPS] [WARMUP] [BATCH] [PATCH_DIM]
+//! cargo run --release -p deper-train --example stage1_bench -- [cpu|wgpu|cuda] [STEPS] [WARMUP] [BATCH] [PATCH_DIM]
 //! cargo run --release -p deper-train --features wgpu --example stage1_bench -- wgpu 5 2
+//! cargo run --release -p deper-train --features cuda --example stage1_bench -- cuda 20 3
 //! ```
+//!
+//! `examples/stage1_bench_cuda.sh` runs the CUDA side against PyTorch on the same GPU.
 //!
 //! Each step is what `deper train stage1` does per batch with its default settings: forward, the
 //! stage-1 loss (traj + 1.0·cls + 0.1·con, read back) and backward through
@@ -56,7 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cpu" => run::<Cpu>("cpu", &opts, Default::default()),
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Autodiff<burn::backend::Wgpu>>("wgpu", &opts, Default::default()),
-        other => Err(format!("device `{other}`: cpu, or wgpu when built with --features wgpu").into()),
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<burn::backend::Autodiff<burn::backend::Cuda>>("cuda", &opts, Default::default()),
+        other => Err(format!("device `{other}`: cpu, or wgpu / cuda when built with that feature").into()),
     }
 }
 

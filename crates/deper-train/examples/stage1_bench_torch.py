@@ -1,6 +1,8 @@
-"""PyTorch counterpart of `examples/stage1_bench.rs`: DEPER stage-1 training samples/s on the CPU.
+"""PyTorch counterpart of `examples/stage1_bench.rs`: DEPER stage-1 training samples/s on the CPU or a GPU.
 
-    /work/venv/bin/python crates/deper-train/examples/stage1_bench_torch.py [STEPS] [WARMUP] [BATCH] [PATCH_DIM] [THREADS]
+    /work/venv/bin/python crates/deper-train/examples/stage1_bench_torch.py [STEPS] [WARMUP] [BATCH] [PATCH_DIM] [THREADS] [DEVICE]
+
+DEVICE is `cpu` (default) or `cuda`; on `cuda` the peak is torch's peak allocated GPU memory, not the RSS.
 
 The same network as deper-model (read from its sources, module by module: `layers.rs`, `traj_tokens.rs`,
 `encoder.rs` in its default interleaved form, `extractor.rs`, `decoder.rs`, `model.rs`), at the paper preset
@@ -26,7 +28,10 @@ warmup = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 batch = int(sys.argv[3]) if len(sys.argv) > 3 else 32
 patch_dim = int(sys.argv[4]) if len(sys.argv) > 4 else 384
 threads = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
 torch.set_num_threads(threads)
+# Every tensor and parameter below is made on this device (the batch, the bank, the model).
+torch.set_default_device(device)
 torch.manual_seed(0)
 
 GRID, VOCAB, SUBJECTS, MAX_STEPS = 28, 1000, 9, 30
@@ -316,6 +321,8 @@ def synthetic_batch(n):
 
 
 def peak_mib():
+    if device != "cpu":
+        return torch.cuda.max_memory_allocated() / 2**20
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
 
@@ -352,7 +359,7 @@ for _ in range(steps):
     loss = step()
 seconds = time.perf_counter() - started
 print(
-    f"RESULT impl=torch device=cpu threads={threads} batch={batch} steps={steps} params={params} "
+    f"RESULT impl=torch device={device} threads={threads} batch={batch} steps={steps} params={params} "
     f"trainable={sum(p.numel() for p in trainable)} samples_per_s={batch * steps / seconds:.2f} "
     f"step_ms={1000 * seconds / max(steps, 1):.1f} peak_mib={peak_mib():.1f} loss={loss:.4f}"
 )

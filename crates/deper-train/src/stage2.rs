@@ -5,7 +5,9 @@
 //! - `deper`: the stage-1 subject encoder (fine-tuned) gives z_s; the adapter Linear(D → VLM hidden,
 //!   no bias) turns it into the persona token's embedding in "… in the style of <|persona|>.". Loss =
 //!   caption NLL + 1.0·cls + 0.1·con. The encoder sees a *different* triplet of the same subject than
-//!   the one being captioned, so z_s has to carry the person, not the content.
+//!   the one being captioned, so z_s has to carry the person, not the content; the adapter gets the
+//!   mean of that z_s and the subject's recent ones ([`Stage2Config::persona_shots`]), as evaluation
+//!   gives it means.
 //! - `pt` ("VLM + PT"): one learned persona embedding per training subject, NLL only. It cannot
 //!   describe subjects it was not trained on.
 //!
@@ -74,6 +76,11 @@ pub struct Stage2Config {
     pub bank_capacity: usize,
     /// Fine-tune the stage-1 encoder with the adapter (otherwise only the adapter learns).
     pub finetune_encoder: bool,
+    /// DEPER: the adapter is trained on the mean z_s of this many triplets of the subject, the
+    /// partner triplet encoded in this batch (with gradient) and the subject's most recent z_s from
+    /// earlier batches (detached), since evaluation feeds it means too (the K support triplets of an
+    /// unseen subject, all training triplets of a seen one). 1: the partner's z_s alone.
+    pub persona_shots: usize,
 }
 
 impl Default for Stage2Config {
@@ -92,6 +99,7 @@ impl Default for Stage2Config {
             temperature: 0.07,
             bank_capacity: 4096,
             finetune_encoder: true,
+            persona_shots: deper_core::split::DEFAULT_SHOTS,
         }
     }
 }
@@ -442,6 +450,7 @@ pub fn train_cancellable<B: AutodiffBackend>(
         }
     }
     let mut bank = SubjectMemoryBank::new(config.bank_capacity);
+    let mut recent = RecentEmbeddings::new(config.persona_shots.saturating_sub(1));
     let batches_per_epoch = train_set.len().div_ceil(config.batch_size);
     let total_steps = batches_per_epoch.div_ceil(config.grad_accum) * config.epochs;
     let mut step = batches_per_epoch.div_ceil(config.grad_accum) * state.epochs_done;
@@ -474,7 +483,8 @@ pub fn train_cancellable<B: AutodiffBackend>(
                     }
                 })
                 .collect();
-            let (persona, cls, con, z) = persona_vectors(&model, prep, &partners, &labels, &bank, &config, device)?;
+            let (persona, cls, con, z) =
+                persona_vectors(&model, prep, &partners, &labels, &bank, &recent, &config, device)?;
             let images: Vec<&str> = chunk.iter().map(|&i| prep.samples[i].image.as_str()).collect();
             let caption = CaptionBatch {
                 prompt_ids: sd.frozen.persona_prompt.clone(),
@@ -504,6 +514,7 @@ pub fn train_cancellable<B: AutodiffBackend>(
                 step += 1;
             }
             if let Some(z) = z {
+                recent.update(z.clone(), &labels)?;
                 bank.update(z, &labels);
             }
             progress(Stage2Progress::Batch { epoch, batch: b + 1, loss: value });
@@ -542,13 +553,83 @@ pub fn train_cancellable<B: AutodiffBackend>(
 
 type PersonaParts<B> = (Tensor<B, 2>, Option<Tensor<B, 1>>, Option<Tensor<B, 1>>, Option<Tensor<B, 2>>);
 
+/// The last `keep` raw (unnormalised) z_s of each subject, newest last: the detached part of the
+/// mean a training persona is made from ([`Stage2Config::persona_shots`]).
+#[derive(Debug, Clone, Default)]
+pub struct RecentEmbeddings {
+    keep: usize,
+    by_subject: BTreeMap<usize, std::collections::VecDeque<Vec<f32>>>,
+}
+
+impl RecentEmbeddings {
+    pub fn new(keep: usize) -> Self {
+        Self { keep, by_subject: BTreeMap::new() }
+    }
+
+    /// Adds a batch `[n, d]` of embeddings, one label per row.
+    pub fn update<B: Backend>(&mut self, z: Tensor<B, 2>, labels: &[usize]) -> Result<()> {
+        if self.keep == 0 {
+            return Ok(());
+        }
+        let [n, d] = z.dims();
+        if n != labels.len() {
+            return Err(TrainError::Config(format!("{n} embeddings but {} labels", labels.len())));
+        }
+        let values =
+            z.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+        for (row, &label) in values.chunks_exact(d.max(1)).zip(labels) {
+            let queue = self.by_subject.entry(label).or_default();
+            queue.push_back(row.to_vec());
+            while queue.len() > self.keep {
+                queue.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// `(sum of the stored vectors, how many)` for `label`, or `None` when it has none.
+    pub fn sum(&self, label: usize) -> Option<(Vec<f32>, usize)> {
+        let queue = self.by_subject.get(&label).filter(|q| !q.is_empty())?;
+        let mut sum = vec![0.0f32; queue[0].len()];
+        for v in queue {
+            sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+        }
+        Some((sum, queue.len()))
+    }
+
+    /// Per row `i`: `(z_i + Σ recent z of labels[i]) / (1 + count)`, with gradient through `z` only.
+    pub fn mean_with<B: Backend>(&self, z: Tensor<B, 2>, labels: &[usize]) -> Tensor<B, 2> {
+        let [n, d] = z.dims();
+        let (mut scale, mut offset) = (Vec::with_capacity(n), Vec::with_capacity(n * d));
+        for &label in labels {
+            match self.sum(label).filter(|(s, _)| s.len() == d) {
+                Some((sum, count)) => {
+                    let w = 1.0 / (1 + count) as f32;
+                    scale.push(w);
+                    offset.extend(sum.iter().map(|x| x * w));
+                }
+                None => {
+                    scale.push(1.0);
+                    offset.extend(std::iter::repeat_n(0.0, d));
+                }
+            }
+        }
+        let device = z.device();
+        let scale = Tensor::<B, 2>::from_data(TensorData::new(scale, [n, 1]), &device);
+        let offset = Tensor::<B, 2>::from_data(TensorData::new(offset, [n, d]), &device);
+        z * scale + offset
+    }
+}
+
 /// Persona embeddings of a training batch, with the encoder's classification and contrastive losses.
+#[allow(clippy::too_many_arguments)]
 fn persona_vectors<B: Backend>(
     model: &Personalizer<B>,
     prep: &Prepared,
     encoder_samples: &[usize],
     labels: &[usize],
     bank: &SubjectMemoryBank,
+    recent: &RecentEmbeddings,
     config: &Stage2Config,
     device: &B::Device,
 ) -> Result<PersonaParts<B>> {
@@ -559,7 +640,7 @@ fn persona_vectors<B: Backend>(
             let out = encoder.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
             let cls = cross_entropy(out.subject_logits.clone(), labels);
             let con = supcon_loss(out.z_s.clone(), labels, bank, config.temperature);
-            let persona = adapter.forward(out.z_s.clone());
+            let persona = adapter.forward(recent.mean_with(out.z_s.clone(), labels));
             Ok((persona, Some(cls), Some(con), Some(out.z_s.detach())))
         }
         (_, _, Some(table)) => {
@@ -764,4 +845,55 @@ pub fn generate<B: Backend>(
         on_caption();
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray>;
+
+    fn rows(t: Tensor<B, 2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    #[test]
+    fn training_personas_average_the_subjects_recent_embeddings() {
+        let device = Default::default();
+        let mut recent = RecentEmbeddings::new(2);
+        // Subject 0 gets three vectors; only the last two stay. Subject 1 gets one.
+        let seen = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![100.0f32, 100.0, 1.0, 2.0, 3.0, 4.0, 10.0, 20.0], [4, 2]),
+            &device,
+        );
+        recent.update(seen, &[0, 0, 0, 1]).unwrap();
+        assert_eq!(recent.sum(0), Some((vec![4.0, 6.0], 2)));
+        assert_eq!(recent.sum(1), Some((vec![10.0, 20.0], 1)));
+        assert_eq!(recent.sum(2), None);
+
+        let z = Tensor::<B, 2>::from_data(TensorData::new(vec![7.0f32, 9.0, 2.0, 2.0, 5.0, 5.0], [3, 2]), &device)
+            .require_grad();
+        let mean = recent.mean_with(z.clone(), &[0, 1, 2]);
+        let got = rows(mean.clone());
+        // (z + 4, 6 … ) / 3; (z + 10, 20) / 2; a subject with nothing stored keeps its own z.
+        let want = [11.0 / 3.0, 15.0 / 3.0, 6.0, 11.0, 5.0, 5.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        // The gradient reaches z scaled by its weight in the mean; the stored vectors get none.
+        let grads = mean.sum().backward();
+        let dz = rows(z.grad(&grads).map(Tensor::from_inner).unwrap());
+        let want = [1.0 / 3.0, 1.0 / 3.0, 0.5, 0.5, 1.0, 1.0];
+        for (g, w) in dz.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{dz:?} vs {want:?}");
+        }
+
+        // persona_shots = 1 keeps nothing: the persona is the partner's z_s alone.
+        let mut none = RecentEmbeddings::new(0);
+        none.update(Tensor::<B, 2>::ones([1, 2], &device), &[0]).unwrap();
+        assert_eq!(none.sum(0), None);
+        assert!(recent.update(Tensor::<B, 2>::ones([2, 2], &device), &[0]).is_err());
+    }
 }

@@ -1,9 +1,15 @@
-//! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend, or on wgpu.
+//! Prefill and decode throughput of a Qwen2-VL folder on the CPU (NdArray) backend, or on wgpu or CUDA.
 //!
 //! ```text
 //! cargo run --release -p deper-vlm --example bench -- MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH] [cpu|wgpu]
 //! cargo run --release -p deper-vlm --features wgpu --example bench -- MODEL_DIR IMAGE 32 3 1 wgpu
+//! DEPER_BENCH_BANDWIDTH_GBS=4300 cargo run --release -p deper-vlm --features cuda --example bench -- MODEL_DIR IMAGE 64 3 1 cuda
 //! ```
+//!
+//! With `DEPER_BENCH_BANDWIDTH_GBS` (the device's measured copy bandwidth) it also prints the decode
+//! bandwidth roofline: bandwidth / bytes one decode step must read (the language model's weights and
+//! the KV cache), and the measured decode rate as a share of it. `examples/bench_cuda.sh` measures
+//! the bandwidth with PyTorch and runs both sides on a GPU machine.
 //!
 //! On wgpu every step reads its logits back (the sampler runs on the host), so the times include the
 //! device work.
@@ -16,6 +22,7 @@
 //! (set `RAYON_NUM_THREADS` to pin it when comparing with another implementation).
 
 use burn::backend::NdArray;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT;
 use deper_vlm::{GenerationConfig, MultimodalInput, Vlm};
@@ -32,13 +39,15 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH] [cpu|wgpu]".into());
+        return Err("usage: bench MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [BATCH] [cpu|wgpu|cuda]".into());
     }
     match args.get(5).map(String::as_str).unwrap_or("cpu") {
         "cpu" => run::<NdArray>(&args, Default::default()),
         #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Wgpu>(&args, Default::default()),
-        other => Err(format!("device `{other}`: cpu, or wgpu when built with --features wgpu").into()),
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<burn::backend::Cuda>(&args, Default::default()),
+        other => Err(format!("device `{other}`: cpu, or wgpu / cuda when built with that feature").into()),
     }
 }
 
@@ -92,6 +101,25 @@ fn run<B: Backend>(args: &[String], device: B::Device) -> Result<(), Box<dyn std
         best_decode * 1e3
     );
     println!("generated: {} ids", out.generated_ids.len());
+    // What one decode step must read from memory at least: every language-model weight once (the
+    // embedding table only when it is also the head) and the KV cache up to the middle position.
+    let text = &vlm.model.model;
+    let embed = text.embed_tokens.num_params();
+    let weights = text.num_params() - if text.lm_head.is_some() { embed } else { 0 };
+    let tc = &vlm.config.text;
+    let kv_per_position = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim();
+    let mid = ids.len() + new_tokens / 2;
+    let bytes = (weights + kv_per_position * mid) * std::mem::size_of::<B::FloatElem>();
+    println!("decode bytes/token: {:.1} MB ({weights} weights, KV at position {mid})", bytes as f64 / 1e6);
+    // DEPER_BENCH_BANDWIDTH_GBS: the device's measured memory bandwidth (GB/s), for the roofline.
+    if let Some(gbs) = std::env::var("DEPER_BENCH_BANDWIDTH_GBS").ok().and_then(|v| v.parse::<f64>().ok()) {
+        let roofline = gbs * 1e9 / bytes as f64;
+        let measured = new_tokens as f64 / best_decode;
+        println!(
+            "decode roofline: {roofline:.1} tokens/s at {gbs:.0} GB/s; measured {measured:.1} tokens/s = {:.1} % of it",
+            100.0 * measured / roofline
+        );
+    }
     if batch > 1 {
         // Stop tokens off so every row generates exactly `new_tokens`.
         let config = GenerationConfig { max_new_tokens: new_tokens, stop_tokens: Vec::new(), ..Default::default() };

@@ -10,6 +10,9 @@
 #   run time, so it builds on a machine without a GPU). Without BENCH_BIN the script builds it.
 # MODEL_DIR: made with `examples/make_bench_model.py --hidden HIDDEN --layers LAYERS` when it has no config.json.
 # PYTHON: an interpreter with torch (CUDA) and transformers (default python3).
+# burn's CUDA backend opens libcuda, libnvrtc and libcudart at run time; where the toolkit's libraries are
+# not on the loader's path (e.g. they came as pip wheels beside PyTorch), add their folders to
+# LD_LIBRARY_PATH first.
 #
 # Steps: the device-to-device copy bandwidth through PyTorch (bytes read + written per second: what a
 # decode step can stream at best), then the Rust bench with DEPER_BENCH_BANDWIDTH_GBS set to it (it prints
@@ -62,8 +65,6 @@ rust=$(with_peak env DEPER_BENCH_BANDWIDTH_GBS="$gbs" "$bin" "$model" "$image" "
 hf=$(with_peak "$python" "$here/bench_hf.py" "$model" "$image" "$tokens" "$repeats" 1 cuda 2>/dev/null)
 echo "== deper (burn CUDA)"; echo "$rust"
 echo "== HF transformers (CUDA, float32, eager)"; echo "$hf"
-rate() { echo "$1" | sed -n "s/^$2: \([0-9.]*\) tokens\/s.*/\1/p"; }
-for phase in prefill decode; do
-  awk -v p="$phase" -v a="$(rate "$rust" "$phase")" -v b="$(rate "$hf" "$phase")" \
-    'BEGIN { printf "%s: deper %.1f tokens/s, HF %.1f tokens/s, ratio %.2fx\n", p, a, b, a / b }'
-done
+# shellcheck source=bench_ratios.sh
+. "$here/bench_ratios.sh"
+print_ratios "$rust" "$hf"

@@ -24,8 +24,6 @@ rust=$(RAYON_NUM_THREADS=$threads "$bin" "$model" "$image" "$tokens" "$repeats")
 hf=$(OMP_NUM_THREADS=$threads "$python" "$here/bench_hf.py" "$model" "$image" "$tokens" "$repeats" "$threads" 2>/dev/null)
 echo "== deper (burn NdArray, $threads thread(s))"; echo "$rust"
 echo "== HF transformers ($threads thread(s))"; echo "$hf"
-rate() { echo "$1" | sed -n "s/^$2: \([0-9.]*\) tokens\/s.*/\1/p"; }
-for phase in prefill decode; do
-  awk -v p="$phase" -v a="$(rate "$rust" "$phase")" -v b="$(rate "$hf" "$phase")" \
-    'BEGIN { printf "%s: deper %.1f tokens/s, HF %.1f tokens/s, ratio %.2fx\n", p, a, b, a / b }'
-done
+# shellcheck source=bench_ratios.sh
+. "$here/bench_ratios.sh"
+print_ratios "$rust" "$hf"

@@ -514,8 +514,7 @@ pub fn train_cancellable<B: AutodiffBackend>(
                 step += 1;
             }
             if let Some(z) = z {
-                recent.update(z.clone(), &labels)?;
-                bank.update(z, &labels);
+                remember(z, &labels, &mut bank, &mut recent)?;
             }
             progress(Stage2Progress::Batch { epoch, batch: b + 1, loss: value });
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
@@ -566,25 +565,16 @@ impl RecentEmbeddings {
         Self { keep, by_subject: BTreeMap::new() }
     }
 
-    /// Adds a batch `[n, d]` of embeddings, one label per row.
-    pub fn update<B: Backend>(&mut self, z: Tensor<B, 2>, labels: &[usize]) -> Result<()> {
+    /// Adds one embedding of subject `label`, dropping that subject's oldest beyond `keep`.
+    pub fn push(&mut self, z: &[f32], label: usize) {
         if self.keep == 0 {
-            return Ok(());
+            return;
         }
-        let [n, d] = z.dims();
-        if n != labels.len() {
-            return Err(TrainError::Config(format!("{n} embeddings but {} labels", labels.len())));
+        let queue = self.by_subject.entry(label).or_default();
+        queue.push_back(z.to_vec());
+        while queue.len() > self.keep {
+            queue.pop_front();
         }
-        let values =
-            z.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
-        for (row, &label) in values.chunks_exact(d.max(1)).zip(labels) {
-            let queue = self.by_subject.entry(label).or_default();
-            queue.push_back(row.to_vec());
-            while queue.len() > self.keep {
-                queue.pop_front();
-            }
-        }
-        Ok(())
     }
 
     /// `(sum of the stored vectors, how many)` for `label`, or `None` when it has none.
@@ -619,6 +609,27 @@ impl RecentEmbeddings {
         let offset = Tensor::<B, 2>::from_data(TensorData::new(offset, [n, d]), &device);
         z * scale + offset
     }
+}
+
+/// Adds a batch of z_s `[n, d]` (one label per row) to the contrastive bank and to the recent
+/// embeddings, read back from the device once for both.
+fn remember<B: Backend>(
+    z: Tensor<B, 2>,
+    labels: &[usize],
+    bank: &mut SubjectMemoryBank,
+    recent: &mut RecentEmbeddings,
+) -> Result<()> {
+    let [n, d] = z.dims();
+    if n != labels.len() {
+        return Err(TrainError::Config(format!("{n} embeddings but {} labels", labels.len())));
+    }
+    let values =
+        z.detach().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+    for (row, &label) in values.chunks_exact(d.max(1)).zip(labels) {
+        bank.push(row, label);
+        recent.push(row, label);
+    }
+    Ok(())
 }
 
 /// Persona embeddings of a training batch, with the encoder's classification and contrastive losses.
@@ -863,12 +874,15 @@ mod tests {
     fn training_personas_average_the_subjects_recent_embeddings() {
         let device = Default::default();
         let mut recent = RecentEmbeddings::new(2);
+        let mut bank = SubjectMemoryBank::new(16);
         // Subject 0 gets three vectors; only the last two stay. Subject 1 gets one.
         let seen = Tensor::<B, 2>::from_data(
             TensorData::new(vec![100.0f32, 100.0, 1.0, 2.0, 3.0, 4.0, 10.0, 20.0], [4, 2]),
             &device,
         );
-        recent.update(seen, &[0, 0, 0, 1]).unwrap();
+        remember(seen, &[0, 0, 0, 1], &mut bank, &mut recent).unwrap();
+        // The contrastive bank got the same batch (latest per subject + all four in its FIFO).
+        assert_eq!(bank.len(), 2 + 4);
         assert_eq!(recent.sum(0), Some((vec![4.0, 6.0], 2)));
         assert_eq!(recent.sum(1), Some((vec![10.0, 20.0], 1)));
         assert_eq!(recent.sum(2), None);
@@ -892,8 +906,8 @@ mod tests {
 
         // persona_shots = 1 keeps nothing: the persona is the partner's z_s alone.
         let mut none = RecentEmbeddings::new(0);
-        none.update(Tensor::<B, 2>::ones([1, 2], &device), &[0]).unwrap();
+        none.push(&[1.0, 1.0], 0);
         assert_eq!(none.sum(0), None);
-        assert!(recent.update(Tensor::<B, 2>::ones([2, 2], &device), &[0]).is_err());
+        assert!(remember(Tensor::<B, 2>::ones([2, 2], &device), &[0], &mut bank, &mut recent).is_err());
     }
 }

@@ -105,7 +105,7 @@ fn run<B: Backend>(args: &[String], device: B::Device) -> Result<(), Box<dyn std
     // embedding table only when it is also the head) and the KV cache up to the middle position.
     let text = &vlm.model.model;
     let embed = text.embed_tokens.num_params();
-    let weights = text.num_params() - if text.lm_head.is_some() { embed } else { 0 };
+    let weights = text.weight_count() - if text.lm_head.is_some() { embed } else { 0 };
     let tc = &vlm.config.text;
     let kv_per_position = 2 * tc.num_hidden_layers * tc.num_key_value_heads * tc.head_dim();
     let mid = ids.len() + new_tokens / 2;

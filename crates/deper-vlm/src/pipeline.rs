@@ -98,7 +98,9 @@ impl<B: Backend> Vlm<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let config = Qwen2VlConfig::from_path(dir)?;
         let ckpt = Checkpoint::open(dir)?;
-        let model = load_weights(&config, &ckpt, device)?;
+        let mut model = load_weights(&config, &ckpt, device)?;
+        // Loaded for inference: on the CPU the language model's weights go into panels once.
+        model.model = model.model.pack_for_cpu();
         let tokenizer = Qwen2VlTokenizer::from_dir(dir)?;
         let processor = ImageProcessor::from_dir(dir)?;
         let mut eos_token_ids = generation_eos(dir)?;

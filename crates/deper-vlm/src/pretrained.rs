@@ -258,6 +258,7 @@ pub(crate) fn load_decoder_layers<B: Backend>(
                     up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, intermediate, false)?,
                     down_proj: ld.linear(&format!("{p}.mlp.down_proj"), intermediate, d, false)?,
                 },
+                cpu_panels: None,
             })
         })
         .collect()

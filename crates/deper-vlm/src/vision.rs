@@ -24,7 +24,7 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -80,7 +80,7 @@ impl<B: Backend> VisionMlp<B> {
         match self {
             Self::QuickGelu(m) => {
                 let h = linear(&m.fc1, x); // [N, mlp]
-                linear(&m.fc2, h.clone() * sigmoid(h * 1.702))
+                linear(&m.fc2, crate::cpu::quick_gelu(h))
             }
             Self::SwiGlu(m) => linear(&m.down_proj, silu_mul(linear(&m.gate_proj, x.clone()), linear(&m.up_proj, x))),
         }
@@ -287,10 +287,14 @@ impl<B: Backend> VisionBlock<B> {
         let h = self.norm1.forward(x.clone());
         let qkv = linear(&self.qkv, h).reshape([n, 3, heads, hd]); // [N, 3, H, hd]
         let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, heads, hd]); // [N, H, hd]
+        let scale = 1.0 / (hd as f64).sqrt();
+        if let Some(attn) = cpu_attention(part(0), part(1), part(2), &cos, &sin, segments, scale as f32) {
+            let x = x + linear(&self.proj, attn);
+            return x.clone() + self.mlp.forward(self.norm2.forward(x));
+        }
         let q = apply_rotary(part(0), cos.clone(), sin.clone()).swap_dims(0, 1); // [H, N, hd]
         let k = apply_rotary(part(1), cos, sin).swap_dims(0, 1); // [H, N, hd]
         let v = part(2).swap_dims(0, 1); // [H, N, hd]
-        let scale = 1.0 / (hd as f64).sqrt();
         let outs: Vec<Tensor<B, 3>> = segments
             .iter()
             .map(|&(start, len)| {
@@ -305,6 +309,35 @@ impl<B: Backend> VisionBlock<B> {
         let x = x + linear(&self.proj, attn);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
+}
+
+/// The block's rotary and attention on the CPU backend ([`crate::cpu::rotary`], [`crate::cpu::attention`]
+/// per segment); `None` where those do not apply.
+///
+/// # Shapes
+/// - q, k, v: `[N, H, hd]`; cos, sin: `[N, 1, hd]`
+/// - output: `[N, H · hd]`
+fn cpu_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    cos: &Tensor<B, 3>,
+    sin: &Tensor<B, 3>,
+    segments: &[(usize, usize)],
+    scale: f32,
+) -> Option<Tensor<B, 2>> {
+    let [n, heads, hd] = q.dims();
+    let heads_first = |t: Tensor<B, 3>| t.swap_dims(0, 1).unsqueeze_dim::<4>(0); // [1, H, N, hd]
+    let (cos, sin) = (cos.clone().reshape([1, 1, n, hd]), sin.clone().reshape([1, 1, n, hd]));
+    let q = crate::cpu::rotary(&heads_first(q), &cos, &sin)?;
+    let k = crate::cpu::rotary(&heads_first(k), &cos, &sin)?;
+    let v = heads_first(v);
+    let mut outs = Vec::with_capacity(segments.len());
+    for &(start, len) in segments {
+        let part = |t: &Tensor<B, 4>| t.clone().narrow(2, start, len);
+        outs.push(crate::cpu::attention(&part(&q), &part(&k), &part(&v), crate::cpu::KeyRange::All, scale)?);
+    }
+    Some(Tensor::cat(outs, 1).reshape([n, heads * hd]))
 }
 
 impl<B: Backend> PatchMerger<B> {

@@ -52,12 +52,22 @@ fn text_hidden_states_and_logits_match() {
     // fixture's name for it (checked: before the norm the difference is ~32).
     let last = model.model.norm.forward(layers[1].clone());
     check("a.hidden_layer1_prenorm (post-norm)", &values(last), &r.f32_any("a.hidden_layer1_prenorm").unwrap().0, 1e-4);
-    for p in ["a", "b"] {
-        let logits = model
-            .forward(&ids(&r, &format!("{p}.input_ids")), Some(tensor2(&r, "pixel_values")), &grid(&r), None)
-            .unwrap();
-        assert_eq!(logits.dims(), [1, input_ids_len(&r, p), 400]);
-        check(&format!("{p}.logits"), &values(logits), &r.f32_any(&format!("{p}.logits")).unwrap().0, 1e-4);
+    let mut model = model;
+    // As loaded (row-major weights), then with the weights in panels as `Vlm::load` keeps them on the CPU.
+    for packed in [false, true] {
+        if packed {
+            model.model = model.model.pack_for_cpu();
+            assert!(model.model.layers.iter().all(|l| l.cpu_panels.is_some()));
+            assert_eq!(model.model.layers[0].self_attn.q_proj.weight.dims()[0], 0, "row-major copy freed");
+        }
+        for p in ["a", "b"] {
+            let logits = model
+                .forward(&ids(&r, &format!("{p}.input_ids")), Some(tensor2(&r, "pixel_values")), &grid(&r), None)
+                .unwrap();
+            assert_eq!(logits.dims(), [1, input_ids_len(&r, p), 400]);
+            let name = format!("{p}.logits{}", if packed { " (panels)" } else { "" });
+            check(&name, &values(logits), &r.f32_any(&format!("{p}.logits")).unwrap().0, 1e-4);
+        }
     }
 }
 

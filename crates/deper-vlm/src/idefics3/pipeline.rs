@@ -42,7 +42,9 @@ impl<B: Backend> Idefics3Vlm<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let config = Idefics3Config::from_path(dir)?;
         let ckpt = Checkpoint::open(dir)?;
-        let model = load_weights(&config, &ckpt, device)?;
+        let mut model = load_weights(&config, &ckpt, device)?;
+        // Loaded for inference: on the CPU the language model's weights go into panels once.
+        model.text = model.text.pack_for_cpu();
         let tokenizer = Qwen2VlTokenizer::from_dir(dir)?;
         let processor = Idefics3ImageProcessor::from_dir(dir)?;
         let image_seq_len = config.image_seq_len();

@@ -142,7 +142,15 @@ impl Collector {
 }
 
 /// Writes `config.json`, `generation_config.json` and `model.safetensors` of `model` into `dir`.
+///
+/// A model whose weights went into CPU panels ([`crate::text::TextModel::pack_for_cpu`], done by
+/// [`crate::Vlm::load`]) no longer holds its row-major projections and is refused.
 pub fn save_pretrained<B: Backend>(model: &Qwen2Vl<B>, config: &Qwen2VlConfig, dir: &Path) -> Result<()> {
+    if model.model.layers.iter().any(|l| l.cpu_panels.is_some()) {
+        return Err(VlmError::Input(
+            "the model's weights are packed for CPU inference (Vlm::load); save one loaded with load_pretrained".into(),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| VlmError::Io { path: dir.into(), source: e })?;
     let mut c = Collector::default();
     let vc = &config.vision;

@@ -272,6 +272,11 @@ fn saved_model_loads_back_with_identical_logits() {
     let a = model.forward_input(&input(&r, "a", false)).unwrap();
     let b = loaded.forward_input(&input(&r, "a", false)).unwrap();
     check("round-trip logits", &values(b), &values(a), 0.0);
+    // Packed for CPU inference, the projections are gone: refused rather than saved empty.
+    let mut packed = model;
+    packed.model = packed.model.pack_for_cpu();
+    let err = save_pretrained(&packed, &config, &dir.path().join("packed")).unwrap_err().to_string();
+    assert!(err.contains("packed for CPU inference"), "{err}");
 }
 
 #[test]

@@ -46,7 +46,12 @@ fn from_ndarray<B: Backend, const D: usize>(array: burn_ndarray::SharedArray<f32
 }
 
 fn matrix<B: Backend>(values: Vec<f32>, rows: usize, cols: usize) -> Option<Tensor<B, 2>> {
-    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(&[rows, cols]), values).ok()?.into_shared();
+    shaped(values, &[rows, cols])
+}
+
+/// A row-major buffer of `shape` as an NdArray tensor.
+fn shaped<B: Backend, const D: usize>(values: Vec<f32>, shape: &[usize]) -> Option<Tensor<B, D>> {
+    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(shape), values).ok()?.into_shared();
     from_ndarray(array)
 }
 
@@ -156,8 +161,7 @@ fn try_silu_mul<B: Backend, const D: usize>(gate: &Tensor<B, D>, up: &Tensor<B, 
             *o = g / (1.0 + (-g).exp()) * u;
         }
     });
-    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(g.shape()), out).ok()?.into_shared();
-    from_ndarray(array)
+    shaped(out, g.shape())
 }
 
 /// `x · sigmoid(1.702 · x)` (quick GELU) in one parallel pass; burn's ops where this does not apply.
@@ -180,8 +184,7 @@ fn try_quick_gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor
             *o = x / (1.0 + (-(x * 1.702)).exp());
         }
     });
-    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(a.shape()), out).ok()?.into_shared();
-    from_ndarray(array)
+    shaped(out, a.shape())
 }
 
 /// A `Linear` on `[rows, in]` through [`rows_times`], or burn's where that does not apply.
@@ -196,12 +199,6 @@ pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tenso
 /// Output columns per weight panel: a multiple of every x86/ARM f32 kernel's row block (gemm's
 /// AVX-512 kernel takes 4 × 16 rows of the transposed problem, AVX2 3 × 8 … ).
 pub const PANEL: usize = 64;
-/// Most input rows per gemm call on a panel. gemm packs its lhs (the panel, after it transposes
-/// the row-major problem) once the call has more than `threshold · 6` columns (`threshold` = 8, set
-/// in [`gemm_into`] for both modes); up to 48 rows it reads the panel where it lies. Longer inputs
-/// take several calls; the 256 KiB panel of a 1024-wide input stays in L2 between them.
-const PANEL_ROWS: usize = 4096;
-
 /// A weight `W` `[in, out]` stored as column panels: panel `p` holds columns `64p .. 64p + 64` as a
 /// contiguous `[in, 64]` row-major block (the last one zero-padded to 64 columns).
 ///
@@ -283,7 +280,7 @@ impl PanelMatrix {
     /// `x · W (+ bias)` for `x` `[rows, in]`, row-major `[rows, out]`. Each thread takes a contiguous
     /// run of panels (so decoding streams one contiguous part of the weight per thread, and prefill
     /// splits the work the same way).
-    fn rows_times(&self, x: ArrayView2<f32>, bias: Option<&[f32]>) -> Vec<f32> {
+    fn rows_times(&self, x: ArrayView2<f32>) -> Vec<f32> {
         let rows = x.nrows();
         let (k, n) = (self.inputs, self.outputs);
         let panels = n.div_ceil(PANEL);
@@ -295,7 +292,7 @@ impl PanelMatrix {
         let run = |first_panel: usize, last_panel: usize| -> Vec<f32> {
             let (first, end) = (first_panel * PANEL, (last_panel * PANEL).min(n));
             let width = end - first;
-            let mut part = match bias {
+            let mut part = match &self.bias {
                 Some(b) => (0..rows).flat_map(|_| b[first..end].iter().copied()).collect(),
                 None => vec![0f32; rows * width],
             };
@@ -307,13 +304,10 @@ impl PanelMatrix {
                     panel_times_few_rows(panel, cols, &x_rows, &mut part, width, column);
                     continue;
                 }
+                // All rows in one call: gemm then packs the (already contiguous, L2-resident) panel
+                // itself, which measured faster than splitting the rows so it reads it in place.
                 let panel = ArrayView2::from_shape((k, PANEL), panel).expect("a panel is [in, 64]");
-                let panel = panel.slice(s![.., ..cols]);
-                for r in (0..rows).step_by(PANEL_ROWS) {
-                    let r_end = (r + PANEL_ROWS).min(rows);
-                    let offset = r * width + column;
-                    gemm_strided(&mut part[offset..], width, x.slice(s![r..r_end, ..]), panel, true);
-                }
+                gemm_strided(&mut part[column..], width, x, panel.slice(s![.., ..cols]), true);
             }
             part
         };
@@ -431,7 +425,7 @@ pub fn panels_times<B: Backend>(x: &Tensor<B, 2>, weight: &PanelMatrix) -> Optio
     }
     let x = ndarray_f32(x.clone())?;
     let x: ArrayView2<f32> = x.view().into_dimensionality::<Ix2>().ok()?;
-    matrix(weight.rows_times(x, weight.bias.as_deref()), rows, weight.outputs)
+    matrix(weight.rows_times(x), rows, weight.outputs)
 }
 
 /// `silu(gate) · up` where each row of `x` `[rows, 2·n]` holds `[gate | up]` (a fused gate-and-up
@@ -498,8 +492,7 @@ pub fn rotary<B: Backend>(x: &Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 
     } else {
         out.par_chunks_mut((l * hd).max(1)).enumerate().for_each(rotate);
     }
-    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(&[b, heads, l, hd]), out).ok()?.into_shared();
-    from_ndarray(array)
+    shaped(out, &[b, heads, l, hd])
 }
 
 /// Which keys each query sees in [`attention`].
@@ -581,8 +574,7 @@ pub fn attention<B: Backend>(
             out[start..start + hd].copy_from_slice(row);
         }
     }
-    let array = ndarray::Array::from_shape_vec(ndarray::IxDyn(&[b, l, width]), out).ok()?.into_shared();
-    from_ndarray(array)
+    shaped(out, &[b, l, width])
 }
 
 /// `out (+)= a · b` for `a` `[m, k]` and `b` `[k, n]` in any strides, `out` `[m, n]` row-major; with

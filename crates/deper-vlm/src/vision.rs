@@ -288,24 +288,22 @@ impl<B: Backend> VisionBlock<B> {
         let qkv = linear(&self.qkv, h).reshape([n, 3, heads, hd]); // [N, 3, H, hd]
         let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, heads, hd]); // [N, H, hd]
         let scale = 1.0 / (hd as f64).sqrt();
-        if let Some(attn) = cpu_attention(part(0), part(1), part(2), &cos, &sin, segments, scale as f32) {
-            let x = x + linear(&self.proj, attn);
-            return x.clone() + self.mlp.forward(self.norm2.forward(x));
-        }
-        let q = apply_rotary(part(0), cos.clone(), sin.clone()).swap_dims(0, 1); // [H, N, hd]
-        let k = apply_rotary(part(1), cos, sin).swap_dims(0, 1); // [H, N, hd]
-        let v = part(2).swap_dims(0, 1); // [H, N, hd]
-        let outs: Vec<Tensor<B, 3>> = segments
-            .iter()
-            .map(|&(start, len)| {
-                let qs = q.clone().narrow(1, start, len);
-                let ks = k.clone().narrow(1, start, len);
-                let vs = v.clone().narrow(1, start, len);
-                let scores = qs.matmul(ks.swap_dims(1, 2)) * scale; // [H, n, n]
-                softmax(scores, 2).matmul(vs) // [H, n, hd]
-            })
-            .collect();
-        let attn = Tensor::cat(outs, 1).swap_dims(0, 1).reshape([n, e]); // [N, E]
+        let attn = cpu_attention(part(0), part(1), part(2), &cos, &sin, segments, scale as f32).unwrap_or_else(|| {
+            let q = apply_rotary(part(0), cos.clone(), sin.clone()).swap_dims(0, 1); // [H, N, hd]
+            let k = apply_rotary(part(1), cos, sin).swap_dims(0, 1); // [H, N, hd]
+            let v = part(2).swap_dims(0, 1); // [H, N, hd]
+            let outs: Vec<Tensor<B, 3>> = segments
+                .iter()
+                .map(|&(start, len)| {
+                    let qs = q.clone().narrow(1, start, len);
+                    let ks = k.clone().narrow(1, start, len);
+                    let vs = v.clone().narrow(1, start, len);
+                    let scores = qs.matmul(ks.swap_dims(1, 2)) * scale; // [H, n, n]
+                    softmax(scores, 2).matmul(vs) // [H, n, hd]
+                })
+                .collect();
+            Tensor::cat(outs, 1).swap_dims(0, 1).reshape([n, e]) // [N, E]
+        });
         let x = x + linear(&self.proj, attn);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }

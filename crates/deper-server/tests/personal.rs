@@ -89,6 +89,8 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     {
         assert!(captioner.join(file).is_file(), "{file}");
     }
+    let log = std::fs::read_to_string(captioner.join("metrics.jsonl")).unwrap();
+    assert!(log.contains("\"val_image_gain\":"), "{log}");
     let image = out.join("world/images/scene_0000.png");
     let caption =
         ok_json(&["caption", "--model", s(&captioner), "--image", s(&image), "--json", "--max-new-tokens", "8"]);
@@ -97,6 +99,15 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     // A rerun keeps every finished step and reproduces the report.
     let again = ok_json(&args);
     assert_eq!(again, report);
+    // The marker records the world's size; other settings are refused, and a marker from before
+    // `--subjects` existed (no such key) counts as the default.
+    let marker_path = out.join("demo.json");
+    let mut marker: Value = serde_json::from_str(&std::fs::read_to_string(&marker_path).unwrap()).unwrap();
+    assert_eq!(marker["subjects"], 12, "{marker}");
+    fails_with(&[&args[..], &["--subjects", "10"]].concat(), "other settings");
+    marker.as_object_mut().unwrap().remove("subjects");
+    std::fs::write(&marker_path, marker.to_string()).unwrap();
+    assert_eq!(ok_json(&args), report);
 
     let runs = out.join("runs");
     let world = out.join("world");

@@ -5,7 +5,7 @@
 //! `tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`, `preprocessor_config.json`,
 //! `generation_config.json`), so the loading code that serves a real checkpoint serves it too.
 //!
-//! What it learns from (train-split images only, no subject identity anywhere):
+//! What it learns from (train-split images of the study and fresh scenes, no subject identity anywhere):
 //! - `"Describe the image."` → the scene's subject-neutral caption (`scenes.jsonl`);
 //! - `"Describe the image in the style of <|persona|>."`, with the persona token's own, generic
 //!   embedding → the descriptions people wrote of that image, pooled over subjects.
@@ -20,11 +20,26 @@
 //! half of the target description's tokens (its wording, no subject identity); for the rest it keeps
 //! the persona token's own embedding, which is what the zero-shot baseline sees. Without this the
 //! slot is a constant during pretraining and the frozen model learns to ignore whatever is put there.
+//! The summary leaves out the words that name the image's content (colours, shapes, sizes,
+//! backgrounds), so the slot says how to talk and the image says what is there.
+//!
+//! A real VLM reads its image. Trained from scratch on ~100 study images, the tiny model did not:
+//! it wrote one caption for every scene, because the wording is far easier to predict than the
+//! content. Two things make it look:
+//! - an image-words loss: from each image's tokens alone, predict which words its neutral caption
+//!   uses (binary cross-entropy, each word's logit the maximum over the image tokens); the head is
+//!   used only while pretraining and not saved;
+//! - freshly drawn scenes (never the study's) added to every epoch with their neutral captions, so
+//!   reading images generalises instead of memorising ~100 of them.
+//!
+//! `val_image_gain` in `metrics.jsonl` measures it: the validation captions' NLL under another
+//! image minus under their own (0 for a captioner that ignores the image).
 //!
 //! The tokenizer is a byte-level BPE with Qwen2's pre-tokenizer regex, trained here with the
 //! `tokenizers` crate, plus Qwen2-VL's special tokens and `<|persona|>`.
 
 use burn::module::AutodiffModule;
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -96,6 +111,18 @@ pub struct CaptionerConfig {
     /// Share of those examples whose persona slot holds a summary of the target's wording (the rest
     /// keep the persona token's own embedding); see the module docs.
     pub slot_summary: f64,
+    /// Whether that summary may include the words that name the image's content (colours, shapes,
+    /// sizes, backgrounds: the words of the neutral captions that differ between scenes). Off by
+    /// default: with them the captioner learns to take content from the slot, and a persona vector
+    /// (one per subject, for every image) then drags every caption towards the same objects.
+    pub slot_content: bool,
+    /// Weight of the image-words loss: from each image's tokens alone, say which words its neutral
+    /// caption uses (see [`image_words_loss`]). 0 turns it off.
+    pub image_words_weight: f64,
+    /// Freshly drawn scenes (never the study's) added to each epoch under the neutral prompt, with
+    /// their neutral captions: what a real VLM's pretraining images stand in for. Each epoch draws
+    /// new ones, so the captioner learns to read images it has not memorised.
+    pub extra_scenes_per_epoch: usize,
 }
 
 impl Default for CaptionerConfig {
@@ -119,6 +146,9 @@ impl Default for CaptionerConfig {
             seed: 0,
             descriptions: true,
             slot_summary: 0.75,
+            slot_content: false,
+            image_words_weight: 5.0,
+            extra_scenes_per_epoch: 200,
         }
     }
 }
@@ -168,6 +198,11 @@ pub struct CaptionerEpoch {
     pub epoch: usize,
     pub train_loss: f64,
     pub val_loss: f64,
+    /// How much likelier the validation images' neutral captions are under their own image than
+    /// under another validation image (caption NLL with swapped images minus with their own, nats
+    /// per token): 0 for a captioner that ignores the image.
+    #[serde(default)]
+    pub val_image_gain: f64,
     pub seconds: f64,
     pub samples_per_s: f64,
     /// A greedy caption of the first validation image, for eyeballing progress.
@@ -188,16 +223,21 @@ struct Example {
     image: usize,
     persona_prompt: bool,
     target: Vec<u32>,
+    /// The target's tokens a persona-slot summary may draw from (see [`CaptionerConfig::slot_content`]).
+    slot_tokens: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 struct SceneLine {
     id: String,
     neutral_caption: String,
+    #[serde(default)]
+    width: u32,
 }
 
-/// Reads `scenes.jsonl` (the synthetic world's neutral captions) of a dataset folder.
-fn neutral_captions(data: &Path) -> Result<BTreeMap<String, String>> {
+/// Reads `scenes.jsonl` (the synthetic world's neutral captions) of a dataset folder; also returns
+/// the scenes' width in pixels (0 if the file does not say).
+fn neutral_captions(data: &Path) -> Result<(BTreeMap<String, String>, u32)> {
     let path = data.join("scenes.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         TrainError::Config(format!(
@@ -206,12 +246,36 @@ fn neutral_captions(data: &Path) -> Result<BTreeMap<String, String>> {
         ))
     })?;
     let mut out = BTreeMap::new();
+    let mut width = 0;
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let s: SceneLine =
             serde_json::from_str(line).map_err(|e| TrainError::Config(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        width = width.max(s.width);
         out.insert(s.id, s.neutral_caption);
     }
-    Ok(out)
+    Ok((out, width))
+}
+
+/// Index of the first extra scene: far past any study's scenes, so none is one of them.
+const EXTRA_SCENE_BASE: usize = 10_000_000;
+
+/// The extra scenes of `epoch`: pixels, neutral caption.
+fn extra_scenes(
+    config: &CaptionerConfig,
+    epoch: usize,
+    side: u32,
+    processor: &ImageProcessor,
+) -> Result<Vec<(deper_vlm::PixelValues, String)>> {
+    let n = config.extra_scenes_per_epoch;
+    (0..n)
+        .map(|k| {
+            let scene = deper_synth::scene::Scene::generate(config.seed, EXTRA_SCENE_BASE + epoch * n + k, side);
+            let pixels = processor
+                .preprocess(&scene.render())
+                .map_err(|e| TrainError::Config(format!("extra scene {}: {e}", scene.id)))?;
+            Ok((pixels, scene.neutral_caption))
+        })
+        .collect()
 }
 
 /// Trains a byte-level BPE tokenizer on `texts` and writes `tokenizer.json`.
@@ -330,7 +394,8 @@ pub fn pretrain<B: AutodiffBackend>(
     if out.join("config.json").exists() {
         return Err(TrainError::Config(format!("{} already holds a model; choose another --out", out.display())));
     }
-    let neutral = neutral_captions(data)?;
+    let (neutral, scene_side) = neutral_captions(data)?;
+    let scene_side = if scene_side == 0 { deper_synth::SynthConfig::default().image_size } else { scene_side };
     let ds = Dataset::open(data)?;
     let triplets = ds.load_triplets()?;
     let splits = deper_core::split::Splits::load(data)?;
@@ -416,20 +481,21 @@ pub fn pretrain<B: AutodiffBackend>(
     }
     let neutral_prompt = prompt_ids(&tokenizer, DEFAULT_CAPTION_PROMPT, grid)?;
     let persona_prompt = prompt_ids(&tokenizer, PERSONA_PROMPT, grid)?;
+    let words = ImageWords::new(&train_images.iter().map(|&i| neutral[&images[i]].as_str()).collect::<Vec<_>>());
+    let content = if config.slot_content { Default::default() } else { words.token_ids(&tokenizer)? };
+    let example = |image: usize, persona_prompt: bool, text: &str| -> Result<Example> {
+        let target = target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)?;
+        // Without the end-of-turn token.
+        let words = &target[..target.len().saturating_sub(1)];
+        let slot_tokens = words.iter().copied().filter(|t| !content.contains(t)).collect();
+        Ok(Example { image, persona_prompt, target, slot_tokens })
+    };
     let mut examples = Vec::new();
     for (i, id) in images.iter().enumerate() {
-        examples.push(Example {
-            image: i,
-            persona_prompt: false,
-            target: target_ids(&tokenizer, &neutral[id], MAX_CAPTION_TOKENS)?,
-        });
+        examples.push(example(i, false, &neutral[id])?);
     }
     for &(i, text) in &descriptions {
-        examples.push(Example {
-            image: i,
-            persona_prompt: true,
-            target: target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)?,
-        });
+        examples.push(example(i, true, text)?);
     }
     let (train, val): (Vec<&Example>, Vec<&Example>) = {
         let is = |e: &&Example, s: Split| image_split[&images[e.image]] == s;
@@ -439,20 +505,23 @@ pub fn pretrain<B: AutodiffBackend>(
         )
     };
 
+    let word_targets: Vec<Vec<f32>> = images.iter().map(|id| words.targets(&neutral[id])).collect();
+
     B::seed(device, config.seed);
-    let mut model: Qwen2Vl<B> = model_config.init(device);
+    let mut vlm: Qwen2Vl<B> = model_config.init(device);
     // Token embeddings at N(0, 0.02) as transformers initialises Qwen2 (`initializer_range`): with
     // burn's N(0, 1) and tied weights the first logits are ~10× too large and the first epoch is spent
     // shrinking them.
-    model.model.embed_tokens.weight = burn::module::Param::from_tensor(Tensor::random(
+    vlm.model.embed_tokens.weight = burn::module::Param::from_tensor(Tensor::random(
         [vocab, config.hidden_size],
         burn::tensor::Distribution::Normal(0.0, 0.02),
         device,
     ));
+    let mut model = Pretraining { vlm, image_words: LinearConfig::new(config.hidden_size, words.len()).init(device) };
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
-        .init::<B, Qwen2Vl<B>>();
+        .init::<B, Pretraining<B>>();
     let schedule = crate::stage1::TrainSettings {
         lr: config.lr,
         lr_schedule: config.lr_schedule,
@@ -476,7 +545,11 @@ pub fn pretrain<B: AutodiffBackend>(
         out
     };
     let slot = (id(PERSONA_TOKEN)?, config.slot_summary);
-    let per_epoch = batches(&train, None).len();
+    let per_kind = |persona: bool| train.iter().filter(|e| e.persona_prompt == persona).count();
+    let per_epoch = (per_kind(false) + config.extra_scenes_per_epoch).div_ceil(config.batch_size)
+        + per_kind(true).div_ceil(config.batch_size);
+    let (study_pixels, study_targets) = (pixels.len(), word_targets.len());
+    let (mut pixels, mut word_targets) = (pixels, word_targets);
     let total_steps = per_epoch * config.epochs;
     progress(CaptionerProgress::Start { epochs: config.epochs, batches_per_epoch: per_epoch });
     let metrics_path = out.join("metrics.jsonl");
@@ -486,10 +559,28 @@ pub fn pretrain<B: AutodiffBackend>(
         let started = std::time::Instant::now();
         let (mut sum, mut n) = (0.0, 0usize);
         let mut rng = deper_core::rng::seeded(config.seed, &format!("captioner-slots-{epoch}"));
-        for (b, batch) in batches(&train, Some((config.seed, epoch))).iter().enumerate() {
-            let loss =
+        pixels.truncate(study_pixels);
+        word_targets.truncate(study_targets);
+        let mut extra = Vec::new();
+        for (p, caption) in extra_scenes(config, epoch, scene_side, &processor)? {
+            if p.grid_thw != grid {
+                return Err(TrainError::Config(format!("extra scene grid {:?} differs from {grid:?}", p.grid_thw)));
+            }
+            extra.push(example(pixels.len(), false, &caption)?);
+            pixels.push(p);
+            word_targets.push(words.targets(&caption));
+        }
+        let epoch_set: Vec<&Example> = train.iter().copied().chain(extra.iter()).collect();
+        for (b, batch) in batches(&epoch_set, Some((config.seed, epoch))).iter().enumerate() {
+            let (nll, image_words) =
                 batch_loss(&model, batch, &pixels, grid, &neutral_prompt, &persona_prompt, slot, &mut rng, device)?;
-            let value = loss.clone().into_scalar().elem::<f64>();
+            let loss = match image_words {
+                Some(aux) if config.image_words_weight > 0.0 => {
+                    nll.clone() + image_words_loss(aux, batch, &word_targets, device) * config.image_words_weight
+                }
+                _ => nll.clone(),
+            };
+            let value = nll.into_scalar().elem::<f64>();
             if !value.is_finite() {
                 return Err(TrainError::Config(format!(
                     "captioner pretraining diverged at epoch {epoch}: loss {value}"
@@ -507,28 +598,30 @@ pub fn pretrain<B: AutodiffBackend>(
         let (mut vsum, mut vn) = (0.0, 0usize);
         let mut rng = deper_core::rng::seeded(config.seed, "captioner-validation");
         for batch in batches(&val, None) {
-            let loss =
+            let (nll, _) =
                 batch_loss(&valid, &batch, &pixels, grid, &neutral_prompt, &persona_prompt, slot, &mut rng, device)?;
-            vsum += loss.into_scalar().elem::<f64>();
+            vsum += nll.into_scalar().elem::<f64>();
             vn += 1;
         }
+        let val_image_gain = image_gain(&valid, &val, &pixels, grid, &neutral_prompt, config.batch_size, device)?;
         let example = match val_images.first().or(train_images.first()) {
-            Some(&i) => greedy(&valid, &tokenizer, &neutral_prompt, &pixels[i], device, None)?,
+            Some(&i) => greedy(&valid.vlm, &tokenizer, &neutral_prompt, &pixels[i], device, None)?,
             None => String::new(),
         };
         let m = CaptionerEpoch {
             epoch,
             train_loss: sum / n.max(1) as f64,
             val_loss: if vn == 0 { f64::NAN } else { vsum / vn as f64 },
+            val_image_gain,
             seconds: started.elapsed().as_secs_f64(),
-            samples_per_s: train.len() as f64 / train_seconds.max(1e-9),
+            samples_per_s: epoch_set.len() as f64 / train_seconds.max(1e-9),
             example,
         };
         crate::stage1::append_jsonl(&metrics_path, &m)?;
         progress(CaptionerProgress::Epoch(m.clone()));
         all.push(m);
     }
-    save_pretrained(&model.valid(), &model_config, out).map_err(|e| TrainError::Config(e.to_string()))?;
+    save_pretrained(&model.valid().vlm, &model_config, out).map_err(|e| TrainError::Config(e.to_string()))?;
     write_json_atomic(
         &out.join("deper_captioner.json"),
         &json!({
@@ -543,9 +636,138 @@ pub fn pretrain<B: AutodiffBackend>(
     Ok(all)
 }
 
+/// The captioner and, while it pretrains, the image-words head (not saved: the HF folder holds the
+/// captioner alone).
+#[derive(Module, Debug)]
+struct Pretraining<B: Backend> {
+    vlm: Qwen2Vl<B>,
+    image_words: Linear<B>,
+}
+
+/// The words of the neutral captions, for the image-words loss.
+///
+/// Trained from scratch on ~100 images, the captioner otherwise learns the captions' language and
+/// ignores the image: the wording of a caption is far easier to predict than its content, its image
+/// tokens end up nearly constant across images (2 % variation) and it writes one caption for every
+/// scene. Asking each image's tokens directly which words describe it (a colour, a shape, a size, the
+/// background) makes them carry the content, which the language model then learns to read.
+struct ImageWords {
+    index: BTreeMap<String, usize>,
+}
+
+impl ImageWords {
+    fn words(caption: &str) -> impl Iterator<Item = String> + '_ {
+        caption.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()).map(str::to_lowercase)
+    }
+
+    /// Every word of `captions` that some caption lacks (words in all of them say nothing of the image).
+    fn new(captions: &[&str]) -> Self {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for c in captions {
+            let set: std::collections::BTreeSet<String> = Self::words(c).collect();
+            for w in set {
+                *counts.entry(w).or_default() += 1;
+            }
+        }
+        let index = counts
+            .into_iter()
+            .filter(|&(_, n)| n < captions.len())
+            .map(|(w, _)| w)
+            .enumerate()
+            .map(|(i, w)| (w, i))
+            .collect();
+        Self { index }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len().max(1)
+    }
+
+    /// The token ids that spell these words (as a caption's first word, after a space, capitalised),
+    /// from words of at most two tokens (longer splits would take generic pieces with them).
+    fn token_ids(&self, tokenizer: &Qwen2VlTokenizer) -> Result<std::collections::BTreeSet<u32>> {
+        let mut out = std::collections::BTreeSet::new();
+        for word in self.index.keys() {
+            let mut capital = word.chars();
+            let capital: String = capital.next().map(|c| c.to_uppercase().chain(capital).collect()).unwrap_or_default();
+            for form in [word.clone(), format!(" {word}"), capital.clone(), format!(" {capital}")] {
+                let ids = tokenizer.encode(&form).map_err(|e| TrainError::Config(e.to_string()))?;
+                if ids.len() <= 2 {
+                    out.extend(ids);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// 1 for each known word of `caption`, else 0.
+    fn targets(&self, caption: &str) -> Vec<f32> {
+        let mut out = vec![0.0; self.len()];
+        for w in Self::words(caption) {
+            if let Some(&i) = self.index.get(&w) {
+                out[i] = 1.0;
+            }
+        }
+        out
+    }
+}
+
+/// Binary cross-entropy of "does the image's caption use word w", with each word's logit the maximum
+/// over the image's tokens (some token has to show it), against the words of the neutral caption.
+///
+/// # Shapes
+/// - logits: `[rows, image tokens, words]`
+fn image_words_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    batch: &[Example],
+    targets: &[Vec<f32>],
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let [rows, _, words] = logits.dims();
+    let x = logits.max_dim(1).reshape([rows, words]);
+    let y: Vec<f32> = batch.iter().flat_map(|e| targets[e.image].iter().copied()).collect();
+    let y = Tensor::<B, 2>::from_data(TensorData::new(y, [rows, words]), device);
+    // log(1 + e^x) - x·y, written to stay finite for large |x|.
+    let softplus = x.clone().clamp_min(0.0) + x.clone().abs().neg().exp().add_scalar(1.0).log();
+    (softplus - x * y).mean()
+}
+
+/// Caption NLL of the neutral captions of `examples` under the next example's image minus under their
+/// own (NaN with fewer than two).
+#[allow(clippy::too_many_arguments)]
+fn image_gain<B: Backend>(
+    model: &Pretraining<B>,
+    examples: &[&Example],
+    pixels: &[deper_vlm::PixelValues],
+    grid: [usize; 3],
+    neutral_prompt: &[u32],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<f64> {
+    let own: Vec<Example> = examples.iter().filter(|e| !e.persona_prompt).map(|e| (*e).clone()).collect();
+    if own.len() < 2 {
+        return Ok(f64::NAN);
+    }
+    let mut swapped = own.clone();
+    for (k, e) in swapped.iter_mut().enumerate() {
+        e.image = own[(k + 1) % own.len()].image;
+    }
+    let mut rng = deper_core::rng::seeded(0, "captioner-image-gain"); // unused: no persona slot
+    let mut total = |set: &[Example]| -> Result<f64> {
+        let mut sum = 0.0;
+        for chunk in set.chunks(batch_size.max(1)) {
+            let (nll, _) = batch_loss(model, chunk, pixels, grid, neutral_prompt, &[], (0, 0.0), &mut rng, device)?;
+            sum += nll.into_scalar().elem::<f64>() * chunk.len() as f64;
+        }
+        Ok(sum / set.len() as f64)
+    };
+    Ok(total(&swapped)? - total(&own)?)
+}
+
+/// Caption NLL of a batch, and the image-words logits of its images.
 #[allow(clippy::too_many_arguments)]
 fn batch_loss<B: Backend>(
-    model: &Qwen2Vl<B>,
+    pretraining: &Pretraining<B>,
     batch: &[Example],
     pixels: &[deper_vlm::PixelValues],
     grid: [usize; 3],
@@ -554,12 +776,17 @@ fn batch_loss<B: Backend>(
     slot: (u32, f64),
     rng: &mut impl Rng,
     device: &B::Device,
-) -> Result<Tensor<B, 1>> {
+) -> Result<(Tensor<B, 1>, Option<Tensor<B, 3>>)> {
+    let model = &pretraining.vlm;
     let rows: Vec<Tensor<B, 2>> = batch.iter().map(|e| pixels[e.image].to_tensor(device)).collect();
     let features = model
         .visual
         .forward(Tensor::cat(rows, 0), &vec![grid; batch.len()])
         .map_err(|e| TrainError::Config(e.to_string()))?;
+    let [feature_rows, hidden] = features.dims();
+    let image_words = (feature_rows % batch.len() == 0).then(|| {
+        pretraining.image_words.forward(features.clone().reshape([batch.len(), feature_rows / batch.len(), hidden]))
+    });
     let with_slot = batch[0].persona_prompt;
     let persona = with_slot.then(|| (slot.0, slot_vectors(model, batch, slot, rng, device)));
     let caption = CaptionBatch {
@@ -569,12 +796,13 @@ fn batch_loss<B: Backend>(
         targets: batch.iter().map(|e| e.target.clone()).collect(),
         persona,
     };
-    Ok(model.caption_nll(&caption).map_err(|e| TrainError::Config(e.to_string()))?.0)
+    Ok((model.caption_nll(&caption).map_err(|e| TrainError::Config(e.to_string()))?.0, image_words))
 }
 
 /// The persona slot's content while pretraining: for a `slot.1` share of the rows, the mean input
-/// embedding of a random half of the target's tokens (a soft prompt summarising the wanted wording,
-/// which carries no subject identity); for the rest, the persona token's own embedding.
+/// embedding of a random half of the target's slot tokens (a soft prompt summarising the wanted
+/// wording, which carries no subject identity, and by default not the image's content); for the rest,
+/// the persona token's own embedding.
 fn slot_vectors<B: Backend>(
     model: &Qwen2Vl<B>,
     batch: &[Example],
@@ -586,7 +814,7 @@ fn slot_vectors<B: Backend>(
     let mut bag = vec![0f32; batch.len() * vocab];
     for (r, e) in batch.iter().enumerate() {
         let row = &mut bag[r * vocab..(r + 1) * vocab];
-        let words = &e.target[..e.target.len().saturating_sub(1)]; // without the end-of-turn token
+        let words = &e.slot_tokens;
         if words.is_empty() || !rng.gen_bool(share.clamp(0.0, 1.0)) {
             row[persona_id as usize] = 1.0;
             continue;
@@ -627,4 +855,92 @@ pub fn greedy<B: Backend>(
     let out = model.generate(&input, &generation, &mut |_| true).map_err(|e| TrainError::Config(e.to_string()))?;
     let ids: Vec<u32> = out.generated_ids.into_iter().filter(|&i| i != end).collect();
     tokenizer.decode(&ids, true).map_err(|e| TrainError::Config(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn image_words_keep_the_words_that_tell_images_apart() {
+        let words = ImageWords::new(&[
+            "a large red circle on a grey background.",
+            "a small Blue circle and a large red star on a grey background.",
+        ]);
+        // "a", "on", "grey", "background", "circle", "large", "red" are in both captions.
+        let known: Vec<&str> = words.index.keys().map(String::as_str).collect();
+        assert_eq!(known, ["and", "blue", "small", "star"]);
+        assert_eq!(words.targets("a small star and a tiny blue thing."), [1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(words.targets("a large red circle."), [0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(words.targets("A STAR"), [0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn content_tokens_are_the_tokens_of_the_image_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let captions = ["a large red circle on a grey background.", "a small blue star on a grey background."];
+        let corpus: Vec<String> =
+            captions.iter().map(|c| c.to_string()).chain(["Red Blue I see".into()]).cycle().take(9).collect();
+        train_tokenizer(&corpus, 400, &dir.path().join("tokenizer.json")).unwrap();
+        write_side_files(dir.path(), 56).unwrap();
+        let tokenizer = Qwen2VlTokenizer::from_dir(dir.path()).unwrap();
+        let words = ImageWords::new(&captions);
+        let content = words.token_ids(&tokenizer).unwrap();
+        let encode = |t: &str| tokenizer.encode(t).unwrap();
+        for word in [" red", " blue", " star", " circle", " large", " small", "Red", " Blue"] {
+            let ids = encode(word);
+            assert!(ids.len() <= 2 && ids.iter().all(|i| content.contains(i)), "{word}: {ids:?}");
+        }
+        // Words every caption has, and words no neutral caption uses, stay.
+        for word in [" grey", " background", " a", " I", " see"] {
+            assert!(encode(word).iter().all(|i| !content.contains(i)), "{word}");
+        }
+    }
+
+    #[test]
+    fn image_words_loss_is_the_binary_cross_entropy_of_the_best_token() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        // Two images of two tokens, two words; the loss reads each word's highest token.
+        let logits = Tensor::<B, 3>::from_data(
+            TensorData::new(vec![0.5f32, -2.0, 1.5, 3.0, -1.0, 40.0, -60.0, 0.0], [2, 2, 2]),
+            &device,
+        );
+        let batch = [
+            Example { image: 1, persona_prompt: false, target: vec![], slot_tokens: vec![] },
+            Example { image: 0, persona_prompt: false, target: vec![], slot_tokens: vec![] },
+        ];
+        let targets = vec![vec![0.0, 1.0], vec![1.0, 0.0]];
+        let loss = image_words_loss(logits, &batch, &targets, &device).into_scalar();
+        // Row 0 (image 1, targets [1, 0]): maxima 1.5 and 3.0; row 1 (image 0, [0, 1]): -1.0 and 40.0.
+        let bce = |x: f64, y: f64| -(y * (1.0 / (1.0 + (-x).exp())).ln() + (1.0 - y) * (1.0 / (1.0 + x.exp())).ln());
+        let expected = (bce(1.5, 1.0) + bce(3.0, 0.0) + bce(-1.0, 0.0) + bce(40.0, 1.0)) / 4.0;
+        assert!((f64::from(loss) - expected).abs() < 1e-6, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn extra_scenes_are_fresh_each_epoch_and_reproducible() {
+        let dir = tempfile::tempdir().unwrap();
+        write_side_files(dir.path(), 56).unwrap();
+        let processor = ImageProcessor::from_dir(dir.path()).unwrap();
+        let config = CaptionerConfig { extra_scenes_per_epoch: 3, ..CaptionerConfig::default() };
+        let one = extra_scenes(&config, 1, 448, &processor).unwrap();
+        let again = extra_scenes(&config, 1, 448, &processor).unwrap();
+        let two = extra_scenes(&config, 2, 448, &processor).unwrap();
+        assert_eq!(one.len(), 3);
+        assert_eq!(one[0].0.grid_thw, [1, 4, 4]);
+        for (a, b) in one.iter().zip(&again) {
+            assert_eq!(a.0.values, b.0.values);
+            assert_eq!(a.1, b.1);
+        }
+        for (a, b) in one.iter().zip(&two) {
+            assert_ne!(a.0.values, b.0.values);
+        }
+        // None is one of the study's scenes (those have indices from 0).
+        let study: Vec<String> =
+            (0..500).map(|i| deper_synth::scene::Scene::generate(config.seed, i, 448).neutral_caption).collect();
+        assert!(one.iter().all(|(_, caption)| !study.contains(caption)));
+    }
 }

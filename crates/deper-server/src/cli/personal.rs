@@ -70,8 +70,8 @@ pub(crate) fn run_pretrain(
                 crate::progress::line(
                     b,
                     format!(
-                        "epoch {:>3}  loss {:.4}  val loss {:.4}  {:.0} samples/s  e.g. \"{}\"",
-                        m.epoch, m.train_loss, m.val_loss, m.samples_per_s, m.example
+                        "epoch {:>3}  loss {:.4}  val loss {:.4}  image gain {:.3}  {:.0} samples/s  e.g. \"{}\"",
+                        m.epoch, m.train_loss, m.val_loss, m.val_image_gain, m.samples_per_s, m.example
                     ),
                 );
             }
@@ -286,6 +286,9 @@ pub struct DemoArgs {
     /// Scenes in the synthetic world.
     #[arg(long, default_value_t = 160)]
     pub images: usize,
+    /// Subjects in the synthetic world (a quarter of them unseen).
+    #[arg(long, default_value_t = deper_synth::SynthConfig::default().subjects)]
+    pub subjects: usize,
     /// Stage-1 epochs (each of the two stage-1 runs). 12: with caption positions the encoder is
     /// still at subject accuracy ~0.3 after 6 epochs of this schedule, ~0.8 after 12.
     #[arg(long, default_value_t = 12)]
@@ -315,11 +318,15 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let settings = serde_json::json!({
-        "images": args.images, "stage1_epochs": args.stage1_epochs,
+        "images": args.images, "subjects": args.subjects, "stage1_epochs": args.stage1_epochs,
         "captioner_epochs": args.captioner_epochs, "stage2_epochs": args.stage2_epochs,
     });
     if marker.is_file() {
-        let previous: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker)?)?;
+        let mut previous: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker)?)?;
+        // Demos made before `--subjects` existed used the default.
+        if let Some(map) = previous.as_object_mut() {
+            map.entry("subjects").or_insert(deper_synth::SynthConfig::default().subjects.into());
+        }
         if previous != settings {
             anyhow::bail!(
                 "{} holds a demo made with other settings ({previous}); pass --force to start over",
@@ -335,7 +342,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         step(1, "synthetic world");
         super::synth::build(super::synth::SynthArgs {
             out: world.clone(),
-            subjects: deper_synth::SynthConfig::default().subjects,
+            subjects: args.subjects,
             images: args.images,
             coverage: deper_synth::SynthConfig::default().coverage,
             seed: 0,
@@ -428,6 +435,7 @@ pub fn ensure_demo(out: &std::path::Path, device: DeviceKind) -> anyhow::Result<
         let get =
             |key: &str, default: usize| previous.get(key).and_then(|v| v.as_u64()).map_or(default, |v| v as usize);
         args.images = get("images", args.images);
+        args.subjects = get("subjects", args.subjects);
         args.stage1_epochs = get("stage1_epochs", args.stage1_epochs);
         args.captioner_epochs = get("captioner_epochs", args.captioner_epochs);
         args.stage2_epochs = get("stage2_epochs", args.stage2_epochs);

@@ -35,3 +35,43 @@ pub fn line(bar: &ProgressBar, message: String) {
         bar.println(message);
     }
 }
+
+/// The bar of an epoch-based trainer (stage 1, stage 2, the captioner): created when the trainer
+/// says how many batches remain, advanced per batch with the running loss, and given one summary
+/// line per epoch.
+#[derive(Debug)]
+pub struct EpochBar {
+    label: String,
+    bar: Option<ProgressBar>,
+}
+
+impl EpochBar {
+    pub fn new(label: &str) -> Self {
+        Self { label: label.to_string(), bar: None }
+    }
+
+    /// `epochs` in all, starting at `first_epoch` (1-based; above 1 when resuming).
+    pub fn start(&mut self, epochs: usize, first_epoch: usize, batches_per_epoch: usize) {
+        let remaining = epochs.saturating_sub(first_epoch.saturating_sub(1)) * batches_per_epoch;
+        self.bar = Some(count_bar(remaining as u64, &self.label));
+    }
+
+    pub fn batch(&self, epoch: usize, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("ep {epoch} {loss:.3}"));
+        }
+    }
+
+    pub fn epoch(&self, summary: String) {
+        if let Some(b) = &self.bar {
+            line(b, summary);
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

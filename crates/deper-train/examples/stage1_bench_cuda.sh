@@ -21,15 +21,12 @@ if [ -z "$bench" ]; then
   target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   bench="$target/release/examples/stage1_bench"
 fi
-used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+# shellcheck source=../../deper-vlm/examples/gpu_peak.sh
+. "$here/../../deper-vlm/examples/gpu_peak.sh"
 # Prints the RESULT line of "$@" with gpu_mib=<peak used GPU memory above the start> appended.
 with_peak() {
-  local before log; before=$(used); log=$(mktemp)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"$log" &
-  local sampler=$!
-  local result; result=$("$@" | grep '^RESULT')
-  kill "$sampler"; wait "$sampler" 2>/dev/null || true
-  echo "$result gpu_mib=$(( $(sort -n "$log" | tail -1) - before ))"
+  local out; out=$(with_gpu_peak "$@")
+  echo "$(echo "$out" | grep '^RESULT') gpu_mib=$(gpu_peak_mib "$out")"
 }
 rust=$(with_peak "$bench" cuda "$steps" "$warmup" "$batch")
 echo "$rust"

@@ -28,7 +28,7 @@ use deper_model::{Deper, DeperConfig, Stage1LossConfig, SubjectMemoryBank};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::{make_batch, make_samples, partition, Batch, Partition, Sample};
@@ -217,18 +217,7 @@ pub struct RunInfo {
 
 impl RunInfo {
     pub fn load(run: &Path) -> Result<Self> {
-        let path = run.join(RUN_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
-        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-            path: path.clone(),
-            message: format!("unreadable run description: {e}"),
-        })?;
-        // Name the stage before complaining about fields: another stage's run.json has other fields.
-        let stage = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>");
-        if stage != STAGE1 {
-            return Err(TrainError::Checkpoint { path, message: format!("run is `{stage}`, not stage1") });
-        }
+        let (path, mut value) = read_run_json(run, STAGE1, "")?;
         deper_model::run::legacy_model_defaults(&mut value);
         serde_json::from_value(value)
             .map_err(|e| TrainError::Checkpoint { path, message: format!("unreadable run description: {e}") })
@@ -241,6 +230,23 @@ impl RunInfo {
     pub fn vocab(&self) -> WordVocab {
         WordVocab::from_words(self.vocab.clone())
     }
+}
+
+/// `RUN/run.json` as JSON, after checking that it describes a run of `stage` (named before any
+/// field is parsed: another stage's run.json has other fields). `hint` ends the wrong-stage error.
+pub(crate) fn read_run_json(run: &Path, stage: &str, hint: &str) -> Result<(PathBuf, serde_json::Value)> {
+    let path = run.join(RUN_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        message: format!("unreadable run description: {e}"),
+    })?;
+    let found = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>");
+    if found != stage {
+        return Err(TrainError::Checkpoint { path, message: format!("run is `{found}`, not {stage}{hint}") });
+    }
+    Ok((path, value))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

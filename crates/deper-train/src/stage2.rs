@@ -134,18 +134,7 @@ pub struct Stage2Info {
 
 impl Stage2Info {
     pub fn load(run: &Path) -> Result<Self> {
-        let path = run.join(stage1::RUN_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("not a run folder ({e})") })?;
-        let mut value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: e.to_string() })?;
-        let stage = value.get("stage").and_then(|s| s.as_str()).unwrap_or("<missing>").to_owned();
-        if stage != STAGE2 {
-            return Err(TrainError::Checkpoint {
-                path,
-                message: format!("run is `{stage}`, not stage2 (pass a `deper train stage2` run)"),
-            });
-        }
+        let (path, mut value) = stage1::read_run_json(run, STAGE2, " (pass a `deper train stage2` run)")?;
         if let Some(stage1) = value.get_mut("stage1_info").filter(|v| v.is_object()) {
             deper_model::run::legacy_model_defaults(stage1);
         }

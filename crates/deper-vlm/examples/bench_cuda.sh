@@ -51,18 +51,10 @@ PY
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 echo "device-to-device copy: $gbs GB/s (read + written)"
 
-used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
-# Runs "$@" while sampling the GPU's used memory; prints its output, then the peak above the start.
-with_peak() {
-  local before log; before=$(used); log=$(mktemp)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"$log" &
-  local sampler=$!
-  "$@"
-  kill "$sampler"; wait "$sampler" 2>/dev/null || true
-  echo "peak GPU memory: $(( $(sort -n "$log" | tail -1) - before )) MiB (nvidia-smi, context included)"
-}
-rust=$(with_peak env DEPER_BENCH_BANDWIDTH_GBS="$gbs" "$bin" "$model" "$image" "$tokens" "$repeats" 1 cuda)
-hf=$(with_peak "$python" "$here/bench_hf.py" "$model" "$image" "$tokens" "$repeats" 1 cuda 2>/dev/null)
+# shellcheck source=gpu_peak.sh
+. "$here/gpu_peak.sh"
+rust=$(with_gpu_peak env DEPER_BENCH_BANDWIDTH_GBS="$gbs" "$bin" "$model" "$image" "$tokens" "$repeats" 1 cuda)
+hf=$(with_gpu_peak "$python" "$here/bench_hf.py" "$model" "$image" "$tokens" "$repeats" 1 cuda 2>/dev/null)
 echo "== deper (burn CUDA)"; echo "$rust"
 echo "== HF transformers (CUDA, float32, eager)"; echo "$hf"
 # shellcheck source=bench_ratios.sh

@@ -1,7 +1,7 @@
 //! `deper pretrain-vlm`, `deper train stage2`, `deper eval` and `deper demo`: the personalized-caption loop.
 
 use crate::cli::train::{with_backend, DeviceKind};
-use crate::progress::count_bar;
+use crate::progress::{count_bar, EpochBar};
 use anyhow::Context;
 use clap::Args;
 use deper_train::captioner::{self, CaptionerConfig, CaptionerProgress};
@@ -54,36 +54,20 @@ pub(crate) fn run_pretrain(
     config: &CaptionerConfig,
     device: DeviceKind,
 ) -> anyhow::Result<Vec<captioner::CaptionerEpoch>> {
-    let mut bar = None;
+    let mut bar = EpochBar::new("captioner");
     let mut on_progress = |p: CaptionerProgress| match p {
-        CaptionerProgress::Start { epochs, batches_per_epoch } => {
-            bar = Some(count_bar((epochs * batches_per_epoch) as u64, "captioner"));
-        }
-        CaptionerProgress::Batch { epoch, loss, .. } => {
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("ep {epoch} {loss:.3}"));
-            }
-        }
-        CaptionerProgress::Epoch(m) => {
-            if let Some(b) = &bar {
-                crate::progress::line(
-                    b,
-                    format!(
-                        "epoch {:>3}  loss {:.4}  val loss {:.4}  image gain {:.3}  {:.0} samples/s  e.g. \"{}\"",
-                        m.epoch, m.train_loss, m.val_loss, m.val_image_gain, m.samples_per_s, m.example
-                    ),
-                );
-            }
-        }
+        CaptionerProgress::Start { epochs, batches_per_epoch } => bar.start(epochs, 1, batches_per_epoch),
+        CaptionerProgress::Batch { epoch, loss, .. } => bar.batch(epoch, loss),
+        CaptionerProgress::Epoch(m) => bar.epoch(format!(
+            "epoch {:>3}  loss {:.4}  val loss {:.4}  image gain {:.3}  {:.0} samples/s  e.g. \"{}\"",
+            m.epoch, m.train_loss, m.val_loss, m.val_image_gain, m.samples_per_s, m.example
+        )),
     };
     let epochs = with_backend!(device, B, AD, device => {
         captioner::pretrain::<AD>(data, out, config, &device, &mut on_progress)
             .with_context(|| format!("pretraining the captioner into {}", out.display()))
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     Ok(epochs)
 }
 
@@ -162,37 +146,22 @@ pub(crate) fn run_stage2(
         Method::Deper => "stage 2",
         Method::Pt => "stage 2 (PT)",
     };
-    let mut bar = None;
+    let mut bar = EpochBar::new(label);
     let mut on_progress = |p: Stage2Progress| match p {
         Stage2Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-            let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
-            bar = Some(count_bar(remaining as u64, label));
+            bar.start(epochs, first_epoch, batches_per_epoch)
         }
-        Stage2Progress::Batch { epoch, loss, .. } => {
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("ep {epoch} {loss:.3}"));
-            }
-        }
-        Stage2Progress::Epoch(m) => {
-            if let Some(b) = &bar {
-                crate::progress::line(
-                    b,
-                    format!(
-                        "epoch {:>3}  loss {:.4}  nll {:.4}  val nll {:.4}  {:.0} samples/s",
-                        m.epoch, m.train_loss, m.train_nll, m.val_nll, m.samples_per_s
-                    ),
-                );
-            }
-        }
+        Stage2Progress::Batch { epoch, loss, .. } => bar.batch(epoch, loss),
+        Stage2Progress::Epoch(m) => bar.epoch(format!(
+            "epoch {:>3}  loss {:.4}  nll {:.4}  val nll {:.4}  {:.0} samples/s",
+            m.epoch, m.train_loss, m.train_nll, m.val_nll, m.samples_per_s
+        )),
     };
     let metrics = with_backend!(device, B, AD, device => {
         stage2::train::<AD>(data, stage1, vlm, out, method, config, resume, &device, &mut on_progress)
             .with_context(|| format!("training stage 2 into {}", out.display()))
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     Ok(metrics)
 }
 

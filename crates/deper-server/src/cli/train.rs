@@ -1,6 +1,6 @@
 //! `deper features extract`, `deper train stage1`, `deper eval-fewshot`, `deper embed`.
 
-use crate::progress::count_bar;
+use crate::progress::{count_bar, EpochBar};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use deper_train::stage1::{self, ModelSettings, Progress, Stage1Config};
@@ -291,29 +291,14 @@ pub(crate) fn run_stage1(
         }
     }
     let label = if config.model.no_trajectory { "stage 1 (no traj)" } else { "stage 1" };
-    let mut bar = None;
+    let mut bar = EpochBar::new(label);
     let mut on_progress = |p: Progress| match p {
-        Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-            let remaining = epochs.saturating_sub(first_epoch - 1) * batches_per_epoch;
-            bar = Some(count_bar(remaining as u64, label));
-        }
-        Progress::Batch { epoch, loss, .. } => {
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("ep {epoch} {loss:.3}"));
-            }
-        }
-        Progress::Epoch(m) => {
-            if let Some(b) = &bar {
-                crate::progress::line(
-                    b,
-                    format!(
-                        "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
-                        m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou, m.samples_per_s
-                    ),
-                );
-            }
-        }
+        Progress::Start { epochs, batches_per_epoch, first_epoch } => bar.start(epochs, first_epoch, batches_per_epoch),
+        Progress::Batch { epoch, loss, .. } => bar.batch(epoch, loss),
+        Progress::Epoch(m) => bar.epoch(format!(
+            "epoch {:>3}  loss {:.4}  val acc {:.3}  f1 {:.3}  box IoU {:.3}  {:.0} samples/s",
+            m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou, m.samples_per_s
+        )),
     };
     let metrics: Vec<stage1::EpochMetrics> = with_backend!(device, B, AD, device, nth => {
         let devices: Vec<_> = match devices {
@@ -324,8 +309,6 @@ pub(crate) fn run_stage1(
         stage1::train_data_parallel::<AD>(data, out, config, resume, &devices, &mut on_progress, &never)
             .with_context(|| format!("training stage 1 into {}", out.display()))
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     Ok(metrics)
 }

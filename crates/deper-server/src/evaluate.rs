@@ -51,6 +51,55 @@ pub struct Evaluation {
     pub report_json: Value,
 }
 
+/// Mean and sample standard deviation of each metric over the runs of one method on one split
+/// (several stage-2 seeds, say). A metric without finite values has neither; the deviation needs
+/// two values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunSpread {
+    pub runs: usize,
+    pub mean: BTreeMap<String, Option<f64>>,
+    pub sd: BTreeMap<String, Option<f64>>,
+}
+
+/// The method a table row belongs to: the second and later runs of a method are named
+/// `METHOD:RUN_FOLDER`.
+fn base_method(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+/// split → method → spread, for the methods given as more than one run.
+fn over_runs(
+    splits: &BTreeMap<String, BTreeMap<String, MethodScores>>,
+) -> BTreeMap<String, BTreeMap<String, RunSpread>> {
+    let mut out: BTreeMap<String, BTreeMap<String, RunSpread>> = BTreeMap::new();
+    for (split, methods) in splits {
+        let mut groups: BTreeMap<&str, Vec<&MethodScores>> = BTreeMap::new();
+        for (name, scores) in methods {
+            groups.entry(base_method(name)).or_default().push(scores);
+        }
+        for (method, runs) in groups.into_iter().filter(|(_, runs)| runs.len() > 1) {
+            let keys: std::collections::BTreeSet<&String> = runs.iter().flat_map(|r| r.metrics.keys()).collect();
+            let mut spread = RunSpread { runs: runs.len(), ..RunSpread::default() };
+            for key in keys {
+                let values: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| r.metrics.get(key).copied().flatten())
+                    .filter(|v| v.is_finite())
+                    .collect();
+                let n = values.len() as f64;
+                let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / n);
+                let sd = mean
+                    .filter(|_| values.len() > 1)
+                    .map(|m| (values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0)).sqrt());
+                spread.mean.insert(key.clone(), mean);
+                spread.sd.insert(key.clone(), sd);
+            }
+            out.entry(split.clone()).or_default().insert(method.to_string(), spread);
+        }
+    }
+    out
+}
+
 struct MethodRun {
     name: String,
     run: PathBuf,
@@ -157,7 +206,8 @@ pub fn evaluate<B: Backend>(
             let outputs = run_model(encoder, prep, &seen_set, 32, device)?;
             let truth: Vec<usize> = seen_set.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
             let seen_acc = deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject).unwrap_or(f64::NAN);
-            let unseen_acc = unseen_accuracy(encoder, prep, shots, device)?;
+            let unseen = deper_train::eval::unseen_fewshot(encoder, prep, shots, 32, device)?;
+            let unseen_acc = if unseen.queries == 0 { f64::NAN } else { unseen.accuracy };
             subject_acc.insert(m.name.clone(), (seen_acc, unseen_acc));
             let predicted: Vec<Vec<deper_core::BBox>> = outputs
                 .boxes
@@ -226,6 +276,23 @@ pub fn evaluate<B: Backend>(
         }
         report_json.insert(split.clone(), Value::Object(per_method));
     }
+    let spreads = over_runs(&splits);
+    if !spreads.is_empty() {
+        let pick = |m: &BTreeMap<String, Option<f64>>| -> Value {
+            REPORT_KEYS.iter().map(|k| (k.to_string(), json!(m.get(*k).copied().flatten()))).collect()
+        };
+        let value: serde_json::Map<String, Value> = spreads
+            .iter()
+            .map(|(split, methods)| {
+                let per_method: serde_json::Map<String, Value> = methods
+                    .iter()
+                    .map(|(m, s)| (m.clone(), json!({"runs": s.runs, "mean": pick(&s.mean), "sd": pick(&s.sd)})))
+                    .collect();
+                (split.clone(), Value::Object(per_method))
+            })
+            .collect();
+        report_json.insert("over_runs".into(), Value::Object(value));
+    }
     let report_json = Value::Object(report_json);
 
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
@@ -238,6 +305,9 @@ pub fn evaluate<B: Backend>(
         "subject_acc: the encoder's classifier on held-out images of seen subjects; nearest-centroid over the unseen subjects' support means for unseen subjects.".to_string(),
         "personalization: fraction of (image, subject) pairs, on images described by several subjects, whose reference ranks its own subject's prediction first (CIDEr-D).".to_string(),
     ];
+    if !spreads.is_empty() {
+        notes.push("A method given as several runs (stage-2 seeds, say) has a row per run, the second and later named METHOD:RUN_FOLDER, and the mean and sample standard deviation over its runs in their own tables (`over_runs` in report.json).".into());
+    }
     if !methods.iter().any(|m| m.info.method == Method::Pt) {
         notes.push("No PT run was given.".into());
     }
@@ -252,6 +322,26 @@ pub fn evaluate<B: Backend>(
                 rows: table_rows(splits.get(*split), &all_captions, *split == "unseen"),
                 ..Default::default()
             })
+            .chain(spreads.iter().flat_map(|(split, methods)| {
+                let table = |label: &str, pick: &dyn Fn(&RunSpread) -> BTreeMap<String, Option<f64>>, lower: bool| {
+                    let rows: Vec<MetricRow> = methods
+                        .iter()
+                        .map(|(m, s)| MetricRow { method: format!("{m} ({} runs)", s.runs), metrics: pick(s) })
+                        .collect();
+                    // The smallest spread is the one worth marking.
+                    let lower_is_better = if lower {
+                        rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect()
+                    } else {
+                        Default::default()
+                    };
+                    MetricTable {
+                        split: format!("{split}, {label} over the runs of each method"),
+                        rows,
+                        lower_is_better,
+                    }
+                };
+                [table("mean", &|s| s.mean.clone(), false), table("standard deviation", &|s| s.sd.clone(), true)]
+            }))
             .chain((!trajectory_rows.is_empty()).then(|| MetricTable {
                 split: "trajectory reconstruction (seen subjects, test images)".into(),
                 rows: trajectory_rows.clone(),
@@ -335,48 +425,6 @@ fn personalization(part: &[&GeneratedCaption]) -> anyhow::Result<Option<f64>> {
     }
     let score = personalization_score(&refs, &preds, &SentenceMetric::CiderD)?;
     Ok((score.pairs > 0).then_some(score.score))
-}
-
-/// K-shot nearest-centroid accuracy over the unseen subjects (cosine similarity to support means).
-fn unseen_accuracy<B: Backend>(
-    encoder: &deper_model::Deper<B>,
-    prep: &deper_train::stage1::Prepared,
-    shots: usize,
-    device: &B::Device,
-) -> anyhow::Result<f64> {
-    let mut centroids: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for &i in &prep.partition.support {
-        groups.entry(prep.samples[i].subject.clone()).or_default().push(i);
-    }
-    for (subject, mut ids) in groups {
-        ids.truncate(shots.max(1));
-        let z = run_model(encoder, prep, &ids, 32, device)?.z_s;
-        centroids.insert(subject, deper_train::eval::mean_vector(&z.iter().collect::<Vec<_>>()));
-    }
-    let queries = &prep.partition.unseen_queries;
-    if centroids.is_empty() || queries.is_empty() {
-        return Ok(f64::NAN);
-    }
-    let z = run_model(encoder, prep, queries, 32, device)?.z_s;
-    let cos = |a: &[f32], b: &[f32]| {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-        dot / (na * nb).max(1e-12)
-    };
-    let mut truth = Vec::new();
-    let mut pred = Vec::new();
-    for (k, &i) in queries.iter().enumerate() {
-        let best = centroids
-            .iter()
-            .max_by(|a, b| cos(&z[k], a.1).total_cmp(&cos(&z[k], b.1)))
-            .map(|(s, _)| s.clone())
-            .unwrap_or_default();
-        truth.push(prep.samples[i].subject.clone());
-        pred.push(best);
-    }
-    Ok(deper_eval::subjects::accuracy(&truth, &pred)?)
 }
 
 /// z_s of every held-out triplet (seen test images and unseen queries and supports).
@@ -502,4 +550,44 @@ fn now_utc() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scores(values: &[(&str, Option<f64>)]) -> MethodScores {
+        MethodScores { metrics: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(), captions: 10 }
+    }
+
+    #[test]
+    fn over_runs_averages_the_runs_of_each_method() {
+        let mut seen = BTreeMap::new();
+        seen.insert("pt".to_string(), scores(&[("CIDEr", Some(0.9)), ("subject_acc", None)]));
+        seen.insert("pt:pt_s1".to_string(), scores(&[("CIDEr", Some(0.7)), ("subject_acc", None)]));
+        seen.insert("pt:pt_s2".to_string(), scores(&[("CIDEr", Some(0.8)), ("subject_acc", Some(f64::NAN))]));
+        seen.insert("deper".to_string(), scores(&[("CIDEr", Some(0.5))]));
+        seen.insert("deper_no_traj".to_string(), scores(&[("CIDEr", Some(0.4))]));
+        seen.insert("deper_no_traj:b".to_string(), scores(&[("CIDEr", Some(0.6))]));
+        let mut unseen = BTreeMap::new();
+        unseen.insert("deper".to_string(), scores(&[("CIDEr", Some(0.1))]));
+        let splits: BTreeMap<String, _> = [("seen".to_string(), seen), ("unseen".to_string(), unseen)].into();
+
+        let spreads = over_runs(&splits);
+        // One run of a method has no spread; a split without repeated methods has no entry.
+        assert_eq!(spreads.keys().collect::<Vec<_>>(), ["seen"]);
+        let seen = &spreads["seen"];
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["deper_no_traj", "pt"]);
+        let pt = &seen["pt"];
+        assert_eq!(pt.runs, 3);
+        assert!((pt.mean["CIDEr"].unwrap() - 0.8).abs() < 1e-12);
+        assert!((pt.sd["CIDEr"].unwrap() - 0.1).abs() < 1e-12, "sample deviation (n − 1)");
+        // Not applicable or NaN in every run: no mean, no deviation.
+        assert_eq!(pt.mean["subject_acc"], None);
+        assert_eq!(pt.sd["subject_acc"], None);
+        let ablation = &seen["deper_no_traj"];
+        assert!((ablation.mean["CIDEr"].unwrap() - 0.5).abs() < 1e-12);
+        assert!((ablation.sd["CIDEr"].unwrap() - 0.02f64.sqrt()).abs() < 1e-12);
+    }
 }

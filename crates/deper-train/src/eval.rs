@@ -238,7 +238,40 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
         }
     }
 
-    // Unseen subjects: centroid of K support embeddings, nearest by cosine.
+    let unseen = unseen_fewshot(&model, &prep, shots, batch, device)?;
+    Ok(FewShotReport {
+        seen_acc: seen.accuracy,
+        seen_macro_f1: seen.macro_f1,
+        unseen_acc: unseen.accuracy,
+        unseen_macro_f1: unseen.macro_f1,
+        box_iou: seen.box_iou,
+        mean_trajectory_iou: if steps == 0 { 0.0 } else { base / steps as f64 },
+        shots,
+        seen_samples: prep.partition.test.len(),
+        unseen_subjects: unseen.subjects,
+        unseen_queries: unseen.queries,
+    })
+}
+
+/// K-shot identification of the subjects held out of training.
+#[derive(Debug, Clone, Copy)]
+pub struct UnseenFewShot {
+    /// Nearest-centroid accuracy over the unseen subjects' queries (0 without queries).
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub subjects: usize,
+    pub queries: usize,
+}
+
+/// Each unseen subject's centroid is the normalised mean of its first `shots` support z_s (each
+/// L2-normalised first); every query goes to the centroid of highest cosine similarity.
+pub fn unseen_fewshot<B: Backend>(
+    model: &Deper<B>,
+    prep: &Prepared,
+    shots: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Result<UnseenFewShot> {
     let mut support_by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in &prep.partition.support {
         support_by_subject.entry(prep.samples[i].subject.as_str()).or_default().push(i);
@@ -254,15 +287,15 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
                 ids.len()
             )));
         }
-        let out = run_model(&model, &prep, &ids, batch, device)?;
+        let out = run_model(model, prep, &ids, batch, device)?;
         let normed: Vec<Vec<f32>> = out.z_s.iter().map(|z| normalized(z)).collect();
         centroids.push(normalized(&mean_vector(&normed.iter().collect::<Vec<_>>())));
     }
     let queries = &prep.partition.unseen_queries;
-    let (unseen_acc, unseen_f1) = if queries.is_empty() || centroids.is_empty() {
+    let (accuracy, macro_f1) = if queries.is_empty() || centroids.is_empty() {
         (0.0, 0.0)
     } else {
-        let out = run_model(&model, &prep, queries, batch, device)?;
+        let out = run_model(model, prep, queries, batch, device)?;
         let truth: Vec<usize> = queries
             .iter()
             .map(|&i| unseen.iter().position(|s| *s == prep.samples[i].subject).unwrap_or(usize::MAX))
@@ -278,18 +311,7 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
             .collect();
         accuracy_and_macro_f1(&truth, &pred)
     };
-    Ok(FewShotReport {
-        seen_acc: seen.accuracy,
-        seen_macro_f1: seen.macro_f1,
-        unseen_acc,
-        unseen_macro_f1: unseen_f1,
-        box_iou: seen.box_iou,
-        mean_trajectory_iou: if steps == 0 { 0.0 } else { base / steps as f64 },
-        shots,
-        seen_samples: prep.partition.test.len(),
-        unseen_subjects: unseen.len(),
-        unseen_queries: queries.len(),
-    })
+    Ok(UnseenFewShot { accuracy, macro_f1, subjects: unseen.len(), queries: queries.len() })
 }
 
 /// One subject's embedding in `deper embed`'s output.

@@ -111,6 +111,33 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
 
     let runs = out.join("runs");
     let world = out.join("world");
+    // A second stage-2 seed of every method on the finished demo: only the new runs are trained, and
+    // the report gives each method's mean and sample deviation over its two runs.
+    let seeds = ok_json(&[&args[..], &["--stage2-seeds", "2"]].concat());
+    let marker: Value = serde_json::from_str(&std::fs::read_to_string(&marker_path).unwrap()).unwrap();
+    assert_eq!(marker["stage2_seeds"], 2, "{marker}");
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("runs/pt_seed1/run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["seed"], 1, "{run}");
+    assert_eq!(seeds["seen"]["pt"], report["seen"]["pt"], "seed 0 is the run already there");
+    for method in ["pt", "deper", "deper_no_traj"] {
+        let (a, b) = (&seeds["seen"][method], &seeds["seen"][format!("{method}:{method}_seed1").as_str()]);
+        let spread = &seeds["over_runs"]["seen"][method];
+        assert_eq!(spread["runs"], 2, "{method}: {seeds}");
+        for key in ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            let mean = spread["mean"][key].as_f64().unwrap();
+            let sd = spread["sd"][key].as_f64().unwrap();
+            assert!((mean - (x + y) / 2.0).abs() < 1e-12, "{method} {key}: {seeds}");
+            assert!((sd - (x - y).abs() / 2f64.sqrt()).abs() < 1e-12, "{method} {key}: {seeds}");
+        }
+    }
+    assert!(seeds["over_runs"]["seen"]["pt"]["mean"]["subject_acc"].is_null(), "PT has no encoder: {seeds}");
+    assert!(seeds["over_runs"]["unseen"].get("pt").is_none(), "PT has no unseen rows: {seeds}");
+    assert_eq!(seeds["over_runs"]["unseen"]["deper"]["runs"], 2, "{seeds}");
+    let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(md.contains("standard deviation over the runs") && md.contains("pt (2 runs)"), "{md}");
+
     // Stage 2 resumes a finished run for more epochs, and never overwrites one silently.
     let pt = runs.join("pt");
     let pt_args = ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&captioner), "--out", s(&pt)];
@@ -121,37 +148,6 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let epochs: Vec<u64> =
         lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [1, 2]);
-    // Several runs of one method (another seed): a row per run, and their mean and deviation.
-    let pt_seed = dir.path().join("pt_seed1");
-    let pt_seed_args =
-        ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&captioner), "--out", s(&pt_seed)];
-    ok_json(&[&pt_seed_args[..], &["--epochs", "1", "--seed", "1"]].concat());
-    let seeds = ok_json(&[
-        "eval",
-        "--data",
-        s(&world),
-        "--runs",
-        s(&pt),
-        s(&pt_seed),
-        s(&runs.join("deper")),
-        "--out",
-        s(&dir.path().join("seeds")),
-    ]);
-    let (a, b) = (&seeds["seen"]["pt"], &seeds["seen"]["pt:pt_seed1"]);
-    let spread = &seeds["over_runs"]["seen"]["pt"];
-    assert_eq!(spread["runs"], 2, "{seeds}");
-    for key in ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L"] {
-        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
-        let mean = spread["mean"][key].as_f64().unwrap();
-        let sd = spread["sd"][key].as_f64().unwrap();
-        assert!((mean - (x + y) / 2.0).abs() < 1e-12, "{key}: {seeds}");
-        assert!((sd - (x - y).abs() / 2f64.sqrt()).abs() < 1e-12, "{key}: {seeds}");
-    }
-    assert!(spread["mean"]["subject_acc"].is_null(), "PT has no encoder: {seeds}");
-    assert!(seeds["over_runs"]["seen"].get("deper").is_none(), "one run has no spread: {seeds}");
-    assert!(seeds["over_runs"].get("unseen").is_none(), "PT has no unseen rows: {seeds}");
-    let md = std::fs::read_to_string(dir.path().join("seeds/report.md")).unwrap();
-    assert!(md.contains("standard deviation over the runs") && md.contains("pt (2 runs)"), "{md}");
     // A stage-2 run where a stage-1 run belongs, and the other way round.
     fails_with(
         &[

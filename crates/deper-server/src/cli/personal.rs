@@ -268,6 +268,11 @@ pub struct DemoArgs {
     /// Stage-2 epochs (each of the three stage-2 runs).
     #[arg(long, default_value_t = 4)]
     pub stage2_epochs: usize,
+    /// Train each stage-2 method with this many seeds (0, 1, …; the runs of seed k > 0 are
+    /// `runs/METHOD_seedK`); the report adds each method's mean and standard deviation over them.
+    /// Raising it on a finished demo trains only the new seeds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stage2_seeds: u64,
     /// Start over: delete --out first (only if it holds a previous demo).
     #[arg(long)]
     pub force: bool,
@@ -295,6 +300,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         // Demos made before `--subjects` existed used the default.
         if let Some(map) = previous.as_object_mut() {
             map.entry("subjects").or_insert(deper_synth::SynthConfig::default().subjects.into());
+            // More or fewer stage-2 seeds reuse everything already trained.
+            map.remove("stage2_seeds");
         }
         if previous != settings {
             anyhow::bail!(
@@ -303,7 +310,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
     }
-    std::fs::write(&marker, serde_json::to_string_pretty(&settings)? + "\n")?;
+    let mut recorded = settings.clone();
+    recorded["stage2_seeds"] = args.stage2_seeds.into();
+    std::fs::write(&marker, serde_json::to_string_pretty(&recorded)? + "\n")?;
     let step = |n: usize, what: &str| eprintln!("[{n}/7 {:>4.0} s] {what}", started.elapsed().as_secs_f64());
 
     let world = out.join("world");
@@ -355,21 +364,26 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         super::train::run_stage1(&world, &run, config, resume, args.device, None)?;
     }
     let mut stage2_runs = Vec::new();
-    for (name, stage1, method) in [
+    let methods = [
         ("deper", Some("stage1"), Method::Deper),
         ("deper_no_traj", Some("stage1_no_traj"), Method::Deper),
         ("pt", None, Method::Pt),
-    ] {
-        let run = runs.join(name);
-        stage2_runs.push(run.clone());
-        if done(&run, args.stage2_epochs) {
-            continue;
+    ];
+    // Seed 0 of every method comes first, so its report rows keep the plain method names.
+    for seed in 0..args.stage2_seeds {
+        for (method_name, stage1, method) in methods {
+            let name = if seed == 0 { method_name.to_string() } else { format!("{method_name}_seed{seed}") };
+            let run = runs.join(&name);
+            stage2_runs.push(run.clone());
+            if done(&run, args.stage2_epochs) {
+                continue;
+            }
+            step(5, &format!("stage 2 ({name})"));
+            let config = Stage2Config { epochs: args.stage2_epochs, seed, ..Stage2Config::default() };
+            let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
+            let s1 = stage1.map(|s| runs.join(s));
+            run_stage2(&world, s1.as_deref(), &captioner_dir, &run, method, config, resume, args.device)?;
         }
-        step(5, &format!("stage 2 ({name})"));
-        let config = Stage2Config { epochs: args.stage2_epochs, ..Stage2Config::default() };
-        let resume = run.join(deper_train::stage1::RUN_FILE).is_file();
-        let s1 = stage1.map(|s| runs.join(s));
-        run_stage2(&world, s1.as_deref(), &captioner_dir, &run, method, config, resume, args.device)?;
     }
     step(6, "evaluation (captions for every method)");
     let report = out.join("report");
@@ -408,6 +422,7 @@ pub fn ensure_demo(out: &std::path::Path, device: DeviceKind) -> anyhow::Result<
         args.stage1_epochs = get("stage1_epochs", args.stage1_epochs);
         args.captioner_epochs = get("captioner_epochs", args.captioner_epochs);
         args.stage2_epochs = get("stage2_epochs", args.stage2_epochs);
+        args.stage2_seeds = get("stage2_seeds", args.stage2_seeds as usize) as u64;
     }
     if !out.join("report").join("report.json").is_file() {
         eprintln!(

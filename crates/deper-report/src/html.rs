@@ -51,7 +51,7 @@ pub fn render(report: &Report) -> String {
         out.push_str("<p class=\"empty\">no data</p>\n");
     }
     for t in &report.tables {
-        let _ = writeln!(out, "<h3>{} subjects</h3>", xml(&t.split));
+        let _ = writeln!(out, "<h3>{}</h3>", xml(&t.heading()));
         out.push_str(&table::html(t));
     }
 

@@ -26,7 +26,7 @@ pub fn render(report: &Report) -> String {
         out.push_str("no data\n\n");
     }
     for t in &report.tables {
-        let _ = writeln!(out, "### {} subjects\n\n{}", md(&t.split), table::markdown(t));
+        let _ = writeln!(out, "### {}\n\n{}", md(&t.heading()), table::markdown(t));
     }
 
     out.push_str("## Subject embeddings\n\n");

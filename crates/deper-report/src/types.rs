@@ -47,6 +47,17 @@ pub struct MetricTable {
     pub lower_is_better: BTreeSet<String>,
 }
 
+impl MetricTable {
+    /// The table's heading: "seen subjects" / "unseen subjects" for the two splits, any other name
+    /// as given.
+    pub fn heading(&self) -> String {
+        match self.split.as_str() {
+            "seen" | "unseen" => format!("{} subjects", self.split),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// One method's metrics. `None` means "not applicable" (e.g. the per-subject PT baseline on
 /// unseen subjects) and renders as "n/a" with a footnote; a NaN value renders as "–".
 /// A metric absent from the map counts as `None`. JSON has no NaN: `serde_json` writes it as

@@ -244,7 +244,10 @@ fn a_single_embedding_and_empty_table_render() {
     let dir = tempfile::tempdir().unwrap();
     let report = Report {
         title: "one".into(),
-        tables: vec![MetricTable { split: "seen".into(), ..Default::default() }],
+        tables: vec![
+            MetricTable { split: "seen".into(), ..Default::default() },
+            MetricTable { split: "trajectory reconstruction".into(), ..Default::default() },
+        ],
         embeddings: vec![EmbeddingPoint { subject: "A".into(), vector: vec![1.0, 2.0], seen: false, label: None }],
         curves: vec![TrainingCurve { run: "r".into(), metric: "m".into(), points: vec![(0.0, f64::NAN)] }],
         ..Default::default()
@@ -257,6 +260,10 @@ fn a_single_embedding_and_empty_table_render() {
         assert!(!s.contains("NaN"));
     }
     assert!(html.contains("<h3>seen subjects</h3>\n<p class=\"empty\">no data</p>"));
+    // Other tables keep their own names.
+    assert!(html.contains("<h3>trajectory reconstruction</h3>"), "{html}");
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("### seen subjects\n") && md.contains("### trajectory reconstruction\n"), "{md}");
 }
 
 #[test]

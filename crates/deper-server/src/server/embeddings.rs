@@ -89,7 +89,7 @@ async fn store_embedding(
         encoder_version: assets.version.clone(),
         triplets: input.triplets,
     };
-    let relative = format!("embeddings/session-{}.json", session.id);
+    let relative = embedding_file(session.id);
     let path = app.data_dir.join(&relative);
     let text = serde_json::to_vec_pretty(&record).map_err(|e| ApiError::internal(e.to_string()))?;
     let dir = app.data_dir.join("embeddings");
@@ -111,27 +111,42 @@ async fn store_embedding(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "artifact_id": artifact.id }))))
 }
 
+/// Where a session's z_s is kept, relative to the data folder: one file per session, replaced by
+/// each upload (every upload also adds an artifact row naming it).
+fn embedding_file(session_id: i64) -> String {
+    format!("embeddings/session-{session_id}.json")
+}
+
+async fn read_embedding(app: &AppState, relative: &str) -> Option<StoredEmbedding> {
+    let text = tokio::fs::read(app.data_dir.join(relative)).await.ok()?;
+    serde_json::from_slice::<StoredEmbedding>(&text).ok()
+}
+
 /// The latest stored embedding of each session of a study.
 pub async fn latest_embeddings(app: &AppState, study_id: i64) -> ApiResult<Vec<StoredEmbedding>> {
+    // Each file is read once however many uploads named it.
+    let files: std::collections::BTreeSet<String> =
+        app.store.study_artifacts(study_id, EMBEDDING_KIND).await?.into_iter().map(|a| a.path).collect();
     let mut by_session = std::collections::BTreeMap::new();
-    for artifact in app.store.study_artifacts(study_id, EMBEDDING_KIND).await? {
-        let path = app.data_dir.join(&artifact.path);
-        let Ok(text) = tokio::fs::read(&path).await else { continue };
-        if let Ok(record) = serde_json::from_slice::<StoredEmbedding>(&text) {
+    for relative in files {
+        if let Some(record) = read_embedding(app, &relative).await {
             by_session.insert(record.session_id, record);
         }
     }
     Ok(by_session.into_values().collect())
 }
 
-/// A participant's latest z_s, found by pseudonym in any study, or a reference subject's.
+/// A participant's latest z_s, found by pseudonym in any study, or a reference subject's. Reads only
+/// the embedding files of that participant's sessions.
 pub async fn subject_vector(app: &AppState, subject: &str) -> ApiResult<Option<Vec<f32>>> {
     if let Some((_, z)) = app.references.subjects.iter().find(|(name, _)| name == subject) {
         return Ok(Some(z.clone()));
     }
     for study in app.store.list_studies().await? {
-        if let Some(e) = latest_embeddings(app, study.id).await?.into_iter().find(|e| e.participant == subject) {
-            return Ok(Some(e.z_s));
+        for session in app.store.list_sessions(study.id).await?.into_iter().filter(|s| s.participant == subject) {
+            if let Some(record) = read_embedding(app, &embedding_file(session.id)).await {
+                return Ok(Some(record.z_s));
+            }
         }
     }
     Ok(None)

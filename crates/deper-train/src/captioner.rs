@@ -548,7 +548,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let per_kind = |persona: bool| train.iter().filter(|e| e.persona_prompt == persona).count();
     let per_epoch = (per_kind(false) + config.extra_scenes_per_epoch).div_ceil(config.batch_size)
         + per_kind(true).div_ceil(config.batch_size);
-    let (study_pixels, study_targets) = (pixels.len(), word_targets.len());
+    // Both hold one entry per study image; each epoch's extra scenes are appended after them.
     let (mut pixels, mut word_targets) = (pixels, word_targets);
     let total_steps = per_epoch * config.epochs;
     progress(CaptionerProgress::Start { epochs: config.epochs, batches_per_epoch: per_epoch });
@@ -559,8 +559,8 @@ pub fn pretrain<B: AutodiffBackend>(
         let started = std::time::Instant::now();
         let (mut sum, mut n) = (0.0, 0usize);
         let mut rng = deper_core::rng::seeded(config.seed, &format!("captioner-slots-{epoch}"));
-        pixels.truncate(study_pixels);
-        word_targets.truncate(study_targets);
+        pixels.truncate(images.len());
+        word_targets.truncate(images.len());
         let mut extra = Vec::new();
         for (p, caption) in extra_scenes(config, epoch, scene_side, &processor)? {
             if p.grid_thw != grid {

@@ -207,7 +207,7 @@ pub fn evaluate<B: Backend>(
             let truth: Vec<usize> = seen_set.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
             let seen_acc = deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject).unwrap_or(f64::NAN);
             let unseen = deper_train::eval::unseen_fewshot(encoder, prep, shots, 32, device)?;
-            let unseen_acc = if unseen.queries == 0 { f64::NAN } else { unseen.accuracy };
+            let unseen_acc = if unseen.queries == 0 || unseen.subjects == 0 { f64::NAN } else { unseen.accuracy };
             subject_acc.insert(m.name.clone(), (seen_acc, unseen_acc));
             let predicted: Vec<Vec<deper_core::BBox>> = outputs
                 .boxes

@@ -23,7 +23,7 @@ use deper_train::eval::run_model;
 use deper_train::stage2::{self, evaluation_set, GeneratedCaption, Method, Stage2Info};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Metric keys of `report.json`, per split and method.
@@ -203,16 +203,30 @@ pub fn evaluate<B: Backend>(
         if let Some(encoder) = &model.encoder {
             let prep = &sd.prep;
             let seen_set = prep.partition.test.clone();
-            let outputs = run_model(encoder, prep, &seen_set, 32, device)?;
+            // One encoder pass over every held-out triplet: the seen subjects' test images first,
+            // then the unseen subjects' queries and supports (few-shot centroids, embedding map).
+            let held_out: Vec<usize> =
+                seen_set.iter().chain(&prep.partition.unseen_queries).chain(&prep.partition.support).copied().collect();
+            let outputs = run_model(encoder, prep, &held_out, 32, device)?;
+            let position: HashMap<usize, usize> = held_out.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+            let unseen = deper_train::eval::unseen_fewshot_with(prep, shots, |ids| {
+                ids.iter()
+                    .map(|i| {
+                        position.get(i).map(|&k| outputs.z_s[k].clone()).ok_or_else(|| {
+                            deper_train::TrainError::Config(format!("triplet {i} is not among the held-out ones"))
+                        })
+                    })
+                    .collect()
+            })?;
+            let n_seen = seen_set.len();
             let truth: Vec<usize> = seen_set.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
-            let seen_acc = deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject).unwrap_or(f64::NAN);
-            let unseen = deper_train::eval::unseen_fewshot(encoder, prep, shots, 32, device)?;
+            let seen_acc =
+                deper_eval::subjects::accuracy(&truth, &outputs.predicted_subject[..n_seen]).unwrap_or(f64::NAN);
             let unseen_acc = if unseen.queries == 0 || unseen.subjects == 0 { f64::NAN } else { unseen.accuracy };
             subject_acc.insert(m.name.clone(), (seen_acc, unseen_acc));
-            let predicted: Vec<Vec<deper_core::BBox>> = outputs
-                .boxes
+            let predicted: Vec<Vec<deper_core::BBox>> = outputs.boxes[..n_seen]
                 .iter()
-                .zip(&outputs.valid_steps)
+                .zip(&outputs.valid_steps[..n_seen])
                 .map(|(b, &n)| b[..n.clamp(1, b.len())].to_vec())
                 .collect();
             trajectory_rows
@@ -229,7 +243,7 @@ pub fn evaluate<B: Backend>(
                 });
             }
             if m.name == "deper" || embeddings.is_empty() {
-                embeddings = embedding_points(encoder, prep, device)?;
+                embeddings = embedding_points(prep, &held_out, &outputs.z_s);
                 // The steps the validity head keeps, as scored above (not all 30 decoded slots).
                 trajectories = trajectory_examples(prep, &seen_set, &predicted, data)?;
             }
@@ -427,29 +441,21 @@ fn personalization(part: &[&GeneratedCaption]) -> anyhow::Result<Option<f64>> {
     Ok((score.pairs > 0).then_some(score.score))
 }
 
-/// z_s of every held-out triplet (seen test images and unseen queries and supports).
-fn embedding_points<B: Backend>(
-    encoder: &deper_model::Deper<B>,
-    prep: &deper_train::stage1::Prepared,
-    device: &B::Device,
-) -> anyhow::Result<Vec<EmbeddingPoint>> {
-    let mut set = prep.partition.test.clone();
-    set.extend(&prep.partition.unseen_queries);
-    set.extend(&prep.partition.support);
-    let z = run_model(encoder, prep, &set, 32, device)?.z_s;
-    Ok(set
+/// The embedding map's points: the z_s of each of `samples` (indices into `prep.samples`).
+fn embedding_points(prep: &deper_train::stage1::Prepared, samples: &[usize], z_s: &[Vec<f32>]) -> Vec<EmbeddingPoint> {
+    samples
         .iter()
-        .zip(z)
+        .zip(z_s)
         .map(|(&i, vector)| {
             let s = &prep.samples[i];
             EmbeddingPoint {
                 subject: s.subject.clone(),
-                vector,
+                vector: vector.clone(),
                 seen: !prep.splits.is_unseen(&s.subject),
                 label: Some(s.triplet_id.clone()),
             }
         })
-        .collect())
+        .collect()
 }
 
 fn read_image_png(data: &Path, image: &str) -> Option<Vec<u8>> {

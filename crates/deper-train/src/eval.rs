@@ -272,6 +272,16 @@ pub fn unseen_fewshot<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Result<UnseenFewShot> {
+    unseen_fewshot_with(prep, shots, |ids| Ok(run_model(model, prep, ids, batch, device)?.z_s))
+}
+
+/// [`unseen_fewshot`] with the z_s of samples (indices into `prep.samples`, in the order given)
+/// from `embed`, e.g. looked up among vectors already computed.
+pub fn unseen_fewshot_with(
+    prep: &Prepared,
+    shots: usize,
+    mut embed: impl FnMut(&[usize]) -> Result<Vec<Vec<f32>>>,
+) -> Result<UnseenFewShot> {
     let mut support_by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in &prep.partition.support {
         support_by_subject.entry(prep.samples[i].subject.as_str()).or_default().push(i);
@@ -287,21 +297,18 @@ pub fn unseen_fewshot<B: Backend>(
                 ids.len()
             )));
         }
-        let out = run_model(model, prep, &ids, batch, device)?;
-        let normed: Vec<Vec<f32>> = out.z_s.iter().map(|z| normalized(z)).collect();
+        let normed: Vec<Vec<f32>> = embed(&ids)?.iter().map(|z| normalized(z)).collect();
         centroids.push(normalized(&mean_vector(&normed.iter().collect::<Vec<_>>())));
     }
     let queries = &prep.partition.unseen_queries;
     let (accuracy, macro_f1) = if queries.is_empty() || centroids.is_empty() {
         (0.0, 0.0)
     } else {
-        let out = run_model(model, prep, queries, batch, device)?;
         let truth: Vec<usize> = queries
             .iter()
             .map(|&i| unseen.iter().position(|s| *s == prep.samples[i].subject).unwrap_or(usize::MAX))
             .collect();
-        let pred: Vec<usize> = out
-            .z_s
+        let pred: Vec<usize> = embed(queries)?
             .iter()
             .map(|z| {
                 let z = normalized(z);

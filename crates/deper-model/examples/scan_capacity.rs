@@ -9,11 +9,12 @@
 //! fresh samples. Always predicting the middle scores 0.225 (positions are uniform on [0.05, 0.95]).
 //!
 //! `cargo run -p deper-model --example scan_capacity -- --steps 10 --iters 1500`
-//! (flags: `--steps`, `--iters`, `--lr`, `--heads`, `--dropout`, `--seed`, `--caption-len`).
+//! (flags: `--steps`, `--min-steps`, `--iters`, `--lr`, `--heads`, `--dropout`, `--seed`, `--caption-len`).
 //! On the 2-core CPU (2026-11-27, seed 3, D = 64, 4 heads, lr 1e-3, no dropout): one step is
 //! placed to 0.007 within 300 iterations; with 10 steps the loss sits on the middle's plateau
 //! for ~600 iterations, then four steps (as many as the pooling query has attention heads) are
-//! placed to 0.014–0.020 (IoU 0.23–0.34) by 1500 and the other six stay at the middle.
+//! placed to 0.014–0.020 (IoU 0.23–0.34) by 1500 and the other six stay at the middle. With
+//! lengths uniform on 2–18 (`--steps 18 --min-steps 2`) no step leaves the middle by 1500.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
@@ -32,6 +33,8 @@ const VOCAB: usize = 4;
 
 struct Args {
     steps: usize,
+    /// Shortest trajectory; lengths are uniform on `min_steps..=steps`.
+    min_steps: Option<usize>,
     iters: usize,
     lr: f64,
     heads: usize,
@@ -41,13 +44,15 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { steps: 10, iters: 1500, lr: 1e-3, heads: 4, dropout: 0.0, seed: 3, caption_len: 2 };
+    let mut args =
+        Args { steps: 10, min_steps: None, iters: 1500, lr: 1e-3, heads: 4, dropout: 0.0, seed: 3, caption_len: 2 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
             "--steps" => args.steps = value.parse().map_err(|e| bad(&e))?,
+            "--min-steps" => args.min_steps = Some(value.parse().map_err(|e| bad(&e))?),
             "--iters" => args.iters = value.parse().map_err(|e| bad(&e))?,
             "--lr" => args.lr = value.parse().map_err(|e| bad(&e))?,
             "--heads" => args.heads = value.parse().map_err(|e| bad(&e))?,
@@ -59,6 +64,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.steps == 0 || args.steps > deper_core::MAX_STEPS {
         return Err(format!("--steps must be 1..={}", deper_core::MAX_STEPS));
+    }
+    if args.min_steps.is_some_and(|m| m == 0 || m > args.steps) {
+        return Err("--min-steps must be 1..=--steps".into());
     }
     if args.caption_len == 0 {
         return Err("--caption-len must be at least 1".into());
@@ -88,7 +96,16 @@ struct Batch {
     centres: Vec<Vec<(f64, f64)>>,
 }
 
-fn random_batch(n: usize, steps: usize, caption_len: usize, rng: &mut Lcg) -> Batch {
+/// A trajectory's length: `--steps`, or uniform on `--min-steps..=--steps`.
+fn length(args: &Args, rng: &mut Lcg) -> usize {
+    match args.min_steps {
+        Some(min) if min < args.steps => (min + (rng.next() * (args.steps - min + 1) as f32) as usize).min(args.steps),
+        _ => args.steps,
+    }
+}
+
+fn random_batch(n: usize, args: &Args, rng: &mut Lcg) -> Batch {
+    let caption_len = args.caption_len;
     let device = Default::default();
     let patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next() - 0.5).collect();
     // Two tokens: the constant caption `[1, 1]`; longer: tokens drawn from the 4-word vocabulary.
@@ -101,7 +118,7 @@ fn random_batch(n: usize, steps: usize, caption_len: usize, rng: &mut Lcg) -> Ba
     let mut centres = Vec::with_capacity(n);
     for _ in 0..n {
         let places: Vec<(f64, f64)> =
-            (0..steps).map(|_| (0.05 + 0.9 * rng.next() as f64, 0.05 + 0.9 * rng.next() as f64)).collect();
+            (0..length(args, rng)).map(|_| (0.05 + 0.9 * rng.next() as f64, 0.05 + 0.9 * rng.next() as f64)).collect();
         let steps = places
             .iter()
             .map(|&(cx, cy)| AttentionStep {
@@ -145,7 +162,7 @@ fn main() {
     let bank = loss_cfg.init_bank();
     let mut rng = Lcg(args.seed.wrapping_add(8));
     for iter in 0..args.iters {
-        let b = random_batch(BATCH, args.steps, args.caption_len, &mut rng);
+        let b = random_batch(BATCH, &args, &mut rng);
         let out = model.forward(b.patches, b.caption_ids, b.caption_mask, &b.traj);
         let losses = loss_cfg.loss(&out, &b.traj, &[0; BATCH], &bank);
         if iter % 100 == 0 {
@@ -155,7 +172,7 @@ fn main() {
         model = optim.step(args.lr, model, grads);
     }
 
-    let test = random_batch(2 * BATCH, args.steps, args.caption_len, &mut rng);
+    let test = random_batch(2 * BATCH, &args, &mut rng);
     let out = model.valid().forward(
         test.patches.inner(),
         test.caption_ids.inner(),
@@ -170,11 +187,10 @@ fn main() {
     // IoU with the true box and the predicted width, beside the centre error: a box on the right
     // centre still scores little IoU unless its width is near the true 0.05.
     println!("step  centre error (middle: 0.225)  IoU  mean width (true {BOX})");
-    let n = test.centres.len() as f64;
     for step in 0..args.steps {
-        let (mut error, mut iou, mut width) = (0.0, 0.0, 0.0);
+        let (mut error, mut iou, mut width, mut n) = (0.0, 0.0, 0.0, 0usize);
         for (i, places) in test.centres.iter().enumerate() {
-            let (cx, cy) = places[step];
+            let Some(&(cx, cy)) = places.get(step) else { continue };
             let p: Vec<f64> =
                 boxes[(i * deper_core::MAX_STEPS + step) * 4..][..4].iter().map(|&v| f64::from(v)).collect();
             let predicted = BBox::from_corners(p[0], p[1], p[2], p[3]);
@@ -182,7 +198,12 @@ fn main() {
             error += ((p[0] + p[2]) / 2.0 - cx).abs() + ((p[1] + p[3]) / 2.0 - cy).abs();
             iou += predicted.iou(&truth);
             width += predicted.width();
+            n += 1;
         }
-        println!("{:4}  {:30.4}  {:.3}  {:.3}", step + 1, error / (2.0 * n), iou / n, width / n);
+        if n == 0 {
+            continue;
+        }
+        let n_f = n as f64;
+        println!("{:4}  {:30.4}  {:.3}  {:.3}  ({n} samples)", step + 1, error / (2.0 * n_f), iou / n_f, width / n_f);
     }
 }

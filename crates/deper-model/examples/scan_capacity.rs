@@ -20,6 +20,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use deper_core::rng::Lcg;
 use deper_core::{AttentionStep, BBox, Trajectory, TrajectorySource};
 use deper_model::{Deper, DeperConfig, Stage1LossConfig, TrajectoryBatch};
 
@@ -77,16 +78,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// A deterministic pseudo-random stream in [0, 1) (64-bit LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 struct Batch {
     patches: Tensor<TrainBackend, 4>,
     caption_ids: Tensor<TrainBackend, 2, Int>,
@@ -99,7 +90,9 @@ struct Batch {
 /// A trajectory's length: `--steps`, or uniform on `--min-steps..=--steps`.
 fn length(args: &Args, rng: &mut Lcg) -> usize {
     match args.min_steps {
-        Some(min) if min < args.steps => (min + (rng.next() * (args.steps - min + 1) as f32) as usize).min(args.steps),
+        Some(min) if min < args.steps => {
+            (min + (rng.next_unit() * (args.steps - min + 1) as f32) as usize).min(args.steps)
+        }
         _ => args.steps,
     }
 }
@@ -107,18 +100,19 @@ fn length(args: &Args, rng: &mut Lcg) -> usize {
 fn random_batch(n: usize, args: &Args, rng: &mut Lcg) -> Batch {
     let caption_len = args.caption_len;
     let device = Default::default();
-    let patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next() - 0.5).collect();
+    let patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next_unit() - 0.5).collect();
     // Two tokens: the constant caption `[1, 1]`; longer: tokens drawn from the 4-word vocabulary.
     let caption_ids: Vec<i64> = if caption_len == 2 {
         vec![1; n * 2]
     } else {
-        (0..n * caption_len).map(|_| (rng.next() * VOCAB as f32) as i64 % VOCAB as i64).collect()
+        (0..n * caption_len).map(|_| (rng.next_unit() * VOCAB as f32) as i64 % VOCAB as i64).collect()
     };
     let mut trajectories = Vec::with_capacity(n);
     let mut centres = Vec::with_capacity(n);
     for _ in 0..n {
-        let places: Vec<(f64, f64)> =
-            (0..length(args, rng)).map(|_| (0.05 + 0.9 * rng.next() as f64, 0.05 + 0.9 * rng.next() as f64)).collect();
+        let places: Vec<(f64, f64)> = (0..length(args, rng))
+            .map(|_| (0.05 + 0.9 * rng.next_unit() as f64, 0.05 + 0.9 * rng.next_unit() as f64))
+            .collect();
         let steps = places
             .iter()
             .map(|&(cx, cy)| AttentionStep {

@@ -3,6 +3,7 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use deper_core::rng::Lcg;
 use deper_core::{AttentionStep, BBox, Trajectory, TrajectorySource};
 
 use crate::{Deper, DeperConfig, EncoderForm, Stage1LossConfig, TrajectoryBatch};
@@ -15,16 +16,6 @@ const STEPS: usize = 40;
 const PATCH_DIM: usize = 8;
 const CAPTION_LEN: usize = 6;
 const VOCAB: usize = 20;
-
-/// A deterministic pseudo-random stream in [0, 1) (64-bit LCG), so the data need no RNG crate.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
 
 fn tiny_config(num_subjects: usize) -> DeperConfig {
     DeperConfig::new(PATCH_DIM, VOCAB, 8, num_subjects)
@@ -48,7 +39,7 @@ struct Batch<B: Backend> {
 /// with its own number of steps, each sample with its own jitter, patches and caption.
 fn batch<B: Backend>(n: usize, subjects: usize, device: &B::Device) -> Batch<B> {
     let mut rng = Lcg(7);
-    let patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next() * 2.0 - 1.0).collect();
+    let patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
     let mut ids = Vec::new();
     let mut mask = Vec::new();
     let mut trajectories = Vec::new();
@@ -56,15 +47,19 @@ fn batch<B: Backend>(n: usize, subjects: usize, device: &B::Device) -> Batch<B> 
         let s = i % subjects;
         let len = CAPTION_LEN - i % 3;
         for k in 0..CAPTION_LEN {
-            ids.push(if k < len { (1 + (rng.next() * (VOCAB - 1) as f32) as usize).min(VOCAB - 1) as i64 } else { 0 });
+            ids.push(if k < len {
+                (1 + (rng.next_unit() * (VOCAB - 1) as f32) as usize).min(VOCAB - 1) as i64
+            } else {
+                0
+            });
             mask.push(k < len);
         }
         let n_steps = 3 + s * 2;
         let (ox, oy) = [(0.1, 0.1), (0.55, 0.2), (0.2, 0.6)][s % 3];
         let steps = (0..n_steps)
             .map(|k| {
-                let x = ox + 0.05 * k as f64 + 0.05 * rng.next() as f64;
-                let y = oy + 0.03 * k as f64 + 0.05 * rng.next() as f64;
+                let x = ox + 0.05 * k as f64 + 0.05 * rng.next_unit() as f64;
+                let y = oy + 0.03 * k as f64 + 0.05 * rng.next_unit() as f64;
                 AttentionStep {
                     bbox: BBox::from_corners(x, y, x + 0.2, y + 0.15),
                     duration: 0.2 + 0.1 * s as f64,
@@ -377,8 +372,8 @@ mod cpu_and_wgpu_roi {
     fn random_boxes(rng: &mut Lcg) -> Boxes {
         let boxes = (0..BATCH * STEPS)
             .flat_map(|_| {
-                let (x, y) = (rng.next() * 1.4 - 0.2, rng.next() * 1.4 - 0.2);
-                let (w, h) = (rng.next() * 0.6 - 0.05, rng.next() * 0.6 - 0.05);
+                let (x, y) = (rng.next_unit() * 1.4 - 0.2, rng.next_unit() * 1.4 - 0.2);
+                let (w, h) = (rng.next_unit() * 0.6 - 0.05, rng.next_unit() * 0.6 - 0.05);
                 [x, y, x + w, y + h]
             })
             .collect();
@@ -406,7 +401,7 @@ mod cpu_and_wgpu_roi {
     /// points (`x1 = x2`), and inverted boxes.
     fn edge_boxes(h: usize, w: usize, rng: &mut Lcg) -> Vec<Boxes> {
         let (xs, ys) = (edge_coords(w), edge_coords(h));
-        let pick = |rng: &mut Lcg, c: &[f32]| c[(rng.next() * c.len() as f32) as usize % c.len()];
+        let pick = |rng: &mut Lcg, c: &[f32]| c[(rng.next_unit() * c.len() as f32) as usize % c.len()];
         let all = xs.len().max(ys.len());
         let mut batches = Vec::new();
         let mut next = 0;
@@ -521,7 +516,7 @@ mod cpu_and_wgpu_roi {
         let c = 16;
         for (h, w) in GRIDS {
             let data = random_boxes(&mut rng);
-            let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next() * 2.0 - 1.0).collect();
+            let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
             let patches = TensorData::new(patches, [BATCH, h, w, c]);
             let pooled_cpu = TrajTokens::roi_pool(
                 Tensor::<TestBackend, 4>::from_data(patches.clone(), &cpu),
@@ -600,8 +595,8 @@ mod cpu_and_wgpu_roi {
 
         let mut rng = Lcg(9);
         let data = random_boxes(&mut rng);
-        let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next() * 2.0 - 1.0).collect();
-        let target: Vec<f32> = (0..BATCH * STEPS * d).map(|_| rng.next() * 2.0 - 1.0).collect();
+        let patches: Vec<f32> = (0..BATCH * h * w * c).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
+        let target: Vec<f32> = (0..BATCH * STEPS * d).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
         let (patches, target) =
             (TensorData::new(patches, [BATCH, h, w, c]), TensorData::new(target, [BATCH, STEPS, d]));
         let want = token_grads(&module_cpu, patches.clone(), target.clone(), &data, &cpu);

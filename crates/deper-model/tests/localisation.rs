@@ -8,6 +8,7 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use deper_core::rng::Lcg;
 use deper_core::{AttentionStep, BBox, Trajectory, TrajectorySource};
 use deper_model::{Deper, DeperConfig, Stage1LossConfig, TrajectoryBatch};
 
@@ -15,16 +16,6 @@ type TrainBackend = Autodiff<NdArray>;
 
 const GRID: usize = 4;
 const PATCH_DIM: usize = 8;
-
-/// A deterministic pseudo-random stream in [0, 1) (64-bit LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
 
 struct Batch {
     patches: Tensor<TrainBackend, 4>,
@@ -38,11 +29,11 @@ struct Batch {
 /// trajectory is one 0.05-wide box on the marked patch's centre.
 fn marked_patch_batch(n: usize, rng: &mut Lcg) -> Batch {
     let device = Default::default();
-    let mut patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next() - 0.5).collect();
+    let mut patches: Vec<f32> = (0..n * GRID * GRID * PATCH_DIM).map(|_| rng.next_unit() - 0.5).collect();
     let mut trajectories = Vec::new();
     let mut centres = Vec::new();
     for i in 0..n {
-        let cell = ((rng.next() * (GRID * GRID) as f32) as usize).min(GRID * GRID - 1);
+        let cell = ((rng.next_unit() * (GRID * GRID) as f32) as usize).min(GRID * GRID - 1);
         patches[(i * GRID * GRID + cell) * PATCH_DIM] = 4.0;
         let cx = ((cell % GRID) as f64 + 0.5) / GRID as f64;
         let cy = ((cell / GRID) as f64 + 0.5) / GRID as f64;

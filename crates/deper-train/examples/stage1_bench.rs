@@ -33,6 +33,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use deper_core::rng::Lcg;
 use deper_core::{AttentionStep, BBox, Trajectory, TrajectorySource};
 use deper_model::run::{deper_config, DEFAULT_BATCH_SIZE};
 use deper_model::{Deper, ModelInput};
@@ -89,7 +90,7 @@ fn run<B: AutodiffBackend>(name: &str, opts: &Options, device: B::Device) -> Res
     let mut bank = loss_config.init_bank();
     let mut rng = Lcg(7);
     for i in 0..loss_config.bank_capacity {
-        let v: Vec<f32> = (0..model_settings.d_model).map(|_| rng.next()).collect();
+        let v: Vec<f32> = (0..model_settings.d_model).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
         bank.push(&v, i % SUBJECTS);
     }
 
@@ -152,7 +153,7 @@ fn synthetic_batch<B: Backend>(
     device: &B::Device,
 ) -> Result<Batch<B>, Box<dyn std::error::Error>> {
     let mut rng = Lcg(1);
-    let patches: Vec<f32> = (0..n * GRID * GRID * patch_dim).map(|_| rng.next()).collect();
+    let patches: Vec<f32> = (0..n * GRID * GRID * patch_dim).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
     let captions: Vec<Vec<u32>> =
         (0..n).map(|b| (0..40 - (7 * b) % 9).map(|i| (2 + (b * 31 + i * 17) % (VOCAB - 2)) as u32).collect()).collect();
     let trajectories: Vec<Trajectory> = (0..n)
@@ -181,16 +182,6 @@ fn synthetic_batch<B: Backend>(
         trajectory: input.trajectory,
         labels: (0..n).map(|b| b % SUBJECTS).collect(),
     })
-}
-
-/// Tiny deterministic generator of values in [-1, 1) (no rand setup needed for filler data).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 }
 
 fn peak_rss_mib() -> Option<f64> {

@@ -1,9 +1,10 @@
 //! Non-autoregressive trajectory decoder of DEPER (Xue et al., CVPR 2026, arXiv 2512.06662).
 //!
-//! All 30 steps are decoded at once. Queries are learned step embeddings plus `z_scan`; each
-//! of the `n_layers` layers applies, in order (post-LN blocks):
+//! All 30 steps are decoded at once. Queries are learned step embeddings plus `z_scan` (the
+//! mean of its tokens when the extractor has several scan queries); each of the `n_layers`
+//! layers applies, in order (post-LN blocks):
 //! 1. non-causal self-attention over the steps,
-//! 2. cross-attention to `z_scan` as a one-token memory,
+//! 2. cross-attention to `z_scan` as a memory (one token in the authors' code),
 //! 3. cross-attention to the context `[V; L]` (caption padding masked),
 //! 4. FiLM from the subject embedding: `x ← x·(1 + γ) + β`, `(γ, β) = tanh(Linear(LN(z_s)))`
 //!    with one `(γ, β)` pair per layer from a single `LN → Linear(D, 2·layers·D)` adapter,
@@ -97,13 +98,13 @@ pub struct DecodedTrajectory<B: Backend> {
 
 impl<B: Backend> TrajectoryDecoder<B> {
     /// # Shapes
-    /// - `z_s`, `z_scan`: `[batch, d]`
+    /// - `z_s`: `[batch, d]`, `z_scan`: `[batch, n_scan, d]`
     /// - `context`: `[batch, len, d]` (`[V; L]`), `context_mask`: `[batch, len]` (`true` = valid)
     /// - outputs: boxes `[batch, n_steps, 4]`, validity logits `[batch, n_steps]`
     pub fn forward(
         &self,
         z_s: Tensor<B, 2>,
-        z_scan: Tensor<B, 2>,
+        z_scan: Tensor<B, 3>,
         context: Tensor<B, 3>,
         context_mask: Tensor<B, 2, Bool>,
     ) -> DecodedTrajectory<B> {
@@ -112,12 +113,14 @@ impl<B: Backend> TrajectoryDecoder<B> {
         let n_layers = self.layers.len();
         let device = z_s.device();
 
-        let latent = z_scan.reshape([batch, 1, d]); // [batch, 1, d]
-        let latent_pad = uniform_mask::<B>(batch, 1, false, &device); // [batch, 1]
+        let [_, n_scan, _] = z_scan.dims();
+        let latent = z_scan; // [batch, n_scan, d]
+        let latent_pad = uniform_mask::<B>(batch, n_scan, false, &device); // [batch, n_scan]
         let context_pad = context_mask.bool_not(); // [batch, len]
         let film = self.film.forward(self.film_norm.forward(z_s)).tanh().reshape([batch, 2, n_layers, d]);
 
-        let mut x = self.step_queries.weight.val().reshape([1, n_steps, d]) + latent.clone(); // [batch, n_steps, d]
+        // Exact for one scan token (a mean over one element), so the authors' form is unchanged.
+        let mut x = self.step_queries.weight.val().reshape([1, n_steps, d]) + latent.clone().mean_dim(1); // [batch, n_steps, d]
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.self_attn.forward_self(x, None);
             x = layer.latent_attn.forward_cross(x, latent.clone(), Some(latent_pad.clone()));
@@ -158,7 +161,7 @@ mod tests {
             .init(&device);
         let dist = burn::tensor::Distribution::Normal(0.0, 3.0);
         let z_s = Tensor::<TestBackend, 2>::random([3, 32], dist, &device);
-        let z_scan = Tensor::<TestBackend, 2>::random([3, 32], dist, &device);
+        let z_scan = Tensor::<TestBackend, 3>::random([3, 2, 32], dist, &device);
         let ctx = Tensor::<TestBackend, 3>::random([3, 20, 32], dist, &device);
         let mask = Tensor::<TestBackend, 2, Bool>::from_data(
             TensorData::new((0..60).map(|i| i % 20 < 17).collect::<Vec<_>>(), [3, 20]),

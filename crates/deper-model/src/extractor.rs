@@ -5,7 +5,10 @@
 //!   (masked); attention pooling over the queries (score = mean over channels of `tanh`,
 //!   softmax over the queries) gives one vector; then `LN → Linear → GELU → Linear`.
 //! - `z_scan`, the scanpath latent: one more learned query, the same cross-attention form and
-//!   its own `LN → Linear → GELU → Linear`.
+//!   its own `LN → Linear → GELU → Linear`. With `n_scan_queries > 1` (a departure from the
+//!   authors' code, off by default) there are that many scan queries and `z_scan` is a set of
+//!   tokens, each through the same head: one query's attention picks out about one token per head,
+//!   so a single `z_scan` carries only a few of a trajectory's steps (`examples/scan_capacity.rs`).
 //!
 //! A linear classifier maps `z_s` to subject logits. This follows `ScanAutoEncoder` in the
 //! authors' `src/model.py` (commit 1526bed): `subj_query_tokens`, `pool_subj_cross`,
@@ -32,6 +35,9 @@ pub struct SubjectExtractorConfig {
     /// Learned queries pooled into `z_s` (the authors' `num_subj_tokens`, default 1).
     #[config(default = 1)]
     pub n_subject_queries: usize,
+    /// Learned queries whose outputs form `z_scan` (1 in the authors' code).
+    #[config(default = 1)]
+    pub n_scan_queries: usize,
     /// Dropout.
     #[config(default = 0.1)]
     pub dropout: f64,
@@ -68,7 +74,7 @@ impl<B: Backend> ProjectionHead<B> {
 pub struct SubjectExtractor<B: Backend> {
     /// `[n_subject_queries, d]`.
     subject_queries: Param<Tensor<B, 2>>,
-    /// `[1, d]`.
+    /// `[n_scan_queries, d]`.
     scan_query: Param<Tensor<B, 2>>,
     subject_attn: AttentionBlock<B>,
     scan_attn: AttentionBlock<B>,
@@ -85,7 +91,7 @@ impl SubjectExtractorConfig {
         let attn = AttentionBlockConfig::new(d, self.n_heads).with_dropout(self.dropout);
         SubjectExtractor {
             subject_queries: normal.init([self.n_subject_queries, d], device),
-            scan_query: normal.init([1, d], device),
+            scan_query: normal.init([self.n_scan_queries, d], device),
             subject_attn: attn.init(device),
             scan_attn: attn.init(device),
             subject_head: ProjectionHead::new(d, device),
@@ -100,8 +106,8 @@ impl SubjectExtractorConfig {
 pub struct SubjectLatents<B: Backend> {
     /// `[batch, d]`.
     pub z_s: Tensor<B, 2>,
-    /// `[batch, d]`.
-    pub z_scan: Tensor<B, 2>,
+    /// `[batch, n_scan_queries, d]`.
+    pub z_scan: Tensor<B, 3>,
     /// `[batch, num_subjects]`.
     pub subject_logits: Tensor<B, 2>,
 }
@@ -109,7 +115,8 @@ pub struct SubjectLatents<B: Backend> {
 impl<B: Backend> SubjectExtractor<B> {
     /// # Shapes
     /// - `z_dual`: `[batch, len, d]`, `mask`: `[batch, len]` (`true` = valid)
-    /// - outputs: `z_s`, `z_scan` `[batch, d]`, `subject_logits` `[batch, num_subjects]`
+    /// - outputs: `z_s` `[batch, d]`, `z_scan` `[batch, n_scan_queries, d]`, `subject_logits`
+    ///   `[batch, num_subjects]`
     pub fn forward(&self, z_dual: Tensor<B, 3>, mask: Tensor<B, 2, Bool>) -> SubjectLatents<B> {
         let [batch, _, d] = z_dual.dims();
         let pad = mask.bool_not(); // [batch, len]
@@ -121,9 +128,10 @@ impl<B: Backend> SubjectExtractor<B> {
         let z_s = (pooled * scores).sum_dim(1).reshape([batch, d]); // [batch, d]
         let z_s = self.subject_head.forward(z_s);
 
-        let query = self.scan_query.val().reshape([1, 1, d]).expand([batch, 1, d]);
-        let z_scan = self.scan_attn.forward_cross(query, z_dual, Some(pad)).reshape([batch, d]); // [batch, d]
-        let z_scan = self.scan_head.forward(z_scan);
+        let [n_scan, _] = self.scan_query.dims();
+        let queries = self.scan_query.val().reshape([1, n_scan, d]).expand([batch, n_scan, d]);
+        let z_scan = self.scan_attn.forward_cross(queries, z_dual, Some(pad)); // [batch, n_scan, d]
+        let z_scan = self.scan_head.forward(z_scan.reshape([batch * n_scan, d])).reshape([batch, n_scan, d]);
 
         let subject_logits = self.classifier.forward(z_s.clone()); // [batch, num_subjects]
         SubjectLatents { z_s, z_scan, subject_logits }
@@ -152,7 +160,7 @@ mod tests {
             );
             let out = ext.forward(z, mask);
             assert_eq!(out.z_s.dims(), [2, 32]);
-            assert_eq!(out.z_scan.dims(), [2, 32]);
+            assert_eq!(out.z_scan.dims(), [2, 1, 32]);
             assert_eq!(out.subject_logits.dims(), [2, 5]);
         }
     }

@@ -228,6 +228,22 @@ impl Stage1LossConfig {
         subjects: &[usize],
         bank: &SubjectMemoryBank,
     ) -> Stage1Losses<B> {
+        self.loss_on_first_boxes(out, target, subjects, bank, usize::MAX)
+    }
+
+    /// [`Stage1LossConfig::loss`] with the box term over the first `box_steps` steps of each
+    /// trajectory only (the validity term still covers every step): the step of a box-loss
+    /// curriculum. Fitting all steps at once from the start holds the decoder at the steps'
+    /// mean place, since each step's gradient pulls the scan query towards a different token;
+    /// one step alone is learned (`examples/scan_capacity.rs --curriculum`).
+    pub fn loss_on_first_boxes<B: Backend>(
+        &self,
+        out: &DeperOutput<B>,
+        target: &TrajectoryBatch<B>,
+        subjects: &[usize],
+        bank: &SubjectMemoryBank,
+        box_steps: usize,
+    ) -> Stage1Losses<B> {
         let [batch, n_steps, _] = out.pred_boxes.dims();
         let [_, steps, _] = target.boxes.dims();
         let device = out.pred_boxes.device();
@@ -240,7 +256,13 @@ impl Stage1LossConfig {
         } else {
             (target.boxes.clone().slice_dim(1, 0..n_steps), target.mask.clone().float().slice_dim(1, 0..n_steps))
         };
-        let box_loss = box_smooth_l1(out.pred_boxes.clone(), boxes, valid.clone().bool(), self.smooth_l1_beta);
+        let box_valid = if box_steps < n_steps {
+            let first: Vec<bool> = (0..batch * n_steps).map(|i| i % n_steps < box_steps).collect();
+            valid.clone().bool().bool_and(Tensor::from_data(TensorData::new(first, [batch, n_steps]), &device))
+        } else {
+            valid.clone().bool()
+        };
+        let box_loss = box_smooth_l1(out.pred_boxes.clone(), boxes, box_valid, self.smooth_l1_beta);
         let validity = bce_with_logits(out.pred_valid_logits.clone(), valid);
         let traj = box_loss.clone() + validity.clone();
         let cls = cross_entropy(out.subject_logits.clone(), subjects);
@@ -316,6 +338,49 @@ mod tests {
         let want = (0.5 * 0.05f64.powi(2) / beta + 0.0 + (0.3 - 0.5 * beta) + (0.6 - 0.5 * beta)) / 4.0;
         let got = scalar(box_smooth_l1(pred, target, valid, beta));
         assert!((got - want).abs() < TOL, "got {got}, want {want}");
+    }
+
+    /// The curriculum's box term covers the first `box_steps` steps only; validity and the
+    /// subject terms do not change, and a large `box_steps` is the plain loss.
+    #[test]
+    fn box_term_covers_the_first_steps_only() {
+        let device = Default::default();
+        // Three decoded steps, all valid in the target, with errors 0 (step 1), 0.3 and 0.6.
+        let pred = vec![0.2f32; 12];
+        let mut target = vec![0.2f32; 12];
+        for v in &mut target[4..8] {
+            *v = 0.5;
+        }
+        for v in &mut target[8..12] {
+            *v = 0.8;
+        }
+        let out = DeperOutput::<TestBackend> {
+            z_s: Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device),
+            z_scan: Tensor::zeros([1, 1, 2], &device),
+            subject_logits: Tensor::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 2]), &device),
+            pred_boxes: Tensor::from_data(TensorData::new(pred, [1, 3, 4]), &device),
+            pred_valid_logits: Tensor::from_data(TensorData::new(vec![1.0f32, -1.0, 0.5], [1, 3]), &device),
+        };
+        let traj = TrajectoryBatch::<TestBackend> {
+            boxes: Tensor::from_data(TensorData::new(target, [1, 3, 4]), &device),
+            durations: Tensor::ones([1, 3], &device),
+            mask: Tensor::from_data(TensorData::new(vec![true; 3], [1, 3]), &device),
+        };
+        let cfg = Stage1LossConfig::new().with_bank_capacity(0);
+        let bank = cfg.init_bank();
+        let beta = cfg.smooth_l1_beta;
+        let all = cfg.loss(&out, &traj, &[1], &bank);
+        let first = cfg.loss_on_first_boxes(&out, &traj, &[1], &bank, 1);
+        let two = cfg.loss_on_first_boxes(&out, &traj, &[1], &bank, 2);
+        let wide = cfg.loss_on_first_boxes(&out, &traj, &[1], &bank, 30);
+        assert!(scalar(first.boxes.clone()).abs() < TOL, "step 1 has no error");
+        let (e2, e3) = (0.3 - 0.5 * beta, 0.6 - 0.5 * beta);
+        assert!((scalar(two.boxes) - e2 / 2.0).abs() < TOL);
+        assert!((scalar(all.boxes.clone()) - (e2 + e3) / 3.0).abs() < TOL);
+        assert_eq!(scalar(wide.boxes), scalar(all.boxes));
+        assert_eq!(scalar(first.validity), scalar(all.validity.clone()));
+        assert_eq!(scalar(first.cls), scalar(all.cls));
+        assert!((scalar(first.traj) - scalar(all.validity)).abs() < TOL);
     }
 
     /// Reference SupCon by plain loops over the formula in [`supcon_loss`].

@@ -106,6 +106,10 @@ pub struct DeperConfig {
     /// Learned queries pooled into `z_s`.
     #[config(default = 1)]
     pub n_subject_queries: usize,
+    /// Learned queries whose outputs form `z_scan`; 1 in the authors' code. More let the
+    /// decoder read more of a trajectory's steps (see [`crate::extractor`]).
+    #[config(default = 1)]
+    pub n_scan_queries: usize,
     /// Dropout everywhere.
     #[config(default = 0.1)]
     pub dropout: f64,
@@ -151,8 +155,8 @@ pub struct Deper<B: Backend> {
 pub struct DeperOutput<B: Backend> {
     /// Subject embedding `[batch, d]`.
     pub z_s: Tensor<B, 2>,
-    /// Scanpath latent `[batch, d]`.
-    pub z_scan: Tensor<B, 2>,
+    /// Scanpath latent `[batch, n_scan_queries, d]`.
+    pub z_scan: Tensor<B, 3>,
     /// `[batch, num_subjects]`.
     pub subject_logits: Tensor<B, 2>,
     /// `[batch, 30, 4]`, ordered boxes in `[0, 1]`.
@@ -185,6 +189,7 @@ impl DeperConfig {
                 .with_d_model(d)
                 .with_n_heads(self.n_heads)
                 .with_n_subject_queries(self.n_subject_queries)
+                .with_n_scan_queries(self.n_scan_queries)
                 .with_dropout(self.dropout)
                 .init(device),
             decoder: TrajectoryDecoderConfig::new()

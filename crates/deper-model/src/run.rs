@@ -42,6 +42,9 @@ pub struct ModelSettings {
     /// Add token-index position encodings to the caption tokens (see
     /// [`DeperConfig::caption_positions`]).
     pub caption_positions: bool,
+    /// Learned queries behind the scanpath latent `z_scan` (see
+    /// [`DeperConfig::n_scan_queries`]); 1, the authors' form, by default and in older runs.
+    pub scan_queries: usize,
 }
 
 impl Default for ModelSettings {
@@ -58,6 +61,7 @@ impl Default for ModelSettings {
             no_trajectory: false,
             image_positions: true,
             caption_positions: true,
+            scan_queries: 1,
         }
     }
 }
@@ -87,6 +91,7 @@ pub fn deper_config(
         .with_no_trajectory(model.no_trajectory)
         .with_image_positions(model.image_positions)
         .with_caption_positions(model.caption_positions)
+        .with_n_scan_queries(model.scan_queries)
 }
 
 /// Fills in, in a parsed `run.json`, the model settings that runs written before they existed
@@ -162,6 +167,9 @@ impl RunModel {
                 m.d_model, m.n_heads
             ));
         }
+        if m.scan_queries == 0 {
+            return Err("run.json: config.model.scan_queries must be at least 1".into());
+        }
         if run.vocab.is_empty() || run.subjects.is_empty() {
             return Err("run.json: vocab and subjects must not be empty".into());
         }
@@ -208,9 +216,11 @@ mod tests {
         assert_eq!(c.decoder_layers, ModelSettings::default().decoder_layers);
         // Written before the setting existed: trained without image positions.
         assert!(!c.image_positions && !c.caption_positions);
-        let text = text.replace(r#""token_dim":8"#, r#""token_dim":8,"image_positions":true"#);
+        assert_eq!(c.n_scan_queries, 1);
+        let text = text.replace(r#""token_dim":8"#, r#""token_dim":8,"image_positions":true,"scan_queries":6"#);
         let c = RunModel::from_json(&text).unwrap().model_config();
         assert!(c.image_positions && !c.caption_positions);
+        assert_eq!(c.n_scan_queries, 6);
         // No model section at all: the paper sizes, without positions.
         let bare = r#"{"stage":"stage1","config":{},"subjects":["a"],"vocab":["x"],"feature_grid":[1,1,1]}"#;
         let c = RunModel::from_json(bare).unwrap().model_config();

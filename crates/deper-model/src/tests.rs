@@ -99,13 +99,20 @@ fn deper_output_shapes_in_every_mode() {
             tiny_config(5).with_encoder_form(form).with_no_trajectory(no_traj).init(&device);
         let out = model.forward(b.patches.clone(), b.caption_ids.clone(), b.caption_mask.clone(), &short);
         assert_eq!(out.z_s.dims(), [3, 32], "{form:?} {no_traj}");
-        assert_eq!(out.z_scan.dims(), [3, 32]);
+        assert_eq!(out.z_scan.dims(), [3, 1, 32]);
         assert_eq!(out.subject_logits.dims(), [3, 5]);
         assert_eq!(out.pred_boxes.dims(), [3, 30, 4]);
         assert_eq!(out.pred_valid_logits.dims(), [3, 30]);
         let z: Vec<f32> = out.z_s.into_data().to_vec().unwrap();
         assert!(z.iter().all(|v| v.is_finite()));
     }
+    // Several scan queries: `z_scan` is a set of tokens, everything else keeps its shape.
+    let model: Deper<TestBackend> = tiny_config(5).with_n_scan_queries(4).init(&device);
+    let out = model.forward(b.patches.clone(), b.caption_ids.clone(), b.caption_mask.clone(), &short);
+    assert_eq!(out.z_s.dims(), [3, 32]);
+    assert_eq!(out.z_scan.dims(), [3, 4, 32]);
+    assert_eq!(out.pred_boxes.dims(), [3, 30, 4]);
+    assert_eq!(out.pred_valid_logits.dims(), [3, 30]);
 }
 
 /// The browser's path (RoI pooling weights built on the host) gives exactly the outputs of the
@@ -139,11 +146,17 @@ fn padding_content_does_not_change_outputs() {
         mask: b.traj.mask.clone(),
     };
     let noisy_ids = b.caption_ids.clone().mask_fill(b.caption_mask.clone().bool_not(), 7);
-    for form in [EncoderForm::Interleaved, EncoderForm::Sequential, EncoderForm::SequentialRefined] {
-        let model: Deper<TestBackend> = tiny_config(3).with_encoder_form(form).init(&device);
+    for (form, scan_queries) in [
+        (EncoderForm::Interleaved, 1),
+        (EncoderForm::Sequential, 1),
+        (EncoderForm::SequentialRefined, 1),
+        (EncoderForm::Interleaved, 3),
+    ] {
+        let model: Deper<TestBackend> =
+            tiny_config(3).with_encoder_form(form).with_n_scan_queries(scan_queries).init(&device);
         let clean = model.forward(b.patches.clone(), b.caption_ids.clone(), b.caption_mask.clone(), &b.traj);
         let noisy = model.forward(b.patches.clone(), noisy_ids.clone(), b.caption_mask.clone(), &noisy);
-        for (x, y) in [(clean.z_s, noisy.z_s), (clean.z_scan, noisy.z_scan)] {
+        for (x, y) in [(clean.z_s, noisy.z_s), (clean.z_scan.flatten(1, 2), noisy.z_scan.flatten(1, 2))] {
             let diff = (x - y).abs().max().into_scalar();
             assert!(diff < 1e-5, "{form:?}: {diff}");
         }
@@ -297,7 +310,7 @@ fn cpu_and_wgpu_forward_agree() {
         };
         let host = |t: Tensor<Wgpu, 2>| -> Vec<f32> { t.into_data().to_vec().unwrap() };
         worst("z_s", out.z_s, host(out_gpu.z_s));
-        worst("z_scan", out.z_scan, host(out_gpu.z_scan));
+        worst("z_scan", out.z_scan.flatten(1, 2), host(out_gpu.z_scan.flatten(1, 2)));
         worst("subject_logits", out.subject_logits, host(out_gpu.subject_logits));
         worst("pred_boxes", out.pred_boxes.flatten(1, 2), host(out_gpu.pred_boxes.flatten(1, 2)));
         worst("pred_valid_logits", out.pred_valid_logits, host(out_gpu.pred_valid_logits));

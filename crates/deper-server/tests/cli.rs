@@ -229,6 +229,22 @@ fn train_stage1_on_two_devices_writes_a_run_that_evaluates() {
     assert_eq!(last["epoch"], 1);
     let report = ok_json(&["eval-fewshot", "--run", s(&run), "--data", s(&world), "--shots", "3", "--json"]);
     assert!(report["seen_acc"].as_f64().is_some(), "{report}");
+    // Per step IoU, first step first, for the decoder and for the mean-trajectory baseline.
+    for key in ["box_iou_by_step", "mean_trajectory_iou_by_step"] {
+        let steps = report[key].as_array().unwrap_or_else(|| panic!("{key}: {report}"));
+        assert!(!steps.is_empty() && steps.iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())), "{report}");
+    }
+
+    // The model fields of `--config` go over `--preset`, the rest comes from the preset.
+    std::fs::write(&config, r#"{"model": {"dropout": 0.0, "encoder_layers": 1, "decoder_layers": 1}}"#).unwrap();
+    let tiny_run = dir.path().join("tiny");
+    let tiny_args =
+        ["train", "stage1", "--data", s(&world), "--out", s(&tiny_run), "--config", s(&config), "--preset", "tiny"];
+    ok_json(&[&tiny_args[..], &["--epochs", "1"]].concat());
+    let run_json: Value = serde_json::from_str(&std::fs::read_to_string(tiny_run.join("run.json")).unwrap()).unwrap();
+    let model = &run_json["config"]["model"];
+    assert_eq!((model["d_model"].as_u64(), model["token_dim"].as_u64()), (Some(64), Some(32)), "{model}");
+    assert_eq!((model["dropout"].as_f64(), model["encoder_layers"].as_u64()), (Some(0.0), Some(1)), "{model}");
 
     let twice = deper(&[&args[..], &["--device", "cuda", "--devices", "0,0"]].concat());
     assert!(!twice.status.success());

@@ -484,6 +484,11 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     assert_eq!(status, 422, "params without a dataset: {body}");
     let (status, body) = s.api.post("/api/jobs", s.r(), &json!({"kind": "sing", "params": {}})).await;
     assert_eq!(status, 422, "{body}");
+    // A misspelt model field over a preset is refused before queueing, and named.
+    let params = json!({"dataset": "x", "preset": "tiny", "config": {"model": {"dropot": 0.0}}});
+    let (status, body) = s.api.post("/api/jobs", s.r(), &json!({"kind": "train_stage1", "params": params})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("dropot"), "{body}");
 
     // Features first, as their own job; training then finds them.
     let (status, job) =

@@ -95,7 +95,7 @@ fn run<B: AutodiffBackend>(name: &str, opts: &Options, device: B::Device) -> Res
     }
 
     let mut step = |model: Deper<B>| {
-        let (losses, grads, z_s) = stage1::batch_gradients(&model, &batch, &loss_config, &bank);
+        let (losses, grads, z_s) = stage1::batch_gradients(&model, &batch, &loss_config, &bank, usize::MAX);
         let model = optim.step(config.train.lr, model, grads);
         bank.update(z_s, &batch.labels);
         (model, losses.total)

@@ -23,6 +23,35 @@ pub struct SeenMetrics {
     pub macro_f1: f64,
     /// Mean IoU of predicted vs. true boxes over the true steps.
     pub box_iou: f64,
+    /// Mean IoU at each step index (first step first) over the samples that reach it.
+    pub box_iou_by_step: Vec<f64>,
+}
+
+/// Sums and counts of box IoU per step index, for [`StepIou::means`].
+#[derive(Debug, Clone, Default)]
+pub struct StepIou {
+    sums: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl StepIou {
+    /// Adds one trajectory's predicted boxes against its true steps; a true step without a
+    /// predicted box scores 0, as in [`trajectory_iou`].
+    pub fn add(&mut self, pred: &[BBox], truth: &Trajectory) {
+        for (k, step) in truth.steps.iter().take(MAX_STEPS).enumerate() {
+            if self.sums.len() <= k {
+                self.sums.resize(k + 1, 0.0);
+                self.counts.resize(k + 1, 0);
+            }
+            self.sums[k] += pred.get(k).map_or(0.0, |p| p.iou(&step.bbox));
+            self.counts[k] += 1;
+        }
+    }
+
+    /// Mean IoU per step index.
+    pub fn means(&self) -> Vec<f64> {
+        self.sums.iter().zip(&self.counts).map(|(s, &n)| s / n as f64).collect()
+    }
 }
 
 /// Model outputs for a set of samples, on the host.
@@ -129,17 +158,19 @@ pub fn evaluate_seen<B: Backend>(
     let out = run_model(model, prep, indices, batch_size, device)?;
     let truth: Vec<usize> = indices.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
     let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &out.predicted_subject);
-    let (mut iou, mut steps) = (0.0, 0usize);
+    let (mut iou, mut steps, mut by_step) = (0.0, 0usize, StepIou::default());
     for (k, &i) in indices.iter().enumerate() {
         let (s, n) = trajectory_iou(&out.boxes[k], &prep.samples[i].trajectory);
         iou += s;
         steps += n;
+        by_step.add(&out.boxes[k], &prep.samples[i].trajectory);
     }
     Ok(SeenMetrics {
         samples: indices.len(),
         accuracy,
         macro_f1,
         box_iou: if steps == 0 { 0.0 } else { iou / steps as f64 },
+        box_iou_by_step: by_step.means(),
     })
 }
 
@@ -195,6 +226,10 @@ pub struct FewShotReport {
     pub box_iou: f64,
     /// Mean box IoU of the per-subject mean-trajectory baseline on the same samples.
     pub mean_trajectory_iou: f64,
+    /// `box_iou` at each step index (first step first), over the samples that reach it.
+    pub box_iou_by_step: Vec<f64>,
+    /// `mean_trajectory_iou` at each step index.
+    pub mean_trajectory_iou_by_step: Vec<f64>,
     pub shots: usize,
     pub seen_samples: usize,
     pub unseen_subjects: usize,
@@ -228,13 +263,14 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
 
     let seen = evaluate_seen(&model, &prep, &prep.partition.test, batch, device)?;
     let means = mean_trajectories(&prep, &prep.partition.train);
-    let (mut base, mut steps) = (0.0, 0usize);
+    let (mut base, mut steps, mut base_by_step) = (0.0, 0usize, StepIou::default());
     for &i in &prep.partition.test {
         let s = &prep.samples[i];
         if let Some(mean) = means.get(&s.subject) {
             let (sum, n) = trajectory_iou(mean, &s.trajectory);
             base += sum;
             steps += n;
+            base_by_step.add(mean, &s.trajectory);
         }
     }
 
@@ -246,6 +282,8 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
         unseen_macro_f1: unseen.macro_f1,
         box_iou: seen.box_iou,
         mean_trajectory_iou: if steps == 0 { 0.0 } else { base / steps as f64 },
+        box_iou_by_step: seen.box_iou_by_step,
+        mean_trajectory_iou_by_step: base_by_step.means(),
         shots,
         seen_samples: prep.partition.test.len(),
         unseen_subjects: unseen.subjects,
@@ -439,6 +477,28 @@ mod tests {
         assert!((a[0].x1 - 0.1).abs() < 1e-12 && (a[0].x2 - 0.3).abs() < 1e-12, "{a:?}");
         assert!((a[1].x1 - 0.4).abs() < 1e-12 && (a[1].x2 - 0.6).abs() < 1e-12, "{a:?}");
         assert_eq!(means["b"].len(), 1);
+
+        // Per step: step 1 of sample 0 against `a`'s mean [.1, .3] × [0, .5] (IoU ⅓ with [0, .2]),
+        // step 2 exact (1); sample 2 (`b`) reaches step 1 only, exact. Sample 1's step 1 [.2, .4]
+        // overlaps the mean by [.2, .3] (⅓). Sums agree with `trajectory_iou`.
+        let mut by_step = StepIou::default();
+        let (mut total, mut n) = (0.0, 0);
+        for (i, subject) in [(0, "a"), (1, "a"), (2, "b")] {
+            by_step.add(&means[subject], &samples[i].trajectory);
+            let (s, k) = trajectory_iou(&means[subject], &samples[i].trajectory);
+            total += s;
+            n += k;
+        }
+        let per_step = by_step.means();
+        assert_eq!(per_step.len(), 2);
+        assert!((per_step[0] - (1.0 / 3.0 + 1.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12, "{per_step:?}");
+        assert!((per_step[1] - 1.0).abs() < 1e-12, "{per_step:?}");
+        assert!((total / n as f64 - (1.0 / 3.0 + 1.0 + 1.0 / 3.0 + 1.0) / 4.0).abs() < 1e-12);
+        // A prediction shorter than the truth scores 0 on the missing steps.
+        let mut short = StepIou::default();
+        short.add(&means["b"], &samples[0].trajectory);
+        assert_eq!(short.means().len(), 2);
+        assert_eq!(short.means()[1], 0.0);
     }
 
     #[test]

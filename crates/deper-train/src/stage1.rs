@@ -52,11 +52,49 @@ pub struct LossSettings {
     pub w_con: f64,
     pub temperature: f64,
     pub bank_capacity: usize,
+    /// A box-loss curriculum, not in the paper (0, the default, is off): the box term covers the
+    /// first `1 + ⌊optimizer step / box_curriculum_steps⌋` steps of each trajectory, so the
+    /// decoder learns step 1 before it has to place every step (see
+    /// [`Stage1LossConfig::loss_on_first_boxes`]). The validity term always covers all steps.
+    pub box_curriculum_steps: usize,
+    /// Trajectory-only start, not in the paper (0, the default, is off): for the first this many
+    /// optimizer steps `w_cls` and `w_con` are 0. On the synthetic world, any subject loss, even
+    /// ramped up from 0, lets the decoder settle on each subject's mean place through FiLM from
+    /// `z_s` before it learns to read a step from `z_scan` (see the README's stage-1 notes).
+    pub trajectory_only_steps: usize,
 }
 
 impl Default for LossSettings {
     fn default() -> Self {
-        Self { w_traj: 1.0, w_cls: 1.0, w_con: 0.1, temperature: 0.07, bank_capacity: 4096 }
+        Self {
+            w_traj: 1.0,
+            w_cls: 1.0,
+            w_con: 0.1,
+            temperature: 0.07,
+            bank_capacity: 4096,
+            box_curriculum_steps: 0,
+            trajectory_only_steps: 0,
+        }
+    }
+}
+
+impl LossSettings {
+    /// How many leading steps the box term covers at optimizer step `step` (all when off).
+    pub fn box_steps_at(&self, step: usize) -> usize {
+        match self.box_curriculum_steps {
+            0 => usize::MAX,
+            every => 1 + step / every,
+        }
+    }
+
+    /// The factor on `w_cls` and `w_con` at optimizer step `step`: 0 during the trajectory-only
+    /// start, else 1.
+    pub fn subject_weight_at(&self, step: usize) -> f64 {
+        if step < self.trajectory_only_steps {
+            0.0
+        } else {
+            1.0
+        }
     }
 }
 
@@ -167,8 +205,39 @@ pub struct Stage1Config {
 
 impl Stage1Config {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_over_preset(path, None)
+    }
+
+    /// Reads `--config FILE` over a model preset (see [`Stage1Config::from_json_over_preset`]).
+    pub fn load_over_preset(path: &Path, preset: Option<ModelSettings>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io { path: path.into(), source: e })?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_json_over_preset(value, preset).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// A config from its JSON, with `preset` (if any) as the model section's base: the preset's
+    /// sizes, then each `model` field the JSON sets (`{"model": {"dropout": 0.0}}` with the tiny
+    /// preset is the tiny network without dropout). Errors name the field.
+    pub fn from_json_over_preset(
+        mut value: serde_json::Value,
+        preset: Option<ModelSettings>,
+    ) -> std::result::Result<Self, String> {
+        if let Some(preset) = preset {
+            let Some(config) = value.as_object_mut() else {
+                return Err("a stage-1 config must be a JSON object".into());
+            };
+            let mut model = serde_json::to_value(preset).map_err(|e| e.to_string())?;
+            if let (Some(base), Some(given)) =
+                (model.as_object_mut(), config.get("model").and_then(serde_json::Value::as_object))
+            {
+                for (field, v) in given {
+                    base.insert(field.clone(), v.clone());
+                }
+            }
+            config.insert("model".into(), model);
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -180,6 +249,9 @@ impl Stage1Config {
                 "model.d_model {} must be a positive multiple of 4 and of model.n_heads {}",
                 m.d_model, m.n_heads
             ));
+        }
+        if m.scan_queries == 0 || m.scan_queries > deper_core::MAX_STEPS {
+            return bad(format!("model.scan_queries {} must be 1..={}", m.scan_queries, deper_core::MAX_STEPS));
         }
         if t.epochs == 0 || t.batch_size == 0 || t.grad_accum == 0 {
             return bad("train.epochs, train.batch_size and train.grad_accum must be at least 1".into());
@@ -198,6 +270,15 @@ impl Stage1Config {
             .with_w_con(self.loss.w_con)
             .with_temperature(self.loss.temperature)
             .with_bank_capacity(self.loss.bank_capacity)
+    }
+
+    /// [`Stage1Config::loss_config`] at optimizer step `step` (subject weights 0 during the
+    /// trajectory-only start).
+    pub fn loss_config_at(&self, step: usize) -> Stage1LossConfig {
+        let factor = self.loss.subject_weight_at(step);
+        let config = self.loss_config();
+        let (w_cls, w_con) = (config.w_cls * factor, config.w_con * factor);
+        config.with_w_cls(w_cls).with_w_con(w_con)
     }
 }
 
@@ -680,7 +761,9 @@ fn train_peer<B: AutodiffBackend>(
         for (b, chunk) in order.chunks(batch_size).filter(|c| c.len() >= peer.count).enumerate() {
             let samples: Vec<&Sample> = peer.shard(chunk).iter().map(|&i| &prep.samples[i]).collect();
             let step = make_batch::<B>(&samples, &prep.features, device).map(|batch| {
-                let (losses, grads, z_s) = batch_gradients(&model, &batch, &loss_config, &bank);
+                let box_steps = config.loss.box_steps_at(optimizer_step);
+                let loss_config = config.loss_config_at(optimizer_step);
+                let (losses, grads, z_s) = batch_gradients(&model, &batch, &loss_config, &bank, box_steps);
                 (losses, grads, z_s, batch.labels)
             });
             let local = match &step {
@@ -824,17 +907,19 @@ pub struct BatchLosses {
 
 /// What a stage-1 training step does before the optimizer: forward, the stage-1 losses (read back,
 /// which waits for the device) and backward. Returns the losses, the gradients and the detached
-/// `z_s` for [`SubjectMemoryBank::update`] after the step. The training loop and
-/// `examples/stage1_bench.rs` share it.
+/// `z_s` for [`SubjectMemoryBank::update`] after the step. The box term covers the first
+/// `box_steps` steps (`usize::MAX`: all; see [`LossSettings::box_curriculum_steps`]). The training
+/// loop and `examples/stage1_bench.rs` share it.
 pub fn batch_gradients<B: AutodiffBackend>(
     model: &Deper<B>,
     batch: &Batch<B>,
     loss_config: &Stage1LossConfig,
     bank: &SubjectMemoryBank,
+    box_steps: usize,
 ) -> (BatchLosses, GradientsParams, Tensor<B, 2>) {
     let out =
         model.forward(batch.patches.clone(), batch.caption_ids.clone(), batch.caption_mask.clone(), &batch.trajectory);
-    let losses = loss_config.loss(&out, &batch.trajectory, &batch.labels, bank);
+    let losses = loss_config.loss_on_first_boxes(&out, &batch.trajectory, &batch.labels, bank, box_steps);
     let values = BatchLosses {
         total: scalar(&losses.total),
         traj: scalar(&losses.traj),
@@ -863,6 +948,57 @@ pub fn append_jsonl<T: Serialize>(path: &Path, metrics: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_fields_refine_the_preset() {
+        let json = serde_json::json!({"model": {"dropout": 0.0, "scan_queries": 3}, "train": {"lr": 0.002}});
+        let c = Stage1Config::from_json_over_preset(json.clone(), Some(ModelSettings::tiny())).unwrap();
+        let tiny = ModelSettings::tiny();
+        assert_eq!((c.model.d_model, c.model.n_heads, c.model.token_dim), (tiny.d_model, tiny.n_heads, tiny.token_dim));
+        assert_eq!((c.model.dropout, c.model.scan_queries, c.train.lr), (0.0, 3, 0.002));
+        // Without a preset the file's fields go over the paper defaults.
+        let c = Stage1Config::from_json_over_preset(json, None).unwrap();
+        assert_eq!((c.model.d_model, c.model.dropout), (ModelSettings::default().d_model, 0.0));
+        // A preset and no model section: the preset as it is.
+        let c = Stage1Config::from_json_over_preset(serde_json::json!({}), Some(ModelSettings::tiny())).unwrap();
+        assert_eq!(c.model, ModelSettings::tiny());
+        let err = Stage1Config::from_json_over_preset(
+            serde_json::json!({"model": {"dropot": 0.0}}),
+            Some(ModelSettings::tiny()),
+        )
+        .unwrap_err();
+        assert!(err.contains("dropot"), "{err}");
+        let err =
+            Stage1Config::from_json_over_preset(serde_json::json!({"model": {"d_model": "big"}}), None).unwrap_err();
+        assert!(err.contains("model.d_model"), "{err}");
+    }
+
+    #[test]
+    fn box_curriculum_adds_a_step_every_n_optimizer_steps() {
+        let off = LossSettings::default();
+        assert_eq!(off.box_steps_at(0), usize::MAX);
+        assert_eq!(off.box_steps_at(10_000), usize::MAX);
+        let on: LossSettings = serde_json::from_str(r#"{"box_curriculum_steps": 50}"#).unwrap();
+        assert_eq!((on.w_traj, on.w_cls), (1.0, 1.0));
+        assert_eq!([on.box_steps_at(0), on.box_steps_at(49), on.box_steps_at(50), on.box_steps_at(149)], [1, 1, 2, 3]);
+    }
+
+    #[test]
+    fn subject_losses_start_after_the_trajectory_only_steps() {
+        let off = Stage1Config::default();
+        assert_eq!((off.loss_config_at(0).w_cls, off.loss_config_at(0).w_con), (1.0, 0.1));
+        let mut on = Stage1Config::default();
+        on.loss.trajectory_only_steps = 100;
+        on.loss.w_cls = 2.0;
+        let at = |step| {
+            let c = on.loss_config_at(step);
+            (c.w_traj, c.w_cls, c.w_con)
+        };
+        assert_eq!(at(0), (1.0, 0.0, 0.0));
+        assert_eq!(at(99), (1.0, 0.0, 0.0));
+        assert_eq!(at(100), (1.0, 2.0, 0.1));
+        assert_eq!(at(5000), (1.0, 2.0, 0.1));
+    }
 
     #[test]
     fn cosine_schedule_warms_up_then_decays_to_a_tenth() {

@@ -128,7 +128,8 @@ pub struct Stage1Args {
     /// JSON file with `train`, `model` and `loss` sections (any subset of fields).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Network size preset: `paper` (D = 384) or `tiny` (D = 64, for CPUs and CI). Overrides the config's model section.
+    /// Network size preset: `paper` (D = 384) or `tiny` (D = 64, for CPUs and CI). The model
+    /// fields a `--config` file sets go over it.
     #[arg(long)]
     pub preset: Option<Preset>,
     #[arg(long)]
@@ -164,20 +165,15 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Stage2(args) => super::personal::train_stage2(args),
         TrainCommand::Stage1(args) => {
-            let mut config = match &args.config {
-                Some(path) => Stage1Config::load(path)?,
-                None => Stage1Config::default(),
+            let preset = args.preset.map(|p| match p {
+                Preset::Paper => ModelSettings::default(),
+                Preset::Tiny => ModelSettings::tiny(),
+            });
+            let mut config = match (&args.config, preset) {
+                (Some(path), preset) => Stage1Config::load_over_preset(path, preset)?,
+                (None, Some(model)) => Stage1Config { model, ..Stage1Config::default() },
+                (None, None) => Stage1Config::default(),
             };
-            match args.preset {
-                Some(Preset::Paper) => {
-                    config.model =
-                        ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::default() }
-                }
-                Some(Preset::Tiny) => {
-                    config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::tiny() }
-                }
-                None => {}
-            }
             if let Some(e) = args.epochs {
                 config.train.epochs = e;
             }

@@ -83,12 +83,13 @@ pub struct TrainParams {
     /// A study to export and train on (instead of `dataset`).
     #[serde(default)]
     pub study_id: Option<i64>,
-    /// `tiny` or `paper`: the network size preset (overrides `config.model`).
+    /// `tiny` or `paper`: the network size preset; the fields `config.model` sets go over it.
     #[serde(default)]
     pub preset: Option<String>,
-    /// A stage-1 config (`train`, `model`, `loss` sections, any subset of fields).
+    /// A stage-1 config (`train`, `model`, `loss` sections, any subset of fields), read with
+    /// [`Stage1Config::from_json_over_preset`].
     #[serde(default)]
-    pub config: Option<Stage1Config>,
+    pub config: Option<serde_json::Value>,
     #[serde(default)]
     pub epochs: Option<usize>,
     #[serde(default)]
@@ -170,17 +171,15 @@ impl TrainParams {
         Ok(())
     }
 
-    fn stage1_config(&self) -> Stage1Config {
-        let mut config = self.config.clone().unwrap_or_default();
-        match self.preset.as_deref() {
-            Some("tiny") => {
-                config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::tiny() }
-            }
-            Some("paper") => {
-                config.model = ModelSettings { no_trajectory: config.model.no_trajectory, ..ModelSettings::default() }
-            }
-            _ => {}
-        }
+    fn stage1_config(&self) -> Result<Stage1Config, String> {
+        let preset = match self.preset.as_deref() {
+            Some("tiny") => Some(ModelSettings::tiny()),
+            Some("paper") => Some(ModelSettings::default()),
+            _ => None,
+        };
+        let value = self.config.clone().unwrap_or_else(|| serde_json::json!({}));
+        let mut config =
+            Stage1Config::from_json_over_preset(value, preset).map_err(|e| format!("params.config: {e}"))?;
         if let Some(e) = self.epochs {
             config.train.epochs = e;
         }
@@ -190,7 +189,7 @@ impl TrainParams {
         if let Some(s) = self.seed {
             config.train.seed = s;
         }
-        config
+        Ok(config)
     }
 }
 
@@ -200,7 +199,7 @@ fn check_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
         TRAIN_STAGE1 => {
             let p: TrainParams = serde_json::from_value(params.clone()).map_err(|e| format!("params: {e}"))?;
             p.check()?;
-            p.stage1_config().validate().map_err(|e| format!("params.config: {e}"))
+            p.stage1_config()?.validate().map_err(|e| format!("params.config: {e}"))
         }
         FEATURES => {
             serde_json::from_value::<FeaturesParams>(params.clone()).map(|_| ()).map_err(|e| format!("params: {e}"))
@@ -654,7 +653,7 @@ fn train_job(
     tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Vec<NewArtifact>> {
-    let config = params.stage1_config();
+    let config = params.stage1_config().map_err(anyhow::Error::msg)?;
     prepare_dataset(dataset, &config.train.backbone, tx)?;
     let run = job_dir.join("run");
     let (mut total, mut done) = (1usize, 0usize);

@@ -27,24 +27,41 @@ pub struct SeenMetrics {
     pub box_iou_by_step: Vec<f64>,
 }
 
-/// Sums and counts of box IoU per step index, for [`StepIou::means`].
+/// Box IoU of predicted against true trajectories, summed per step index and in total, each IoU
+/// computed once ([`StepIou::mean`] is what [`trajectory_iou`] sums give, in the same order).
 #[derive(Debug, Clone, Default)]
 pub struct StepIou {
     sums: Vec<f64>,
     counts: Vec<usize>,
+    total: f64,
+    steps: usize,
 }
 
 impl StepIou {
     /// Adds one trajectory's predicted boxes against its true steps; a true step without a
     /// predicted box scores 0, as in [`trajectory_iou`].
     pub fn add(&mut self, pred: &[BBox], truth: &Trajectory) {
+        let mut sample = 0.0;
         for (k, step) in truth.steps.iter().take(MAX_STEPS).enumerate() {
             if self.sums.len() <= k {
                 self.sums.resize(k + 1, 0.0);
                 self.counts.resize(k + 1, 0);
             }
-            self.sums[k] += pred.get(k).map_or(0.0, |p| p.iou(&step.bbox));
+            let iou = pred.get(k).map_or(0.0, |p| p.iou(&step.bbox));
+            self.sums[k] += iou;
             self.counts[k] += 1;
+            sample += iou;
+        }
+        self.total += sample;
+        self.steps += truth.steps.len().min(MAX_STEPS);
+    }
+
+    /// Mean IoU over every true step added (0 without any).
+    pub fn mean(&self) -> f64 {
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.total / self.steps as f64
         }
     }
 
@@ -158,20 +175,11 @@ pub fn evaluate_seen<B: Backend>(
     let out = run_model(model, prep, indices, batch_size, device)?;
     let truth: Vec<usize> = indices.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
     let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &out.predicted_subject);
-    let (mut iou, mut steps, mut by_step) = (0.0, 0usize, StepIou::default());
+    let mut iou = StepIou::default();
     for (k, &i) in indices.iter().enumerate() {
-        let (s, n) = trajectory_iou(&out.boxes[k], &prep.samples[i].trajectory);
-        iou += s;
-        steps += n;
-        by_step.add(&out.boxes[k], &prep.samples[i].trajectory);
+        iou.add(&out.boxes[k], &prep.samples[i].trajectory);
     }
-    Ok(SeenMetrics {
-        samples: indices.len(),
-        accuracy,
-        macro_f1,
-        box_iou: if steps == 0 { 0.0 } else { iou / steps as f64 },
-        box_iou_by_step: by_step.means(),
-    })
+    Ok(SeenMetrics { samples: indices.len(), accuracy, macro_f1, box_iou: iou.mean(), box_iou_by_step: iou.means() })
 }
 
 /// The per-subject mean trajectory: at each step index, the mean box over the
@@ -263,14 +271,11 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
 
     let seen = evaluate_seen(&model, &prep, &prep.partition.test, batch, device)?;
     let means = mean_trajectories(&prep, &prep.partition.train);
-    let (mut base, mut steps, mut base_by_step) = (0.0, 0usize, StepIou::default());
+    let mut base = StepIou::default();
     for &i in &prep.partition.test {
         let s = &prep.samples[i];
         if let Some(mean) = means.get(&s.subject) {
-            let (sum, n) = trajectory_iou(mean, &s.trajectory);
-            base += sum;
-            steps += n;
-            base_by_step.add(mean, &s.trajectory);
+            base.add(mean, &s.trajectory);
         }
     }
 
@@ -281,9 +286,9 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
         unseen_acc: unseen.accuracy,
         unseen_macro_f1: unseen.macro_f1,
         box_iou: seen.box_iou,
-        mean_trajectory_iou: if steps == 0 { 0.0 } else { base / steps as f64 },
+        mean_trajectory_iou: base.mean(),
         box_iou_by_step: seen.box_iou_by_step,
-        mean_trajectory_iou_by_step: base_by_step.means(),
+        mean_trajectory_iou_by_step: base.means(),
         shots,
         seen_samples: prep.partition.test.len(),
         unseen_subjects: unseen.subjects,
@@ -490,6 +495,8 @@ mod tests {
             n += k;
         }
         let per_step = by_step.means();
+        assert_eq!(by_step.mean(), total / n as f64);
+        assert_eq!(StepIou::default().mean(), 0.0);
         assert_eq!(per_step.len(), 2);
         assert!((per_step[0] - (1.0 / 3.0 + 1.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12, "{per_step:?}");
         assert!((per_step[1] - 1.0).abs() < 1e-12, "{per_step:?}");

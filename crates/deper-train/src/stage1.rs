@@ -741,8 +741,7 @@ fn train_peer<B: AutodiffBackend>(
     }
     let leader = peer.rank == 0;
 
-    let loss_config = config.loss_config();
-    let mut bank: SubjectMemoryBank = loss_config.init_bank();
+    let mut bank: SubjectMemoryBank = config.loss_config().init_bank();
     let batch_size = config.train.batch_size;
     // A last global batch smaller than the device count cannot be shared out: all devices skip it.
     let batches_per_epoch = prep.partition.train.chunks(batch_size).filter(|c| c.len() >= peer.count).count();

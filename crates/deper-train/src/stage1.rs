@@ -62,6 +62,11 @@ pub struct LossSettings {
     /// ramped up from 0, lets the decoder settle on each subject's mean place through FiLM from
     /// `z_s` before it learns to read a step from `z_scan` (see the README's stage-1 notes).
     pub trajectory_only_steps: usize,
+    /// After the trajectory-only start, `w_cls` and `w_con` rise linearly from 0 to their full
+    /// value over this many optimizer steps (0, the default, switches them on at once). Switched
+    /// on at full weight, the subject losses' large early gradients fill the clipped gradient norm
+    /// and the decoder loses most of what it learnt in the trajectory-only start.
+    pub subject_ramp_steps: usize,
 }
 
 impl Default for LossSettings {
@@ -74,6 +79,7 @@ impl Default for LossSettings {
             bank_capacity: 4096,
             box_curriculum_steps: 0,
             trajectory_only_steps: 0,
+            subject_ramp_steps: 0,
         }
     }
 }
@@ -88,12 +94,14 @@ impl LossSettings {
     }
 
     /// The factor on `w_cls` and `w_con` at optimizer step `step`: 0 during the trajectory-only
-    /// start, else 1.
+    /// start, then a linear ramp to 1 over `subject_ramp_steps`.
     pub fn subject_weight_at(&self, step: usize) -> f64 {
-        if step < self.trajectory_only_steps {
-            0.0
-        } else {
-            1.0
+        let Some(since_start) = step.checked_sub(self.trajectory_only_steps) else {
+            return 0.0;
+        };
+        match self.subject_ramp_steps {
+            0 => 1.0,
+            ramp => ((since_start + 1) as f64 / ramp as f64).min(1.0),
         }
     }
 }
@@ -997,6 +1005,16 @@ mod tests {
         assert_eq!(at(99), (1.0, 0.0, 0.0));
         assert_eq!(at(100), (1.0, 2.0, 0.1));
         assert_eq!(at(5000), (1.0, 2.0, 0.1));
+    }
+
+    #[test]
+    fn subject_losses_ramp_up_after_the_trajectory_only_steps() {
+        let ramped: LossSettings =
+            serde_json::from_str(r#"{"trajectory_only_steps": 100, "subject_ramp_steps": 4}"#).unwrap();
+        let factors: Vec<f64> = (98..106).map(|step| ramped.subject_weight_at(step)).collect();
+        assert_eq!(factors, [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
+        let from_the_start: LossSettings = serde_json::from_str(r#"{"subject_ramp_steps": 2}"#).unwrap();
+        assert_eq!([0, 1, 2].map(|step| from_the_start.subject_weight_at(step)), [0.5, 1.0, 1.0]);
     }
 
     #[test]

@@ -71,6 +71,18 @@ impl ModelSettings {
     pub fn tiny() -> Self {
         Self { d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, token_dim: 32, ..Self::default() }
     }
+
+    /// The preset names the CLI and the server accept: `paper` (the default sizes) and `tiny`.
+    pub const PRESETS: [&'static str; 2] = ["paper", "tiny"];
+
+    /// The preset called `name`, if there is one.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "paper" => Some(Self::default()),
+            "tiny" => Some(Self::tiny()),
+            _ => None,
+        }
+    }
 }
 
 /// The network of a run: `model` sizes, patch channels from `feature_grid` (`[h, w, c]`),

@@ -489,6 +489,10 @@ async fn training_job_runs_reports_progress_and_yields_a_checkpoint(s: &Server) 
     let (status, body) = s.api.post("/api/jobs", s.r(), &json!({"kind": "train_stage1", "params": params})).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("dropot"), "{body}");
+    let params = json!({"dataset": "x", "preset": "huge"});
+    let (status, body) = s.api.post("/api/jobs", s.r(), &json!({"kind": "train_stage1", "params": params})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("`preset` must be `paper` or `tiny`, not `huge`"), "{body}");
 
     // Features first, as their own job; training then finds them.
     let (status, job) =

@@ -138,3 +138,43 @@ fn bad_inputs_give_errors_that_say_which() {
     let err = features::extract(&ds, features::PIXEL_STATS, &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("scene_0003.png"), "{err}");
 }
+
+/// The loss schedule of `loss.trajectory_only_steps` and `loss.subject_ramp_steps` reaches the
+/// training loop: metrics.jsonl's `train_loss` is the weighted sum of its logged parts.
+#[test]
+fn subject_loss_schedule_weights_the_logged_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = world(dir.path());
+    let device = Default::default();
+    let epoch_losses = |name: &str, trajectory_only_steps: usize, subject_ramp_steps: usize| {
+        let mut config = tiny(2);
+        config.loss.trajectory_only_steps = trajectory_only_steps;
+        config.loss.subject_ramp_steps = subject_ramp_steps;
+        let run = dir.path().join(name);
+        stage1::train::<Train>(&data, &run, config, false, &device, &mut |_| {}).unwrap();
+        metrics_lines(&run)
+            .iter()
+            .map(|m| {
+                let f = |key: &str| m[key].as_f64().unwrap();
+                (f("train_loss"), f("train_traj_loss"), f("train_cls_loss"), f("train_con_loss"))
+            })
+            .collect::<Vec<_>>()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(1.0);
+
+    for (total, traj, cls, con) in epoch_losses("default", 0, 0) {
+        assert!(cls > 0.1 && con > 0.1, "{cls} {con}");
+        assert!(close(total, traj + cls + 0.1 * con), "{total} vs {traj} + {cls} + 0.1·{con}");
+    }
+    // Trajectory only for longer than the run: the subject losses are logged but weigh nothing.
+    for (total, traj, cls, con) in epoch_losses("trajectory_only", 1_000_000, 0) {
+        assert!(cls > 0.1 && con > 0.1, "{cls} {con}");
+        assert!(close(total, traj), "{total} vs {traj}");
+    }
+    // A ramp far longer than the run: after the first step the subject losses weigh at most
+    // steps / ramp, a few millionths here, but not nothing.
+    for (total, traj, cls, con) in epoch_losses("ramp", 0, 1_000_000) {
+        let extra = total - traj;
+        assert!(extra > 0.0 && extra <= 100e-6 * (cls + 0.1 * con), "{extra} with cls {cls}, con {con}");
+    }
+}

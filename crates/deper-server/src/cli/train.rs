@@ -130,8 +130,8 @@ pub struct Stage1Args {
     pub config: Option<PathBuf>,
     /// Network size preset: `paper` (D = 384) or `tiny` (D = 64, for CPUs and CI). The model
     /// fields a `--config` file sets go over it.
-    #[arg(long)]
-    pub preset: Option<Preset>,
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ModelSettings::PRESETS))]
+    pub preset: Option<String>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -155,20 +155,11 @@ pub struct Stage1Args {
     pub devices: Option<Vec<usize>>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Preset {
-    Paper,
-    Tiny,
-}
-
 pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Stage2(args) => super::personal::train_stage2(args),
         TrainCommand::Stage1(args) => {
-            let preset = args.preset.map(|p| match p {
-                Preset::Paper => ModelSettings::default(),
-                Preset::Tiny => ModelSettings::tiny(),
-            });
+            let preset = args.preset.as_deref().and_then(ModelSettings::preset);
             let mut config = match (&args.config, preset) {
                 (Some(path), preset) => Stage1Config::load_over_preset(path, preset)?,
                 (None, Some(model)) => Stage1Config { model, ..Stage1Config::default() },

@@ -161,8 +161,9 @@ impl TrainParams {
             _ => {}
         }
         if let Some(p) = &self.preset {
-            if p != "tiny" && p != "paper" {
-                return Err(format!("`preset` must be `tiny` or `paper`, not `{p}`"));
+            if ModelSettings::preset(p).is_none() {
+                let names = ModelSettings::PRESETS.map(|n| format!("`{n}`")).join(" or ");
+                return Err(format!("`preset` must be {names}, not `{p}`"));
             }
         }
         if self.epochs == Some(0) || self.batch_size == Some(0) {
@@ -172,11 +173,7 @@ impl TrainParams {
     }
 
     fn stage1_config(&self) -> Result<Stage1Config, String> {
-        let preset = match self.preset.as_deref() {
-            Some("tiny") => Some(ModelSettings::tiny()),
-            Some("paper") => Some(ModelSettings::default()),
-            _ => None,
-        };
+        let preset = self.preset.as_deref().and_then(ModelSettings::preset);
         let value = self.config.clone().unwrap_or_else(|| serde_json::json!({}));
         let mut config =
             Stage1Config::from_json_over_preset(value, preset).map_err(|e| format!("params.config: {e}"))?;

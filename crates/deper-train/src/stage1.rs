@@ -58,8 +58,8 @@ pub struct LossSettings {
     /// [`Stage1LossConfig::loss_on_first_boxes`]). The validity term always covers all steps.
     pub box_curriculum_steps: usize,
     /// Trajectory-only start, not in the paper (0, the default, is off): for the first this many
-    /// optimizer steps `w_cls` and `w_con` are 0. On the synthetic world, any subject loss, even
-    /// ramped up from 0, lets the decoder settle on each subject's mean place through FiLM from
+    /// optimizer steps `w_cls` and `w_con` are 0. On the synthetic world, any subject loss from
+    /// step 0, even one ramped up from 0, lets the decoder settle on each subject's mean place through FiLM from
     /// `z_s` before it learns to read a step from `z_scan` (see the README's stage-1 notes).
     pub trajectory_only_steps: usize,
     /// After the trajectory-only start, `w_cls` and `w_con` rise linearly from 0 to their full
@@ -280,8 +280,8 @@ impl Stage1Config {
             .with_bank_capacity(self.loss.bank_capacity)
     }
 
-    /// [`Stage1Config::loss_config`] at optimizer step `step` (subject weights 0 during the
-    /// trajectory-only start).
+    /// [`Stage1Config::loss_config`] at optimizer step `step`: `w_cls` and `w_con` scaled by
+    /// [`LossSettings::subject_weight_at`] (0 during the trajectory-only start, then the ramp).
     pub fn loss_config_at(&self, step: usize) -> Stage1LossConfig {
         let factor = self.loss.subject_weight_at(step);
         let config = self.loss_config();

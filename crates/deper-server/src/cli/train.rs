@@ -160,10 +160,9 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
         TrainCommand::Stage2(args) => super::personal::train_stage2(args),
         TrainCommand::Stage1(args) => {
             let preset = args.preset.as_deref().and_then(ModelSettings::preset);
-            let mut config = match (&args.config, preset) {
-                (Some(path), preset) => Stage1Config::load_over_preset(path, preset)?,
-                (None, Some(model)) => Stage1Config { model, ..Stage1Config::default() },
-                (None, None) => Stage1Config::default(),
+            let mut config = match &args.config {
+                Some(path) => Stage1Config::load_over_preset(path, preset)?,
+                None => Stage1Config { model: preset.unwrap_or_default(), ..Stage1Config::default() },
             };
             if let Some(e) = args.epochs {
                 config.train.epochs = e;

@@ -26,8 +26,13 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Metric keys of `report.json`, per split and method.
-pub const REPORT_KEYS: [&str; 5] = ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L", "subject_acc"];
+/// Metric keys of `report.json`, per split and method. `caption_nll` is the mean NLL per token
+/// (nats) of the subjects' own test descriptions under the method's persona, teacher-forced: lower is
+/// better, and unlike the caption metrics it carries no greedy-decoding noise.
+pub const REPORT_KEYS: [&str; 6] = ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L", "subject_acc", CAPTION_NLL];
+
+/// The teacher-forced caption NLL's metric key.
+pub const CAPTION_NLL: &str = "caption_nll";
 
 /// What the evaluation reports as it goes.
 #[derive(Debug)]
@@ -166,6 +171,8 @@ pub fn evaluate<B: Backend>(
         ds.load_triplets()?.into_iter().map(|t| (t.id, t.description.text)).collect();
 
     let mut all_captions: BTreeMap<String, Vec<GeneratedCaption>> = BTreeMap::new();
+    // method → split → mean caption NLL per token.
+    let mut nll: BTreeMap<String, BTreeMap<&'static str, f64>> = BTreeMap::new();
     let mut subject_acc: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut embeddings: Vec<EmbeddingPoint> = Vec::new();
     let mut trajectories: Vec<TrajectoryExample> = Vec::new();
@@ -184,6 +191,7 @@ pub fn evaluate<B: Backend>(
             progress(EvalProgress::Caption)
         })?;
         all_captions.insert("zero_shot".into(), caps);
+        nll.insert("zero_shot".into(), nll_by_split(&sd, &set, None, device)?);
     }
 
     for m in &methods {
@@ -199,6 +207,7 @@ pub fn evaluate<B: Backend>(
             progress(EvalProgress::Caption)
         })?;
         all_captions.insert(m.name.clone(), caps);
+        nll.insert(m.name.clone(), nll_by_split(&sd, &set, Some(&personas), device)?);
 
         if let Some(encoder) = &model.encoder {
             let prep = &sd.prep;
@@ -273,6 +282,7 @@ pub fn evaluate<B: Backend>(
             let acc = subject_acc.get(method).map(|(s, u)| if seen { *s } else { *u });
             metrics.insert("subject_acc".into(), acc.filter(|v| v.is_finite()));
             metrics.insert("personalization".into(), personalization(&part)?);
+            metrics.insert(CAPTION_NLL.into(), nll.get(method).and_then(|by| by.get(split)).copied());
             splits
                 .entry(split.into())
                 .or_default()
@@ -318,6 +328,7 @@ pub fn evaluate<B: Backend>(
         format!("Unseen subjects: z_s is the mean over {shots} support triplets, no retraining. The PT baseline learns one embedding per training subject and cannot describe unseen subjects (n/a)."),
         "subject_acc: the encoder's classifier on held-out images of seen subjects; nearest-centroid over the unseen subjects' support means for unseen subjects.".to_string(),
         "personalization: fraction of (image, subject) pairs, on images described by several subjects, whose reference ranks its own subject's prediction first (CIDEr-D).".to_string(),
+        "caption_nll: mean negative log-likelihood per token (nats; lower is better) of each subject's own test description given the image and the method's persona, teacher-forced; zero_shot keeps the persona token's own embedding. It scores the persona without greedy decoding's noise.".to_string(),
     ];
     if !spreads.is_empty() {
         notes.push("A method given as several runs (stage-2 seeds, say) has a row per run, the second and later named METHOD:RUN_FOLDER, and the mean and sample standard deviation over its runs in their own tables (`over_runs` in report.json).".into());
@@ -334,7 +345,7 @@ pub fn evaluate<B: Backend>(
             .map(|split| MetricTable {
                 split: split.to_string(),
                 rows: table_rows(splits.get(*split), &all_captions, *split == "unseen"),
-                ..Default::default()
+                lower_is_better: [CAPTION_NLL.to_string()].into_iter().collect(),
             })
             .chain(spreads.iter().flat_map(|(split, methods)| {
                 let table = |label: &str, pick: &dyn Fn(&RunSpread) -> BTreeMap<String, Option<f64>>, lower: bool| {
@@ -346,7 +357,7 @@ pub fn evaluate<B: Backend>(
                     let lower_is_better = if lower {
                         rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect()
                     } else {
-                        Default::default()
+                        [CAPTION_NLL.to_string()].into_iter().collect()
                     };
                     MetricTable {
                         split: format!("{split}, {label} over the runs of each method"),
@@ -370,6 +381,25 @@ pub fn evaluate<B: Backend>(
     };
     report.write(out).with_context(|| format!("writing the report into {}", out.display()))?;
     Ok(Evaluation { splits, report_json })
+}
+
+/// Mean caption NLL per token of `set`'s seen and unseen triplets (a split with no triplets is absent).
+fn nll_by_split<B: Backend>(
+    sd: &stage2::Stage2Data<B>,
+    set: &[usize],
+    personas: Option<&BTreeMap<String, Vec<f32>>>,
+    device: &B::Device,
+) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+    let mut out = BTreeMap::new();
+    for (split, seen) in [("seen", true), ("unseen", false)] {
+        let part: Vec<usize> =
+            set.iter().copied().filter(|&i| sd.prep.splits.is_unseen(&sd.prep.samples[i].subject) != seen).collect();
+        let (sum, tokens) = stage2::caption_nll(&sd.frozen.vlm.model, sd, &part, personas, device)?;
+        if tokens > 0 {
+            out.insert(split, sum / tokens as f64);
+        }
+    }
+    Ok(out)
 }
 
 fn table_rows(

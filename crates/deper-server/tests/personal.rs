@@ -58,7 +58,11 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
             let v = m[key].as_f64().unwrap_or_else(|| panic!("seen.{method}.{key} missing: {report}"));
             assert!((0.0..=10.0).contains(&v), "seen.{method}.{key} = {v}");
         }
+        // Teacher-forced NLL per token of the subjects' own descriptions: positive, finite.
+        let nll = m["caption_nll"].as_f64().unwrap_or_else(|| panic!("seen.{method}.caption_nll missing: {report}"));
+        assert!(nll > 0.0 && nll < 20.0, "seen.{method}.caption_nll = {nll}");
     }
+    assert!(report["unseen"]["deper"]["caption_nll"].as_f64().is_some_and(|v| v > 0.0), "{report}");
     // Subject accuracy only where an encoder exists; PT cannot serve unseen subjects.
     assert!(report["seen"]["deper"]["subject_acc"].as_f64().is_some());
     assert!(report["seen"]["zero_shot"]["subject_acc"].is_null());

@@ -173,6 +173,20 @@ pub enum LrSchedule {
 }
 
 impl TrainSettings {
+    /// Sets the fields a caller gave (the CLI's `--epochs/--batch-size/--seed`, the train job's
+    /// `epochs/batch_size/seed`) over those of the config file or preset.
+    pub fn override_with(&mut self, epochs: Option<usize>, batch_size: Option<usize>, seed: Option<u64>) {
+        if let Some(e) = epochs {
+            self.epochs = e;
+        }
+        if let Some(b) = batch_size {
+            self.batch_size = b;
+        }
+        if let Some(s) = seed {
+            self.seed = s;
+        }
+    }
+
     /// The stage-1 optimizer: AdamW with this weight decay, each parameter's gradient clipped to
     /// `clip_norm`.
     pub fn optimizer<B: AutodiffBackend>(&self) -> impl Optimizer<Deper<B>, B> {
@@ -978,6 +992,18 @@ mod tests {
         let err =
             Stage1Config::from_json_over_preset(serde_json::json!({"model": {"d_model": "big"}}), None).unwrap_err();
         assert!(err.contains("model.d_model"), "{err}");
+    }
+
+    #[test]
+    fn overrides_set_only_the_given_fields() {
+        let base = TrainSettings { epochs: 7, batch_size: 9, seed: 3, lr: 0.004, ..TrainSettings::default() };
+        let mut t = base.clone();
+        t.override_with(None, None, None);
+        assert_eq!(t, base);
+        t.override_with(Some(2), None, Some(11));
+        assert_eq!((t.epochs, t.batch_size, t.seed, t.lr), (2, 9, 11, 0.004));
+        t.override_with(None, Some(4), None);
+        assert_eq!((t.epochs, t.batch_size, t.seed), (2, 4, 11));
     }
 
     #[test]

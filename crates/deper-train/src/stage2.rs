@@ -756,32 +756,65 @@ fn validation_nll<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<f64> {
     let personas = subject_personas::<B::InnerBackend>(&model.valid(), info, &sd.prep, 5, device)?;
-    let hidden = info.hidden_size;
+    let set: Vec<usize> =
+        sd.prep.partition.val.iter().copied().filter(|&i| personas.contains_key(&sd.prep.samples[i].subject)).collect();
+    let (sum, count) = caption_nll(vlm, sd, &set, Some(&personas), device)?;
+    Ok(if count == 0 { f64::NAN } else { sum / count as f64 })
+}
+
+/// Summed caption NLL (nats) and the number of caption tokens it covers, of the triplets `set`
+/// (indices into `sd.prep.samples`) with each one's own reference as target, teacher-forced. With
+/// `personas`, the persona token's embedding is overwritten by its subject's (every subject in `set`
+/// must have one); without, the prompt keeps the token's own embedding (the zero-shot captioner).
+/// Unlike greedy captions this has no decoding noise: it says how likely each method finds what the
+/// subject actually wrote.
+pub fn caption_nll<B: Backend>(
+    vlm: &Qwen2Vl<B>,
+    sd: &Stage2Data<B>,
+    set: &[usize],
+    personas: Option<&BTreeMap<String, Vec<f32>>>,
+    device: &B::Device,
+) -> Result<(f64, usize)> {
+    let hidden = sd.frozen.vlm.config.text.hidden_size;
     let (mut sum, mut count) = (0.0, 0usize);
-    for chunk in sd.prep.partition.val.chunks(32) {
-        let chunk: Vec<usize> =
-            chunk.iter().copied().filter(|&i| personas.contains_key(&sd.prep.samples[i].subject)).collect();
-        if chunk.is_empty() {
-            continue;
-        }
-        let mut values = Vec::with_capacity(chunk.len() * hidden);
-        for &i in &chunk {
-            values.extend_from_slice(&personas[&sd.prep.samples[i].subject]);
-        }
-        let persona = Tensor::<B, 2>::from_data(TensorData::new(values, [chunk.len(), hidden]), device);
+    for chunk in set.chunks(32) {
+        let persona = match personas {
+            None => None,
+            Some(personas) => {
+                let mut values = Vec::with_capacity(chunk.len() * hidden);
+                for &i in chunk {
+                    let subject = &sd.prep.samples[i].subject;
+                    let p = personas.get(subject).ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "no persona for subject {subject} (triplet {})",
+                            sd.prep.samples[i].triplet_id
+                        ))
+                    })?;
+                    if p.len() != hidden {
+                        return Err(TrainError::Config(format!(
+                            "persona of {subject} has {} values, the VLM's hidden size is {hidden}",
+                            p.len()
+                        )));
+                    }
+                    values.extend_from_slice(p);
+                }
+                let persona = Tensor::<B, 2>::from_data(TensorData::new(values, [chunk.len(), hidden]), device);
+                Some((sd.frozen.persona_token, persona))
+            }
+        };
         let images: Vec<&str> = chunk.iter().map(|&i| sd.prep.samples[i].image.as_str()).collect();
         let caption = CaptionBatch {
             prompt_ids: sd.frozen.persona_prompt.clone(),
             grid_thw: sd.frozen.grid,
             image_features: sd.frozen.image_features(&images, device)?,
             targets: chunk.iter().map(|&i| sd.targets[i].clone()).collect(),
-            persona: Some((sd.frozen.persona_token, persona)),
+            persona,
         };
         let (nll, n) = vlm.caption_nll(&caption).map_err(|e| TrainError::Config(e.to_string()))?;
         sum += scalar(&nll) * n as f64;
         count += n;
     }
-    Ok(if count == 0 { f64::NAN } else { sum / count as f64 })
+    Ok((sum, count))
 }
 
 /// One generated caption.

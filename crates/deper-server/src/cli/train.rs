@@ -164,15 +164,7 @@ pub fn train(cmd: TrainCommand) -> anyhow::Result<()> {
                 Some(path) => Stage1Config::load_over_preset(path, preset)?,
                 None => Stage1Config { model: preset.unwrap_or_default(), ..Stage1Config::default() },
             };
-            if let Some(e) = args.epochs {
-                config.train.epochs = e;
-            }
-            if let Some(b) = args.batch_size {
-                config.train.batch_size = b;
-            }
-            if let Some(s) = args.seed {
-                config.train.seed = s;
-            }
+            config.train.override_with(args.epochs, args.batch_size, args.seed);
             if args.no_trajectory {
                 config.model.no_trajectory = true;
             }

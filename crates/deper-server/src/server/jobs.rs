@@ -177,15 +177,7 @@ impl TrainParams {
         let value = self.config.clone().unwrap_or_else(|| serde_json::json!({}));
         let mut config =
             Stage1Config::from_json_over_preset(value, preset).map_err(|e| format!("params.config: {e}"))?;
-        if let Some(e) = self.epochs {
-            config.train.epochs = e;
-        }
-        if let Some(b) = self.batch_size {
-            config.train.batch_size = b;
-        }
-        if let Some(s) = self.seed {
-            config.train.seed = s;
-        }
+        config.train.override_with(self.epochs, self.batch_size, self.seed);
         Ok(config)
     }
 }

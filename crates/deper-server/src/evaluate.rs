@@ -27,8 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Metric keys of `report.json`, per split and method. `caption_nll` is the mean NLL per token
-/// (nats) of the subjects' own test descriptions under the method's persona, teacher-forced: lower is
-/// better, and unlike the caption metrics it carries no greedy-decoding noise.
+/// (nats) of the subjects' own test descriptions (their first `MAX_CAPTION_TOKENS` tokens and the
+/// end-of-turn token, as stage 2 trains on) under the method's persona, teacher-forced: lower is better, and unlike the
+/// caption metrics it carries no greedy-decoding noise.
 pub const REPORT_KEYS: [&str; 6] = ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L", "subject_acc", CAPTION_NLL];
 
 /// The teacher-forced caption NLL's metric key.
@@ -328,7 +329,7 @@ pub fn evaluate<B: Backend>(
         format!("Unseen subjects: z_s is the mean over {shots} support triplets, no retraining. The PT baseline learns one embedding per training subject and cannot describe unseen subjects (n/a)."),
         "subject_acc: the encoder's classifier on held-out images of seen subjects; nearest-centroid over the unseen subjects' support means for unseen subjects.".to_string(),
         "personalization: fraction of (image, subject) pairs, on images described by several subjects, whose reference ranks its own subject's prediction first (CIDEr-D).".to_string(),
-        "caption_nll: mean negative log-likelihood per token (nats; lower is better) of each subject's own test description given the image and the method's persona, teacher-forced; zero_shot keeps the persona token's own embedding. It scores the persona without greedy decoding's noise.".to_string(),
+        format!("caption_nll: mean negative log-likelihood per token (nats; lower is better) of each subject's own test description (its first {} tokens and the end-of-turn token) given the image and the method's persona, teacher-forced; zero_shot keeps the persona token's own embedding. It scores the persona without greedy decoding's noise.", deper_train::captioner::MAX_CAPTION_TOKENS),
     ];
     if !spreads.is_empty() {
         notes.push("A method given as several runs (stage-2 seeds, say) has a row per run, the second and later named METHOD:RUN_FOLDER, and the mean and sample standard deviation over its runs in their own tables (`over_runs` in report.json).".into());

@@ -63,6 +63,10 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
         assert!(nll > 0.0 && nll < 20.0, "seen.{method}.caption_nll = {nll}");
     }
     assert!(report["unseen"]["deper"]["caption_nll"].as_f64().is_some_and(|v| v > 0.0), "{report}");
+    // The personas reach the score: a trained persona is not the zero-shot prompt.
+    for method in ["pt", "deper"] {
+        assert_ne!(report["seen"][method]["caption_nll"], report["seen"]["zero_shot"]["caption_nll"], "{report}");
+    }
     // Subject accuracy only where an encoder exists; PT cannot serve unseen subjects.
     assert!(report["seen"]["deper"]["subject_acc"].as_f64().is_some());
     assert!(report["seen"]["zero_shot"]["subject_acc"].is_null());

@@ -763,7 +763,8 @@ fn validation_nll<B: AutodiffBackend>(
 }
 
 /// Summed caption NLL (nats) and the number of caption tokens it covers, of the triplets `set`
-/// (indices into `sd.prep.samples`) with each one's own reference as target, teacher-forced. With
+/// (indices into `sd.prep.samples`) with each one's own reference as target (its first
+/// [`MAX_CAPTION_TOKENS`] tokens and the end-of-turn token, as in training), teacher-forced. With
 /// `personas`, the persona token's embedding is overwritten by its subject's (every subject in `set`
 /// must have one); without, the prompt keeps the token's own embedding (the zero-shot captioner).
 /// Unlike greedy captions this has no decoding noise: it says how likely each method finds what the
@@ -790,12 +791,7 @@ pub fn caption_nll<B: Backend>(
                             sd.prep.samples[i].triplet_id
                         ))
                     })?;
-                    if p.len() != hidden {
-                        return Err(TrainError::Config(format!(
-                            "persona of {subject} has {} values, the VLM's hidden size is {hidden}",
-                            p.len()
-                        )));
-                    }
+                    check_persona_width(subject, p, hidden)?;
                     values.extend_from_slice(p);
                 }
                 let persona = Tensor::<B, 2>::from_data(TensorData::new(values, [chunk.len(), hidden]), device);
@@ -839,6 +835,17 @@ pub fn evaluation_set(prep: &Prepared) -> Vec<usize> {
     set
 }
 
+/// A persona must be as wide as the VLM's hidden size (a run trained with another VLM is not).
+fn check_persona_width(subject: &str, persona: &[f32], hidden: usize) -> Result<()> {
+    if persona.len() == hidden {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "persona of {subject} has {} values, the VLM's hidden size is {hidden} (was the run trained with another VLM?)",
+        persona.len()
+    )))
+}
+
 /// Greedy captions of `set` with per-subject persona vectors (`None` = the zero-shot prompt with the
 /// persona token's own embedding). Subjects without a persona are skipped.
 pub fn generate<B: Backend>(
@@ -856,10 +863,13 @@ pub fn generate<B: Backend>(
         let s = &prep.samples[i];
         let persona = match personas {
             Some(map) => match map.get(&s.subject) {
-                Some(v) => Some(Persona {
-                    embeddings: Tensor::from_data(TensorData::new(v.clone(), [1, hidden]), device),
-                    token_ids: vec![frozen.persona_token],
-                }),
+                Some(v) => {
+                    check_persona_width(&s.subject, v, hidden)?;
+                    Some(Persona {
+                        embeddings: Tensor::from_data(TensorData::new(v.clone(), [1, hidden]), device),
+                        token_ids: vec![frozen.persona_token],
+                    })
+                }
                 None => continue,
             },
             None => None,

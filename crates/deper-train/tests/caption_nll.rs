@@ -73,6 +73,34 @@ fn caption_nll_is_batch_invariant_and_reads_the_persona() {
     let noise = (sum - one_by_one).abs().max(1e-5);
     assert!((other - sum).abs() > 100.0 * noise, "another persona: {other}, zero-shot {sum}, noise {noise}");
 
+    // Different personas per subject: each row gets its own subject's, batched as one by one.
+    let mut distinct: Vec<String> = subjects.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 1, "{distinct:?}");
+    let mixed: BTreeMap<String, Vec<f32>> = distinct
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s.clone(), if k % 2 == 0 { own.clone() } else { flipped.clone() }))
+        .collect();
+    let (batched, _) = stage2::caption_nll(model, &sd, &set, Some(&mixed), &device).unwrap();
+    let single = |map: &BTreeMap<String, Vec<f32>>, i: usize| {
+        stage2::caption_nll(model, &sd, &[i], Some(map), &device).unwrap().0
+    };
+    let one_by_one_mixed: f64 = set.iter().map(|&i| single(&mixed, i)).sum();
+    assert!((batched - one_by_one_mixed).abs() < 1e-4 * batched, "batched {batched} vs one by one {one_by_one_mixed}");
+    // And it is each row's own persona that counts: per row, the mixed score is that row's score
+    // under its subject's vector given to everybody.
+    let by_row: f64 = set
+        .iter()
+        .map(|&i| {
+            let k = distinct.iter().position(|s| *s == sd.prep.samples[i].subject).unwrap();
+            single(if k % 2 == 0 { &personas } else { &shifted }, i)
+        })
+        .sum();
+    assert!((batched - by_row).abs() < 1e-4 * batched, "batched {batched} vs per-row personas {by_row}");
+    assert!((batched - sum).abs() > 10.0 * noise && (batched - other).abs() > 10.0 * noise);
+
     // A subject without a persona, or a persona of the wrong width: errors that name it.
     let mut missing = personas.clone();
     missing.remove(&subjects[0]);

@@ -146,6 +146,47 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     assert!(md.contains("standard deviation over the runs") && md.contains("pt (2 runs)"), "{md}");
 
+    // The ablation without the trajectory decoder loss: stage 1 with `--no-trajectory-loss` (w_traj 0
+    // in run.json), stage 2 on it, and a report row of its own beside full DEPER.
+    let s1 = dir.path().join("stage1_no_decoder_loss");
+    let s1_args = ["train", "stage1", "--data", s(&world), "--out", s(&s1), "--preset", "tiny", "--epochs", "1"];
+    ok_json(&[&s1_args[..], &["--no-trajectory-loss"]].concat());
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(s1.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["config"]["loss"]["w_traj"], 0.0, "{info}");
+    let s2 = dir.path().join("deper_no_decoder_loss");
+    ok_json(&[
+        "train",
+        "stage2",
+        "--data",
+        s(&world),
+        "--stage1",
+        s(&s1),
+        "--vlm",
+        s(&captioner),
+        "--out",
+        s(&s2),
+        "--method",
+        "deper",
+        "--epochs",
+        "1",
+    ]);
+    let ablation = ok_json(&[
+        "eval",
+        "--data",
+        s(&world),
+        "--runs",
+        s(&runs.join("deper")),
+        s(&s2),
+        "--out",
+        s(&dir.path().join("report_ablation")),
+    ]);
+    for split in ["seen", "unseen"] {
+        for method in ["zero_shot", "deper", "deper_no_decoder_loss"] {
+            assert!(ablation[split][method]["CIDEr"].is_number(), "{split}.{method}: {ablation}");
+        }
+        assert_eq!(ablation[split]["deper"], report[split]["deper"], "the same run scores the same");
+    }
+
     // Stage 2 resumes a finished run for more epochs, and never overwrites one silently.
     let pt = runs.join("pt");
     let pt_args = ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&captioner), "--out", s(&pt)];

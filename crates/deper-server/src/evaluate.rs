@@ -156,7 +156,7 @@ pub fn evaluate<B: Backend>(
                 m.info.subjects.len()
             );
         }
-        if m.info.vlm != first.info.vlm {
+        if !same_path(&m.info.vlm, &first.info.vlm) {
             bail!(
                 "runs {} and {} use different VLMs ({} vs {})",
                 first.run.display(),
@@ -382,6 +382,12 @@ pub fn evaluate<B: Backend>(
     };
     report.write(out).with_context(|| format!("writing the report into {}", out.display()))?;
     Ok(Evaluation { splits, report_json })
+}
+
+/// Whether two recorded paths name the same folder (runs trained from different working directories
+/// record the same VLM as different strings; older runs recorded it as given).
+fn same_path(a: &str, b: &str) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Mean caption NLL per token of `set`'s seen and unseen triplets (a split with no triplets is absent).

@@ -231,6 +231,17 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
         &["eval", "--data", s(&world), "--runs", s(&runs.join("deper")), s(&other), "--out", s(&dir.path().join("r"))],
         "different subject lists",
     );
+    // The same VLM recorded as another spelling of its path is the same VLM; another folder is not.
+    let mut info: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("pt/run.json")).unwrap()).unwrap();
+    info["vlm"] = Value::from(captioner.join("..").join("captioner").to_str().unwrap());
+    std::fs::write(other.join("run.json"), info.to_string()).unwrap();
+    let (deper_run, r1, r2) = (runs.join("deper"), dir.path().join("r"), dir.path().join("r2"));
+    let both = ["eval", "--data", s(&world), "--runs", s(&deper_run), s(&other), "--out"];
+    let respelt = ok_json(&[&both[..], &[s(&r1)]].concat());
+    assert!(respelt["seen"]["pt"]["caption_nll"].is_number(), "{respelt}");
+    info["vlm"] = Value::from(s(&world));
+    std::fs::write(other.join("run.json"), info.to_string()).unwrap();
+    fails_with(&[&both[..], &[s(&r2)]].concat(), "different VLMs");
     // A VLM folder without the persona token.
     fails_with(
         &[

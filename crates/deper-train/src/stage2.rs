@@ -384,7 +384,8 @@ pub fn train_cancellable<B: AutodiffBackend>(
         config: config.clone(),
         stage1: stage1_run.map(|p| p.display().to_string()),
         stage1_info: stage1_info.clone(),
-        vlm: vlm.display().to_string(),
+        // Absolute, so `deper eval` finds the VLM from any working directory.
+        vlm: std::fs::canonicalize(vlm).unwrap_or_else(|_| vlm.to_path_buf()).display().to_string(),
         data: data.display().to_string(),
         subjects,
         hidden_size: sd.frozen.vlm.config.text.hidden_size,

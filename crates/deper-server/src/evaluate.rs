@@ -123,12 +123,15 @@ fn method_name(info: &Stage2Info) -> &'static str {
     }
 }
 
-/// Evaluates `runs` (stage-2 run folders) on `data` and writes the report into `out`.
+/// Evaluates `runs` (stage-2 run folders) on `data` and writes the report into `out`. The VLM is the
+/// one the runs recorded (all the same folder), or `vlm` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     data: &Path,
     runs: &[PathBuf],
     out: &Path,
     shots: usize,
+    vlm: Option<&Path>,
     command: &str,
     device: &B::Device,
     progress: &mut dyn FnMut(EvalProgress),
@@ -156,17 +159,35 @@ pub fn evaluate<B: Backend>(
                 m.info.subjects.len()
             );
         }
-        if !same_path(&m.info.vlm, &first.info.vlm) {
-            bail!(
-                "runs {} and {} use different VLMs ({} vs {})",
-                first.run.display(),
-                m.run.display(),
-                first.info.vlm,
-                m.info.vlm
-            );
-        }
     }
-    let vlm_dir = PathBuf::from(&first.info.vlm);
+    let vlm_dir = match vlm {
+        // Given: the runs were moved away from the VLM they recorded; their persona width is still
+        // checked against it.
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            for m in &methods {
+                if !Path::new(&m.info.vlm).is_dir() {
+                    bail!(
+                        "the VLM folder {} recorded in {} does not exist (moved?); name it with --vlm DIR",
+                        m.info.vlm,
+                        m.run.join("run.json").display()
+                    );
+                }
+            }
+            for m in &methods[1..] {
+                if !stage2::same_folder(&m.info.vlm, &first.info.vlm) {
+                    bail!(
+                        "runs {} and {} use different VLMs ({} vs {})",
+                        first.run.display(),
+                        m.run.display(),
+                        first.info.vlm,
+                        m.info.vlm
+                    );
+                }
+            }
+            PathBuf::from(&first.info.vlm)
+        }
+    };
     let ds = Dataset::open(data)?;
     let references: BTreeMap<String, String> =
         ds.load_triplets()?.into_iter().map(|t| (t.id, t.description.text)).collect();
@@ -382,12 +403,6 @@ pub fn evaluate<B: Backend>(
     };
     report.write(out).with_context(|| format!("writing the report into {}", out.display()))?;
     Ok(Evaluation { splits, report_json })
-}
-
-/// Whether two recorded paths name the same folder (runs trained from different working directories
-/// record the same VLM as different strings; older runs recorded it as given).
-fn same_path(a: &str, b: &str) -> bool {
-    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Mean caption NLL per token of `set`'s seen and unseen triplets (a split with no triplets is absent).

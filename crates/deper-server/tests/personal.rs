@@ -13,7 +13,18 @@ fn deper(args: &[&str]) -> Output {
 }
 
 fn ok_json(args: &[&str]) -> Value {
-    let out = deper(args);
+    ok_json_output(args, deper(args))
+}
+
+/// `deper ARGS` run in `dir` (relative paths in ARGS are relative to it).
+fn ok_json_in(dir: &Path, args: &[&str]) -> Value {
+    ok_json_output(
+        args,
+        Command::new(env!("CARGO_BIN_EXE_deper")).args(args).current_dir(dir).output().expect("run deper"),
+    )
+}
+
+fn ok_json_output(args: &[&str], out: Output) -> Value {
     assert!(out.status.success(), "deper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -153,23 +164,14 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     ok_json(&[&s1_args[..], &["--no-trajectory-loss"]].concat());
     let info: Value = serde_json::from_str(&std::fs::read_to_string(s1.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["config"]["loss"]["w_traj"], 0.0, "{info}");
+    // Trained from the demo folder with relative paths: run.json records them absolute, so the
+    // evaluation below, from another working directory, finds the VLM and sees it is the demo's.
     let s2 = dir.path().join("deper_no_decoder_loss");
-    ok_json(&[
-        "train",
-        "stage2",
-        "--data",
-        s(&world),
-        "--stage1",
-        s(&s1),
-        "--vlm",
-        s(&captioner),
-        "--out",
-        s(&s2),
-        "--method",
-        "deper",
-        "--epochs",
-        "1",
-    ]);
+    let s2_args = ["train", "stage2", "--data", "world", "--stage1", s(&s1), "--vlm", "captioner", "--out", s(&s2)];
+    ok_json_in(&out, &[&s2_args[..], &["--method", "deper", "--epochs", "1"]].concat());
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(s2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["vlm"], s(&captioner.canonicalize().unwrap()), "{info}");
+    assert_eq!(info["stage1"], s(&s1.canonicalize().unwrap()), "{info}");
     let ablation = ok_json(&[
         "eval",
         "--data",
@@ -197,6 +199,17 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let epochs: Vec<u64> =
         lines.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [1, 2]);
+    // Resuming with another VLM folder (here a copy of the captioner, so it loads) is refused.
+    let copy = dir.path().join("captioner_copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&captioner).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let with_copy = ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&copy), "--out", s(&pt)];
+    fails_with(&[&with_copy[..], &["--epochs", "3", "--resume"]].concat(), "was started with");
     // A stage-2 run where a stage-1 run belongs, and the other way round.
     fails_with(
         &[
@@ -242,6 +255,12 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     info["vlm"] = Value::from(s(&world));
     std::fs::write(other.join("run.json"), info.to_string()).unwrap();
     fails_with(&[&both[..], &[s(&r2)]].concat(), "different VLMs");
+    // A recorded VLM that is gone (the runs were moved): a clear error, and `--vlm` names it.
+    info["vlm"] = Value::from(s(&dir.path().join("moved/captioner")));
+    std::fs::write(other.join("run.json"), info.to_string()).unwrap();
+    fails_with(&[&both[..], &[s(&r2)]].concat(), "does not exist (moved?)");
+    let named = ok_json(&[&both[..], &[s(&r2), "--vlm", s(&captioner)]].concat());
+    assert!(named["seen"]["pt"]["caption_nll"].is_number(), "{named}");
     // A VLM folder without the persona token.
     fails_with(
         &[

@@ -382,10 +382,10 @@ pub fn train_cancellable<B: AutodiffBackend>(
         stage: STAGE2.into(),
         method,
         config: config.clone(),
-        stage1: stage1_run.map(|p| p.display().to_string()),
+        // Absolute, so `deper eval` finds them from any working directory.
+        stage1: stage1_run.map(absolute),
         stage1_info: stage1_info.clone(),
-        // Absolute, so `deper eval` finds the VLM from any working directory.
-        vlm: std::fs::canonicalize(vlm).unwrap_or_else(|_| vlm.to_path_buf()).display().to_string(),
+        vlm: absolute(vlm),
         data: data.display().to_string(),
         subjects,
         hidden_size: sd.frozen.vlm.config.text.hidden_size,
@@ -396,6 +396,15 @@ pub fn train_cancellable<B: AutodiffBackend>(
             return Err(TrainError::Config(format!(
                 "{}: --resume with another method or subject list than the run was started with",
                 run.display()
+            )));
+        }
+        // A recorded VLM that no longer exists was moved with the run (a moved demo folder).
+        if Path::new(&previous.vlm).exists() && !same_folder(&previous.vlm, &info.vlm) {
+            return Err(TrainError::Config(format!(
+                "{}: --resume with the VLM {}, but the run was started with {}",
+                run.display(),
+                info.vlm,
+                previous.vlm
             )));
         }
     }
@@ -658,6 +667,17 @@ fn persona_vectors<B: Backend>(
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
+}
+
+/// `path` made absolute when it exists (as given otherwise), for `run.json`.
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
+/// Whether two recorded paths name the same folder: runs trained from different working
+/// directories, or before paths were recorded absolute, spell the same VLM differently.
+pub fn same_folder(a: &str, b: &str) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Loads a stage-2 run's weights.

@@ -179,13 +179,17 @@ pub struct EvalArgs {
     /// Support triplets per unseen subject.
     #[arg(long, default_value_t = deper_core::split::DEFAULT_SHOTS)]
     pub shots: usize,
+    /// VLM folder, instead of the one the runs recorded (for run folders moved with their VLM).
+    #[arg(long)]
+    pub vlm: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let evaluation = run_eval(&args.data, &args.runs, &args.out, args.shots, &command, args.device)?;
+    let evaluation =
+        run_eval(&args.data, &args.runs, &args.out, args.shots, args.vlm.as_deref(), &command, args.device)?;
     eprintln!("report: {}", args.out.join("report.html").display());
     super::print_json(&evaluation.report_json)
 }
@@ -195,6 +199,7 @@ pub(crate) fn run_eval(
     runs: &[PathBuf],
     out: &std::path::Path,
     shots: usize,
+    vlm: Option<&std::path::Path>,
     command: &str,
     device: DeviceKind,
 ) -> anyhow::Result<crate::evaluate::Evaluation> {
@@ -214,7 +219,7 @@ pub(crate) fn run_eval(
         }
     };
     let evaluation = with_backend!(device, B, AD, device => {
-        evaluate::<B>(data, runs, out, shots, command, &device, &mut on_progress)
+        evaluate::<B>(data, runs, out, shots, vlm, command, &device, &mut on_progress)
     })?;
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -388,7 +393,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     step(6, "evaluation (captions for every method)");
     let report = out.join("report");
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let evaluation = run_eval(&world, &stage2_runs, &report, deper_core::split::DEFAULT_SHOTS, &command, args.device)?;
+    // The demo's own captioner, so a demo folder that was moved still evaluates.
+    let shots = deper_core::split::DEFAULT_SHOTS;
+    let evaluation = run_eval(&world, &stage2_runs, &report, shots, Some(&captioner_dir), &command, args.device)?;
     step(7, "done");
     eprintln!("report: {}  ({:.1} min)", report.join("report.html").display(), started.elapsed().as_secs_f64() / 60.0);
     super::print_json(&evaluation.report_json)

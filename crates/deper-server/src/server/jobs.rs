@@ -622,7 +622,7 @@ fn evaluate_job(
     };
     let command = format!("evaluate job {job_id}");
     with_backend!(device, B, AD, dev => {
-        evaluate::<B>(dataset, runs, &out, shots, &command, &dev, &mut on_progress).map(|_| ())
+        evaluate::<B>(dataset, runs, &out, shots, None, &command, &dev, &mut on_progress).map(|_| ())
     })?;
     Ok(vec![NewArtifact {
         kind: "report".into(),

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 /// Metric keys of `report.json`, per split and method. `caption_nll` is the mean NLL per token
 /// (nats) of the subjects' own test descriptions (their first `MAX_CAPTION_TOKENS` tokens and the
-/// end-of-turn token, as stage 2 trains on) under the method's persona, teacher-forced: lower is better, and unlike the
-/// caption metrics it carries no greedy-decoding noise.
+/// end-of-turn token, as stage 2 trains on) under the method's persona, teacher-forced: lower is
+/// better, and unlike the caption metrics it carries no greedy-decoding noise.
 pub const REPORT_KEYS: [&str; 6] = ["Bleu_4", "CIDEr", "METEOR", "ROUGE_L", "subject_acc", CAPTION_NLL];
 
 /// The teacher-forced caption NLL's metric key.

@@ -38,6 +38,23 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(!stderr.contains("panicked"), "deper {args:?} panicked: {stderr}");
 }
 
+fn read_json(path: impl AsRef<Path>) -> Value {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Copies the files (not subfolders) of `from` into a new folder `to`.
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -60,8 +77,7 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
         "1",
     ];
     let printed = ok_json(&args);
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report/report.json")).unwrap()).unwrap();
+    let report: Value = read_json(out.join("report/report.json"));
     assert_eq!(printed, report, "stdout is report.json");
     for method in ["zero_shot", "pt", "deper", "deper_no_traj"] {
         let m = &report["seen"][method];
@@ -87,8 +103,7 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
         assert!(out.join("report").join(file).is_file(), "{file}");
     }
     // Trajectory reconstruction beside the per-subject mean-trajectory baseline.
-    let full: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report/report_full.json")).unwrap()).unwrap();
+    let full: Value = read_json(out.join("report/report_full.json"));
     let tables = full["tables"].as_array().unwrap();
     let traj = tables.iter().find(|t| t["split"].as_str().unwrap().starts_with("trajectory")).unwrap();
     let methods: Vec<&str> = traj["rows"].as_array().unwrap().iter().map(|r| r["method"].as_str().unwrap()).collect();
@@ -121,7 +136,7 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     // The marker records the world's size; other settings are refused, and a marker from before
     // `--subjects` existed (no such key) counts as the default.
     let marker_path = out.join("demo.json");
-    let mut marker: Value = serde_json::from_str(&std::fs::read_to_string(&marker_path).unwrap()).unwrap();
+    let mut marker: Value = read_json(&marker_path);
     assert_eq!(marker["subjects"], 12, "{marker}");
     fails_with(&[&args[..], &["--subjects", "10"]].concat(), "other settings");
     marker.as_object_mut().unwrap().remove("subjects");
@@ -133,10 +148,9 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     // A second stage-2 seed of every method on the finished demo: only the new runs are trained, and
     // the report gives each method's mean and sample deviation over its two runs.
     let seeds = ok_json(&[&args[..], &["--stage2-seeds", "2"]].concat());
-    let marker: Value = serde_json::from_str(&std::fs::read_to_string(&marker_path).unwrap()).unwrap();
+    let marker: Value = read_json(&marker_path);
     assert_eq!(marker["stage2_seeds"], 2, "{marker}");
-    let run: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("runs/pt_seed1/run.json")).unwrap()).unwrap();
+    let run: Value = read_json(out.join("runs/pt_seed1/run.json"));
     assert_eq!(run["config"]["seed"], 1, "{run}");
     assert_eq!(seeds["seen"]["pt"], report["seen"]["pt"], "seed 0 is the run already there");
     for method in ["pt", "deper", "deper_no_traj"] {
@@ -162,14 +176,14 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let s1 = dir.path().join("stage1_no_decoder_loss");
     let s1_args = ["train", "stage1", "--data", s(&world), "--out", s(&s1), "--preset", "tiny", "--epochs", "1"];
     ok_json(&[&s1_args[..], &["--no-trajectory-loss"]].concat());
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(s1.join("run.json")).unwrap()).unwrap();
+    let info: Value = read_json(s1.join("run.json"));
     assert_eq!(info["config"]["loss"]["w_traj"], 0.0, "{info}");
     // Trained from the demo folder with relative paths: run.json records them absolute, so the
     // evaluation below, from another working directory, finds the VLM and sees it is the demo's.
     let s2 = dir.path().join("deper_no_decoder_loss");
     let s2_args = ["train", "stage2", "--data", "world", "--stage1", s(&s1), "--vlm", "captioner", "--out", s(&s2)];
     ok_json_in(&out, &[&s2_args[..], &["--method", "deper", "--epochs", "1"]].concat());
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(s2.join("run.json")).unwrap()).unwrap();
+    let info: Value = read_json(s2.join("run.json"));
     assert_eq!(info["vlm"], s(&captioner.canonicalize().unwrap()), "{info}");
     assert_eq!(info["stage1"], s(&s1.canonicalize().unwrap()), "{info}");
     let ablation = ok_json(&[
@@ -201,13 +215,7 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     assert_eq!(epochs, [1, 2]);
     // Resuming with another VLM folder (here a copy of the captioner, so it loads) is refused.
     let copy = dir.path().join("captioner_copy");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(&captioner).unwrap() {
-        let entry = entry.unwrap();
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-        }
-    }
+    copy_files(&captioner, &copy);
     let with_copy = ["train", "stage2", "--method", "pt", "--data", s(&world), "--vlm", s(&copy), "--out", s(&pt)];
     fails_with(&[&with_copy[..], &["--epochs", "3", "--resume"]].concat(), "was started with");
     // A stage-2 run where a stage-1 run belongs, and the other way round.
@@ -232,12 +240,8 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     );
     // Runs trained on different subject lists cannot share a table.
     let other = dir.path().join("pt_other");
-    std::fs::create_dir_all(&other).unwrap();
-    for entry in std::fs::read_dir(runs.join("pt")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
-    }
-    let mut info: Value = serde_json::from_str(&std::fs::read_to_string(other.join("run.json")).unwrap()).unwrap();
+    copy_files(&runs.join("pt"), &other);
+    let mut info: Value = read_json(other.join("run.json"));
     info["subjects"].as_array_mut().unwrap().pop();
     std::fs::write(other.join("run.json"), info.to_string()).unwrap();
     fails_with(
@@ -245,7 +249,7 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
         "different subject lists",
     );
     // The same VLM recorded as another spelling of its path is the same VLM; another folder is not.
-    let mut info: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("pt/run.json")).unwrap()).unwrap();
+    let mut info: Value = read_json(runs.join("pt/run.json"));
     info["vlm"] = Value::from(captioner.join("..").join("captioner").to_str().unwrap());
     std::fs::write(other.join("run.json"), info.to_string()).unwrap();
     let (deper_run, r1, r2) = (runs.join("deper"), dir.path().join("r"), dir.path().join("r2"));
@@ -293,7 +297,7 @@ fn metrics_prints_coco_scores_and_rejects_bad_files() {
         .unwrap();
     let out_file = dir.path().join("scores.json");
     let scores = ok_json(&["metrics", "--refs", s(&refs), "--cands", s(&cands), "--out", s(&out_file)]);
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let written: Value = read_json(&out_file);
     assert_eq!(scores, written);
     for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"] {
         assert!(scores["corpus"][key].is_number(), "{key}: {scores}");

@@ -59,8 +59,9 @@ pub struct LossSettings {
     pub box_curriculum_steps: usize,
     /// Trajectory-only start, not in the paper (0, the default, is off): for the first this many
     /// optimizer steps `w_cls` and `w_con` are 0. On the synthetic world, any subject loss from
-    /// step 0, even one ramped up from 0, lets the decoder settle on each subject's mean place through FiLM from
-    /// `z_s` before it learns to read a step from `z_scan` (see the README's stage-1 notes).
+    /// step 0, even one ramped up from 0, lets the decoder settle on each subject's mean place
+    /// through FiLM from `z_s` before it learns to read a step from `z_scan` (see the README's
+    /// stage-1 notes).
     pub trajectory_only_steps: usize,
     /// After the trajectory-only start, `w_cls` and `w_con` rise linearly from 0 to their full
     /// value over this many optimizer steps (0, the default, switches them on at once). Switched

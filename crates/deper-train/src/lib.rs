@@ -1,17 +1,17 @@
 //! deper-train: everything that turns a dataset into a trained DEPER run.
 //!
-//! * [`captioner`]: the tiny frozen Qwen2-VL of the offline world (`deper pretrain-vlm`).
 //! * [`features`]: cached image patch features (`deper features extract`).
 //! * [`text`]: the caption vocabulary of the subject encoder.
 //! * [`data`]: triplets → labelled samples → padded batches.
 //! * [`stage1`]: stage-1 training (`deper train stage1`), run folders, checkpoints, resume.
+//! * [`persona_slot`]: the caption prompt's persona slot, caption-length limit, prompt/target ids.
 //! * [`stage2`]: stage 2 (`deper train stage2`): adapter + encoder, or the per-subject PT baseline, on the frozen VLM; caption generation.
 //! * [`eval`]: subject accuracy, macro-F1, box IoU, few-shot evaluation, subject embeddings.
 
-pub mod captioner;
 pub mod data;
 pub mod eval;
 pub mod features;
+pub mod persona_slot;
 pub mod stage1;
 pub mod stage2;
 pub mod text;

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::captioner::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
+use crate::persona_slot::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::data::{make_batch, Sample};
 use crate::eval::{mean_vector, run_model};
 use crate::stage1::{self, append_jsonl, recorder, LrSchedule, Prepared, RunInfo, TrainSettings};

@@ -4,7 +4,7 @@ use crate::cli::train::{with_backend, DeviceKind};
 use crate::progress::{count_bar, EpochBar};
 use anyhow::Context;
 use clap::Args;
-use deper_train::captioner::{self, CaptionerConfig, CaptionerProgress};
+use deper_pipeline::demo::captioner::{self, CaptionerConfig, CaptionerProgress};
 use deper_train::stage2::{self, Method, Stage2Config, Stage2Epoch, Stage2Progress};
 use std::path::PathBuf;
 

@@ -331,7 +331,7 @@ impl CaptionService for VlmCaptioner {
         };
         // The persona prompt with the token's own embedding is the zero-shot caption of evaluation.
         let default_prompt = if self.has_persona_token {
-            deper_train::captioner::PERSONA_PROMPT
+            deper_train::persona_slot::PERSONA_PROMPT
         } else {
             deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT
         };

@@ -7,7 +7,7 @@
 mod common;
 
 use burn::backend::{Autodiff, NdArray};
-use deper_train::captioner::{self, CaptionerConfig};
+use deper_pipeline::demo::captioner::{self, CaptionerConfig};
 use deper_train::stage2;
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
-use deper_train::captioner::{self, CaptionerConfig};
+use deper_pipeline::demo::captioner::{self, CaptionerConfig};
 use deper_vlm::{ImageProcessor, Qwen2Vl};
 use std::path::Path;
 
@@ -19,7 +19,7 @@ fn feature_spread(model_dir: &Path, data: &Path) -> f64 {
     let processor = ImageProcessor::from_dir(model_dir).unwrap();
     let ids: Vec<String> = (0..8).map(deper_synth::scene::scene_id).collect();
     let rms = |t: Tensor<B, 2>| f64::from(t.powf_scalar(2.0).mean().sqrt().into_scalar());
-    let features: Vec<Tensor<B, 2>> = captioner::load_pixels(data, &ids, &processor)
+    let features: Vec<Tensor<B, 2>> = deper_train::persona_slot::load_pixels(data, &ids, &processor)
         .unwrap()
         .iter()
         .map(|p| model.visual.forward(p.to_tensor(&Default::default()), &[p.grid_thw]).unwrap())

@@ -1,4 +1,5 @@
-//! The tiny frozen captioner of the offline world (`deper pretrain-vlm`).
+//! The tiny frozen captioner of the synthetic world (`deper pretrain-vlm`), the demo's stand-in
+//! for a real VLM.
 //!
 //! A small model of the Qwen2-VL architecture, trained from scratch on the synthetic world's
 //! train-split images and saved in the Hugging Face layout (`config.json`, `model.safetensors`,
@@ -60,11 +61,9 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::stage1::LrSchedule;
-use crate::{Result, TrainError};
-
-/// The prompt whose persona slot stage 2 overwrites.
-pub const PERSONA_PROMPT: &str = "Describe the image in the style of <|persona|>.";
+use deper_train::persona_slot::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
+use deper_train::stage1::LrSchedule;
+use deper_train::{Result, TrainError};
 
 /// Qwen2-VL's special tokens, then DEPER's persona token.
 pub const SPECIAL_TOKENS: [&str; 8] = [
@@ -352,36 +351,6 @@ fn write_side_files(out: &Path, side: usize) -> Result<()> {
     .map_err(vlm_err)
 }
 
-/// The prompt ids of a caption request (the chat template, image pads expanded).
-pub fn prompt_ids(tokenizer: &Qwen2VlTokenizer, text: &str, grid: [usize; 3]) -> Result<Vec<u32>> {
-    Ok(tokenizer.caption_prompt(text, grid, 2).map_err(|e| TrainError::Config(e.to_string()))?.1)
-}
-
-/// Target ids of a caption: its tokens and the end-of-turn token.
-pub fn target_ids(tokenizer: &Qwen2VlTokenizer, caption: &str, max_tokens: usize) -> Result<Vec<u32>> {
-    let mut ids = tokenizer.encode(caption).map_err(|e| TrainError::Config(e.to_string()))?;
-    ids.truncate(max_tokens);
-    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| TrainError::Config("no <|im_end|> token".into()))?;
-    ids.push(end);
-    Ok(ids)
-}
-
-/// Preprocessed pixels of the dataset's images, by image id.
-pub fn load_pixels(data: &Path, images: &[String], processor: &ImageProcessor) -> Result<Vec<deper_vlm::PixelValues>> {
-    images
-        .iter()
-        .map(|id| {
-            let dir = data.join("images");
-            let file = find_image_file(&dir, id).ok_or_else(|| TrainError::MissingImage { image: id.clone() })?;
-            let path = dir.join(file);
-            processor.preprocess_file(&path).map_err(|e| TrainError::Image { path, message: e.to_string() })
-        })
-        .collect()
-}
-
-/// Maximum caption tokens the captioner learns and generates.
-pub const MAX_CAPTION_TOKENS: usize = 96;
-
 /// Pretrains the captioner on `data` and saves it (HF layout) into `out`.
 pub fn pretrain<B: AutodiffBackend>(
     data: &Path,
@@ -522,7 +491,7 @@ pub fn pretrain<B: AutodiffBackend>(
         .with_weight_decay(config.weight_decay as f32)
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
         .init::<B, Pretraining<B>>();
-    let schedule = crate::stage1::TrainSettings {
+    let schedule = deper_train::stage1::TrainSettings {
         lr: config.lr,
         lr_schedule: config.lr_schedule,
         warmup_fraction: 0.05,
@@ -617,7 +586,7 @@ pub fn pretrain<B: AutodiffBackend>(
             samples_per_s: epoch_set.len() as f64 / train_seconds.max(1e-9),
             example,
         };
-        crate::stage1::append_jsonl(&metrics_path, &m)?;
+        deper_train::stage1::append_jsonl(&metrics_path, &m)?;
         progress(CaptionerProgress::Epoch(m.clone()));
         all.push(m);
     }
@@ -829,32 +798,6 @@ fn slot_vectors<B: Backend>(
     }
     let bag = Tensor::<B, 2>::from_data(TensorData::new(bag, [batch.len(), vocab]), device);
     bag.matmul(model.model.embed_tokens.weight.val())
-}
-
-/// Greedy caption of one preprocessed image with a prompt, optionally with a persona vector.
-pub fn greedy<B: Backend>(
-    model: &Qwen2Vl<B>,
-    tokenizer: &Qwen2VlTokenizer,
-    prompt: &[u32],
-    pixels: &deper_vlm::PixelValues,
-    device: &B::Device,
-    persona: Option<deper_vlm::Persona<B>>,
-) -> Result<String> {
-    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| TrainError::Config("no <|im_end|> token".into()))?;
-    let input = deper_vlm::MultimodalInput {
-        input_ids: prompt.to_vec(),
-        pixel_values: Some(pixels.to_tensor(device)),
-        image_grid_thw: vec![pixels.grid_thw],
-        persona,
-    };
-    let generation = deper_vlm::GenerationConfig {
-        max_new_tokens: MAX_CAPTION_TOKENS,
-        stop_tokens: vec![end],
-        ..Default::default()
-    };
-    let out = model.generate(&input, &generation, &mut |_| true).map_err(|e| TrainError::Config(e.to_string()))?;
-    let ids: Vec<u32> = out.generated_ids.into_iter().filter(|&i| i != end).collect();
-    tokenizer.decode(&ids, true).map_err(|e| TrainError::Config(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+//! `deper demo`: the whole pipeline on the synthetic world with embedded defaults.
+
+pub mod captioner;

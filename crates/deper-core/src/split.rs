@@ -116,7 +116,15 @@ pub struct Splits {
 impl Splits {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(SPLITS_FILE);
-        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+            // The usual cause is a dataset nobody has split yet: say what to run.
+            std::io::ErrorKind::NotFound => Error::invalid(format!(
+                "{}: not found; run `deper dataset split {}` first",
+                path.display(),
+                dir.display()
+            )),
+            _ => Error::io(&path, e),
+        })?;
         Ok(crate::import::parse_json_record(&text, &path, 1)?)
     }
 
@@ -307,6 +315,14 @@ mod tests {
         assert_eq!(Splits::load(dir.path()).unwrap(), splits);
         // Running again with the same config changes nothing.
         assert_eq!(apply_splits(&ds, &cfg).unwrap(), splits);
+    }
+
+    #[test]
+    fn a_dataset_without_splits_says_which_command_makes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = Splits::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(message.matches(SPLITS_FILE).count(), 1, "{message}");
+        assert!(message.contains("run `deper dataset split"), "{message}");
     }
 
     #[test]

@@ -85,6 +85,60 @@ fn import_ln_names_the_bad_line_and_field_and_can_skip_it() {
 }
 
 #[test]
+fn an_import_that_keeps_no_triplet_is_an_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.jsonl");
+    let bad = GOOD.replace(r#"{"x": 0.5, "y": 0.5, "t": 0.0}"#, r#"{"x": "0.5", "y": 0.5, "t": 0.0}"#);
+    std::fs::write(&input, format!("{bad}\n{bad}\n")).unwrap();
+    let out = dir.path().join("ds");
+    let failed = deper(&["import", "ln", "--jsonl", s(&input), "--out", s(&out), "--skip-bad"]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("no triplet was imported") && err.contains("2 records skipped"), "{err}");
+    assert!(!out.exists(), "a failed import must not leave a dataset");
+}
+
+#[test]
+fn dataset_stats_lists_each_subjects_triplets_and_a_closed_pipe_ends_it_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    let stats = ok_json(&["synth", "--out", s(&out), "--subjects", "4", "--images", "10", "--seed", "3"]);
+    let table = deper(&["dataset", "stats", s(&out)]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    for (subject, n) in stats["per_subject"].as_object().unwrap() {
+        let row = text.lines().find(|l| l.split_whitespace().next() == Some(subject.as_str()));
+        assert_eq!(row.and_then(|l| l.split_whitespace().nth(1)), Some(n.to_string().as_str()), "{text}");
+    }
+    // `deper dataset stats D --json | head -1`: the reader is gone before deper writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
+        .args(["dataset", "stats", s(&out), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let ended = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert!(ended.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked") && stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_dataset_without_splits_names_the_command_that_makes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.jsonl");
+    std::fs::write(&input, format!("{GOOD}\n")).unwrap();
+    let data = dir.path().join("ds");
+    ok_json(&["import", "ln", "--jsonl", s(&input), "--out", s(&data)]);
+    let failed = deper(&["train", "stage1", "--data", s(&data), "--out", s(&dir.path().join("run"))]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(err.matches("splits.json").count(), 1, "{err}");
+    assert!(err.contains(&format!("run `deper dataset split {}`", data.display())), "{err}");
+}
+
+#[test]
 fn import_ln_finds_images_by_coco_names() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("imgs");

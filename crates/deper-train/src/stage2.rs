@@ -40,9 +40,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::persona_slot::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::data::{make_batch, Sample};
 use crate::eval::{mean_vector, run_model};
+use crate::persona_slot::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::stage1::{self, append_jsonl, recorder, LrSchedule, Prepared, RunInfo, TrainSettings};
 use crate::{Result, TrainError};
 
@@ -153,6 +153,11 @@ pub struct Personalizer<B: Backend> {
 }
 
 impl<B: Backend> Personalizer<B> {
+    /// The (fine-tuned) subject encoder of a DEPER run.
+    pub fn encoder(&self) -> Option<&Deper<B>> {
+        self.encoder.as_ref()
+    }
+
     fn new(info: &Stage2Info, encoder: Option<Deper<B>>, device: &B::Device) -> Self {
         match info.method {
             Method::Deper => {

@@ -44,7 +44,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use deper_core::dataset::{find_image_file, write_json_atomic, Dataset};
+use deper_core::dataset::{write_json_atomic, Dataset};
 use deper_core::Split;
 use deper_vlm::export::{save_pretrained, write_json};
 use deper_vlm::pipeline::{DEFAULT_CAPTION_PROMPT, PERSONA_TOKEN};

@@ -1,15 +1,19 @@
 //! `deper dataset stats|split`.
 
+use super::{print_json, print_text};
 use clap::{Args, Subcommand};
 use deper_core::dataset::Dataset;
 use deper_core::split::{apply_splits, SplitConfig, SplitFractions, UnseenChoice, DEFAULT_SHOTS};
-use deper_core::stats::dataset_stats;
+use deper_core::stats::{dataset_stats, DatasetStats};
+use std::fmt::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum DatasetCommand {
     /// Print counts and means of a dataset.
+    #[command(after_help = "Example:\n  deper dataset stats deper-data/synth --json")]
     Stats {
+        /// Dataset folder.
         dir: PathBuf,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -20,7 +24,11 @@ pub enum DatasetCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  deper dataset split data --unseen-fraction 0.25 --shots 5\n  deper dataset split coco-ln --keep-image-splits --unseen alice,bob"
+)]
 pub struct SplitArgs {
+    /// Dataset folder.
     pub dir: PathBuf,
     /// Fraction of images in the validation split.
     #[arg(long, default_value_t = 0.1)]
@@ -40,6 +48,7 @@ pub struct SplitArgs {
     /// Support triplets per unseen subject.
     #[arg(long, default_value_t = DEFAULT_SHOTS)]
     pub shots: usize,
+    /// Seed of the image splits and of the unseen-subject choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -64,26 +73,38 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
         DatasetCommand::Stats { dir, json } => {
             let stats = dataset_stats(&Dataset::open(&dir)?)?;
             if json {
-                super::print_json(&stats)
+                print_json(&stats)
             } else {
-                println!("dataset      {} ({})", stats.name, stats.source);
-                println!("triplets     {}", stats.triplets);
-                println!("subjects     {}", stats.subjects);
-                println!("images       {} ({} with files)", stats.images, stats.images_with_files);
-                println!("empty traj.  {}", stats.empty_trajectories);
-                println!("mean steps   {:.2} (max {})", stats.mean_steps, stats.max_steps);
-                println!("mean dwell   {:.3} s", stats.mean_step_duration);
-                println!("mean words   {:.1}", stats.mean_description_words);
-                for (split, n) in &stats.splits {
-                    println!("split {split:<6} {n}");
-                }
-                Ok(())
+                print_text(&stats_table(&stats))
             }
         }
         DatasetCommand::Split(args) => {
             let ds = Dataset::open(&args.dir)?;
             let splits = apply_splits(&ds, &args.config())?;
-            super::print_json(&splits)
+            print_json(&splits)
         }
     }
+}
+
+/// The human-readable form of `deper dataset stats`, with the triplets of each subject.
+fn stats_table(stats: &DatasetStats) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(out, "dataset      {} ({})", stats.name, stats.source);
+    let _ = writeln!(out, "triplets     {}", stats.triplets);
+    let _ = writeln!(out, "subjects     {}", stats.subjects);
+    let _ = writeln!(out, "images       {} ({} with files)", stats.images, stats.images_with_files);
+    let _ = writeln!(out, "empty traj.  {}", stats.empty_trajectories);
+    let _ = writeln!(out, "mean steps   {:.2} (max {})", stats.mean_steps, stats.max_steps);
+    let _ = writeln!(out, "mean dwell   {:.3} s", stats.mean_step_duration);
+    let _ = writeln!(out, "mean words   {:.1}", stats.mean_description_words);
+    for (split, n) in &stats.splits {
+        let _ = writeln!(out, "split {split:<6} {n}");
+    }
+    let width = stats.per_subject.keys().map(String::len).max().unwrap_or(0);
+    let _ = writeln!(out, "triplets per subject:");
+    for (subject, n) in &stats.per_subject {
+        let _ = writeln!(out, "  {subject:<width$}  {n}");
+    }
+    out
 }

@@ -1,18 +1,19 @@
 //! `deper import ln|authors-json|gaze`: stream another format into a deper dataset.
 
-use crate::progress::bytes_bar;
-use anyhow::Context;
+use super::{print_json, Bars};
 use clap::{Args, Subcommand, ValueEnum};
-use deper_core::dataset::{find_image_file, DatasetWriter};
-use deper_core::import::{self, ImportReport};
+use deper_core::import;
 use deper_core::trajectory::{DwellParams, FixationMethod, GazeParams};
-use deper_core::{ImageInfo, Split, Subject, Triplet};
-use std::collections::HashSet;
+use deper_core::Split;
+use deper_pipeline::import::{ImportTarget, Importer};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// Localized Narratives JSONL (COCO-LN, Flickr30k-LN, …); subject = annotator_id.
+    #[command(
+        after_help = "Example:\n  deper import ln --jsonl coco_train_localized_narratives.jsonl --images coco/train2017 --out coco-ln --skip-bad"
+    )]
     Ln(LnArgs),
     /// The DEPER authors' JSON records ({name, caption, subject, subject_name, X, Y, T, bboxes, split}).
     AuthorsJson(AuthorsArgs),
@@ -100,6 +101,7 @@ pub struct GazeArgs {
     /// Visual angle spanned by the image height, degrees.
     #[arg(long, default_value_t = GazeParams::default().image_height_deg)]
     pub image_height_deg: f64,
+    /// Split of every triplet (train, val or test).
     #[arg(long, value_parser = parse_split, default_value = "train")]
     pub split: Split,
 }
@@ -148,15 +150,15 @@ pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
                     ..DwellParams::default()
                 },
             };
-            import_into(&args.common, &args.jsonl, "localized_narratives", |sink, progress| {
-                import::ln::import_ln(&args.jsonl, &opts, sink, progress)
-            })
+            let importer: Importer<'_> =
+                Box::new(|sink, progress| import::ln::import_ln(&args.jsonl, &opts, sink, progress));
+            import_into(&args.common, &args.jsonl, "localized_narratives", importer)
         }
         ImportCommand::AuthorsJson(args) => {
             let opts = import::authors::AuthorsOptions { skip_bad: args.common.skip_bad, ..Default::default() };
-            import_into(&args.common, &args.json, "authors_json", |sink, progress| {
-                import::authors::import_authors_json(&args.json, &opts, sink, progress)
-            })
+            let importer: Importer<'_> =
+                Box::new(|sink, progress| import::authors::import_authors_json(&args.json, &opts, sink, progress));
+            import_into(&args.common, &args.json, "authors_json", importer)
         }
         ImportCommand::Gaze(args) => {
             let params = GazeParams {
@@ -185,9 +187,10 @@ pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let captions = args.captions.clone();
-            import_into(&args.common, &args.samples, "gaze", |sink, progress| {
+            let importer: Importer<'_> = Box::new(|sink, progress| {
                 import::gaze::import_gaze(&args.samples, captions.as_deref(), &opts, sink, progress)
-            })
+            });
+            import_into(&args.common, &args.samples, "gaze", importer)
         }
     }
 }
@@ -195,78 +198,16 @@ pub fn run(cmd: ImportCommand) -> anyhow::Result<()> {
 /// Runs one importer into a new dataset: progress bar, image lookup, report
 /// in the manifest and on stdout. The dataset only appears when the import
 /// succeeded, so a failed import never leaves half a dataset behind.
-fn import_into(
-    common: &CommonArgs,
-    input: &Path,
-    source: &str,
-    importer: impl FnOnce(&mut import::Sink, &mut import::Progress) -> deper_core::Result<ImportReport>,
-) -> anyhow::Result<()> {
-    let total = std::fs::metadata(input).with_context(|| format!("{}: cannot read", input.display()))?.len();
-    if common.force {
-        super::remove_existing_dataset(&common.out)?;
-    }
-    let name = common
-        .name
-        .clone()
-        .unwrap_or_else(|| input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let out_existed = common.out.exists();
-    let mut writer = DatasetWriter::create(&common.out, &name, source)?;
-    let image_dir = match &common.images {
-        Some(dir) => {
-            let abs = std::fs::canonicalize(dir).with_context(|| format!("--images {}", dir.display()))?;
-            writer.set_image_dir(&abs.to_string_lossy());
-            Some(abs)
-        }
-        None => None,
+fn import_into(common: &CommonArgs, input: &Path, source: &str, importer: Importer<'_>) -> anyhow::Result<()> {
+    let target = ImportTarget {
+        out: common.out.clone(),
+        images: common.images.clone(),
+        name: common.name.clone(),
+        force: common.force,
     };
-
-    let bar = bytes_bar(total, "importing");
-    let mut seen_images: HashSet<String> = HashSet::new();
-    let mut missing_images = 0usize;
-    let result = {
-        let mut sink = |t: Triplet| -> deper_core::Result<()> {
-            if let Some(dir) = &image_dir {
-                if seen_images.insert(t.image.clone()) {
-                    let file = find_image_file(dir, &t.image);
-                    missing_images += usize::from(file.is_none());
-                    writer.add_image(ImageInfo { id: t.image.clone(), file, width: None, height: None });
-                }
-            }
-            writer.push(&t)
-        };
-        let mut progress = |bytes: u64| bar.set_position(bytes);
-        importer(&mut sink, &mut progress)
-    };
-    bar.finish_and_clear();
-    let report = match result {
-        Ok(report) => report,
-        Err(err) => {
-            // Leave nothing that looks like a dataset behind, and touch nothing we did not create.
-            drop(writer);
-            let _ = std::fs::remove_file(common.out.join(format!("{}.partial", deper_core::dataset::TRIPLETS_FILE)));
-            if !out_existed {
-                let _ = std::fs::remove_dir_all(&common.out);
-            }
-            return Err(err.into());
-        }
-    };
-    for (id, name) in &report.subject_names {
-        writer.add_subject(Subject { id: id.clone(), name: Some(name.clone()), notes: None });
-    }
-    writer.set_extra("import_report", serde_json::to_value(&report)?);
-    writer.set_extra("input", serde_json::Value::String(input.display().to_string()));
-    if image_dir.is_some() {
-        writer.set_extra("missing_images", missing_images.into());
-    }
-    let manifest = writer.finish()?;
-    eprintln!(
-        "imported {} triplets of {} subjects into {} ({} skipped, {} empty trajectories{})",
-        report.triplets,
-        manifest.subjects.len(),
-        common.out.display(),
-        report.skipped,
-        report.empty_trajectories,
-        if image_dir.is_some() { format!(", {missing_images} images not found") } else { String::new() }
-    );
-    super::print_json(&report)
+    let mut bars = Bars::new();
+    let outcome = deper_pipeline::import::import_into(&target, input, source, importer, &mut bars.callback())?;
+    drop(bars);
+    eprintln!("{}", outcome.summary(&common.out));
+    print_json(&outcome.report)
 }

@@ -1,12 +1,15 @@
 //! `deper serve`: the study server on one address, with its data folder and database.
 
-use super::DeviceKind;
 use crate::server::{launch, Limits, ServerSettings};
 use anyhow::Context;
 use clap::Args;
+use deper_pipeline::DeviceKind;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  deper serve                                   SQLite in deper-data/, the demo study, caption preview\n  deper serve --addr 0.0.0.0:8080 --db postgres://deper:secret@db/deper --no-demo\n  deper serve --vlm Qwen2-VL-2B-Instruct --persona-run runs/deper --embedder runs/deper"
+)]
 pub struct ServeArgs {
     /// Data folder: the SQLite database, uploaded images, exports, job runs, the researcher token.
     #[arg(long, default_value_os_t = super::default_data_dir())]
@@ -18,7 +21,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// Device for training jobs.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, default_value = "cpu", help = super::DEVICE_HELP)]
     pub device: DeviceKind,
     /// Hugging Face VLM folder (Qwen2-VL, Qwen2.5-VL or Idefics3/SmolVLM) for the caption API (`POST /api/captions`); without it the API answers 503.
     #[arg(long)]
@@ -59,13 +62,19 @@ pub struct ServeArgs {
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     // Fail now, not at the first job, when the training device is missing.
-    super::with_backend!(args.device, B, AD, dev => {
-        device_ready::<B>(&dev);
-        Ok::<(), anyhow::Error>(())
-    })?;
+    deper_pipeline::backend::check_device(args.device)?;
     let mut demo = None;
     if !args.no_demo && args.vlm.is_none() && args.embedder.is_none() {
-        let prepared = super::personal::ensure_demo(&args.data.join("demo"), args.device)?;
+        let out = args.data.join("demo");
+        if !deper_pipeline::demo::DemoPaths::new(&out).is_complete() {
+            eprintln!(
+                "first start: building the demo models in {} (once; `deper serve --no-demo` skips this)",
+                out.display()
+            );
+        }
+        let mut bars = super::Bars::new();
+        let prepared = deper_pipeline::demo::ensure(&out, args.device, &mut bars.callback())?;
+        drop(bars);
         args.vlm = Some(prepared.captioner);
         args.persona_run = Some(prepared.persona_run);
         args.embedder = Some(prepared.encoder);
@@ -162,9 +171,6 @@ fn load_embedder(run: &std::path::Path) -> anyhow::Result<crate::server::embedde
     eprintln!("in-page subject encoder: {} (version {})", folder.display(), assets.version);
     Ok(assets)
 }
-
-/// Names the backend of `with_backend!` (its probe has already run a tensor op on the device).
-fn device_ready<B: burn::tensor::backend::Backend>(_device: &B::Device) {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

@@ -1,14 +1,13 @@
 //! `deper synth`: the synthetic personas world, the embedded default data set.
 
-use crate::progress::count_bar;
+use super::{print_json, Bars};
 use clap::Args;
-use deper_core::dataset::Dataset;
-use deper_core::split::{apply_splits, SplitConfig, UnseenChoice};
-use deper_core::stats::dataset_stats;
+use deper_pipeline::dataset::{synthesize, SynthSettings};
 use deper_synth::SynthConfig;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  deper synth --out deper-data/synth --subjects 12 --images 160")]
 pub struct SynthArgs {
     /// Output dataset folder.
     #[arg(long, default_value_os_t = super::default_data_dir().join("synth"))]
@@ -22,6 +21,7 @@ pub struct SynthArgs {
     /// Probability that a subject describes a given image.
     #[arg(long, default_value_t = SynthConfig::default().coverage)]
     pub coverage: f64,
+    /// Seed of the world and of the unseen-subject choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of subjects held out as unseen.
@@ -36,43 +36,28 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let stats = build(args)?;
-    super::print_json(&stats)
-}
-
-/// Generates the world and its splits; returns the dataset stats.
-pub fn build(args: SynthArgs) -> anyhow::Result<deper_core::stats::DatasetStats> {
-    if args.force {
-        super::remove_existing_dataset(&args.out)?;
-    }
-    let config = SynthConfig {
-        subjects: args.subjects,
-        images: args.images,
-        coverage: args.coverage,
-        seed: args.seed,
-        ..SynthConfig::default()
-    };
-    let bar = count_bar(args.images as u64, "scenes");
-    deper_synth::generate(&config, &args.out, &mut |done, _total| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
-
-    let ds = Dataset::open(&args.out)?;
-    // The generator already assigned image splits; choose unseen subjects and support sets.
-    let split = SplitConfig {
-        seed: args.seed,
-        unseen: UnseenChoice::Fraction(args.unseen_fraction),
+    let settings = SynthSettings {
+        out: args.out.clone(),
+        world: SynthConfig {
+            subjects: args.subjects,
+            images: args.images,
+            coverage: args.coverage,
+            seed: args.seed,
+            ..SynthConfig::default()
+        },
+        unseen_fraction: args.unseen_fraction,
         shots: args.shots,
-        keep_image_splits: true,
-        ..SplitConfig::default()
+        force: args.force,
     };
-    let splits = apply_splits(&ds, &split)?;
-    let stats = dataset_stats(&ds)?;
+    let mut bars = Bars::new();
+    let outcome = synthesize(&settings, &mut bars.callback())?;
+    drop(bars);
     eprintln!(
         "wrote {} ({} triplets, {} subjects of which unseen: {})",
         args.out.display(),
-        stats.triplets,
-        stats.subjects,
-        splits.unseen_subjects.join(", ")
+        outcome.stats.triplets,
+        outcome.stats.subjects,
+        outcome.unseen_subjects.join(", ")
     );
-    Ok(stats)
+    print_json(&outcome.stats)
 }

@@ -1,8 +1,9 @@
 //! `deper caption` and `deper vlm forward`: the frozen VLM from a Hugging Face model folder.
 
-use super::train::{with_backend, DeviceKind};
+use super::{print_json, print_text, DEVICE_HELP};
 use clap::{Args, Subcommand};
-use deper_vlm::{AnyVlm, PersonaVectors};
+use deper_pipeline::caption::{caption as run_caption, vlm_forward, CaptionRequest};
+use deper_pipeline::DeviceKind;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -14,13 +15,16 @@ pub enum VlmCommand {
     /// `pixel_attention_mask` [N_tiles, H, W]. OUT gets `logits` f32 [1, L, vocab]. The family is the folder's
     /// `model_type` (qwen2_vl, idefics3).
     Forward {
+        /// Hugging Face model folder.
         #[arg(long)]
         model: PathBuf,
+        /// safetensors file with the inputs above.
         #[arg(long)]
         inputs: PathBuf,
+        /// safetensors file to write the logits to.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        #[arg(long, default_value = "cpu", help = DEVICE_HELP)]
         device: DeviceKind,
     },
 }
@@ -28,10 +32,7 @@ pub enum VlmCommand {
 pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
     match cmd {
         VlmCommand::Forward { model, inputs, out, device } => {
-            with_backend!(device, B, AD, dev => {
-                let vlm = AnyVlm::<B>::load(&model, &dev)?;
-                vlm.forward_file(&inputs, &out).map_err(anyhow::Error::from)
-            })?;
+            vlm_forward(&model, &inputs, &out, device)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
@@ -39,11 +40,15 @@ pub fn run(cmd: VlmCommand) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  deper caption --model Qwen2-VL-2B-Instruct --image photo.jpg\n  deper caption --model deper-data/demo/captioner --image scene.png --prompt 'Describe the image in the style of <|persona|>.' --persona persona.safetensors"
+)]
 pub struct CaptionArgs {
     /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json, chat template, preprocessor config);
     /// Qwen2-VL or Idefics3/SmolVLM, by its `model_type`.
     #[arg(long)]
     pub model: PathBuf,
+    /// The image to caption (PNG or JPEG).
     #[arg(long)]
     pub image: PathBuf,
     /// The user turn's text; the image is placed before it, as the HF processor does.
@@ -53,20 +58,17 @@ pub struct CaptionArgs {
     /// the prompt must then contain the persona token(s).
     #[arg(long)]
     pub persona: Option<PathBuf>,
+    /// Most tokens to generate (decoding is greedy).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// Greedy decoding (the default; sampling options arrive with the caption API).
-    #[arg(long, default_value_t = true)]
-    pub greedy: bool,
     /// Print {"text", "prompt_ids", "generated_ids"}.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, default_value = "cpu", help = DEVICE_HELP)]
     pub device: DeviceKind,
 }
 
 pub fn caption(args: CaptionArgs) -> anyhow::Result<()> {
-    let persona = args.persona.as_deref().map(PersonaVectors::from_file).transpose()?;
     let streaming = !args.json;
     let mut stderr = std::io::stderr();
     let mut on_token = |_| {
@@ -77,18 +79,20 @@ pub fn caption(args: CaptionArgs) -> anyhow::Result<()> {
         }
         true
     };
-    let caption = with_backend!(args.device, B, AD, dev => {
-        let vlm = AnyVlm::<B>::load(&args.model, &dev)?;
-        let generation = vlm.generation_config(args.max_new_tokens);
-        vlm.caption(&args.image, &args.prompt, persona.as_ref(), &generation, &mut on_token).map_err(anyhow::Error::from)
-    })?;
+    let request = CaptionRequest {
+        model: args.model,
+        image: args.image,
+        prompt: args.prompt,
+        persona: args.persona,
+        max_new_tokens: args.max_new_tokens,
+    };
+    let caption = run_caption(&request, args.device, &mut on_token)?;
     if streaming {
         eprintln!();
     }
     if args.json {
-        super::print_json(&caption)
+        print_json(&caption)
     } else {
-        println!("{}", caption.text);
-        Ok(())
+        print_text(&format!("{}\n", caption.text))
     }
 }

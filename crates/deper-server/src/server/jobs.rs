@@ -3,11 +3,16 @@
 //! progress stored on the job and streamed as server-sent events.
 //!
 //! Kinds:
-//! * `train_stage1`: stage-1 training ([`deper_train::stage1::train_cancellable`]) on a dataset
+//! * `train_stage1`: stage-1 training ([`deper_pipeline::stage1::train_stage1`]) on a dataset
 //!   folder (`dataset`) or a fresh export of a study (`study_id`). Splits and `pixel-stats`
 //!   features are made first when the dataset has none. The run folder and its checkpoint
 //!   become artifacts.
 //! * `features`: image patch features for a dataset folder.
+//! * `train_stage2`: stage 2 on a frozen VLM folder ([`deper_pipeline::stage2::train_stage2`]).
+//! * `evaluate`: captions, metrics and the report of stage-2 runs ([`deper_pipeline::evaluate`]).
+//!
+//! Each job is a thin adapter over a `deper_pipeline` function: its progress events become the
+//! job's stored progress, log lines and server-sent events.
 //!
 //! Cancellation sets a flag the training loop checks after every batch (so it stops within
 //! one batch); the job ends `cancelled`. A job found `running` at start-up was cut off by a
@@ -16,14 +21,14 @@
 
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
-use crate::cli::{with_backend, DeviceKind};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use deper_pipeline::{DeviceKind, Event as PipelineEvent};
 use deper_store::{Artifact, Job, JobState, NewArtifact};
-use deper_train::stage1::{self, ModelSettings, Progress, Stage1Config};
+use deper_train::stage1::{self, ModelSettings, Stage1Config};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -314,7 +319,7 @@ async fn job_events(
 }
 
 pub fn device_name(device: DeviceKind) -> String {
-    format!("{device:?}").to_lowercase()
+    device.name().to_string()
 }
 
 /// Runs queued jobs of this server's device, one at a time, until `stop` turns true.
@@ -511,31 +516,38 @@ fn send(
     let _ = tx.send(Tick { fraction, detail, log, frequent });
 }
 
-/// Makes sure `dataset` has splits and `backbone` features (as `deper dataset split` and
-/// `deper features extract` would with their defaults).
-fn prepare_dataset(
-    dataset: &FsPath,
-    backbone: &str,
-    tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
-) -> anyhow::Result<()> {
-    let ds = deper_core::dataset::Dataset::open(dataset)?;
-    if !dataset.join(deper_core::dataset::SPLITS_FILE).is_file() {
-        deper_core::split::apply_splits(&ds, &deper_core::split::SplitConfig::default())?;
-        send(tx, 0.0, serde_json::json!({"event": "splits"}), Some("made default splits".into()), false);
+/// The job's side of the pipeline's progress: each event becomes a tick with the fraction of the
+/// current phase, the event's detail and its line for the job log. Per-batch and per-item ticks are
+/// marked frequent, and the runner thins them out.
+struct Ticks<'a> {
+    tx: &'a tokio::sync::mpsc::UnboundedSender<Tick>,
+    total: usize,
+    fraction: f64,
+}
+
+impl<'a> Ticks<'a> {
+    fn new(tx: &'a tokio::sync::mpsc::UnboundedSender<Tick>) -> Self {
+        Self { tx, total: 1, fraction: 0.0 }
     }
-    if deper_train::features::load(dataset, backbone).is_err() {
-        deper_train::features::extract(&ds, backbone, &mut |done, total| {
-            send(tx, 0.0, serde_json::json!({"event": "features", "done": done, "total": total}), None, true);
-        })?;
-        send(
-            tx,
-            0.0,
-            serde_json::json!({"event": "features_done"}),
-            Some(format!("extracted {backbone} features")),
-            false,
-        );
+
+    fn event(&mut self, event: PipelineEvent) {
+        match event {
+            PipelineEvent::Step { index, count, name } => {
+                let detail = serde_json::json!({"event": "step", "index": index, "count": count, "name": name});
+                send(self.tx, self.fraction, detail, Some(format!("step {index} of {count}: {name}")), false);
+            }
+            PipelineEvent::Begin { total, detail, line, .. } => {
+                (self.total, self.fraction) = (total.max(1), 0.0);
+                send(self.tx, 0.0, detail, line, false);
+            }
+            PipelineEvent::Advance { done, detail, .. } => {
+                self.fraction = done as f64 / self.total as f64;
+                send(self.tx, self.fraction, detail, None, true);
+            }
+            PipelineEvent::Note { line, detail } => send(self.tx, self.fraction, detail, Some(line), false),
+            PipelineEvent::End => {}
+        }
     }
-    Ok(())
 }
 
 /// Stage 2 on the frozen VLM; the run folder is the artifact.
@@ -551,36 +563,22 @@ fn stage2_job(
     tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Vec<NewArtifact>> {
-    use deper_train::stage2::{self, Stage2Config, Stage2Progress};
-    let method = params.method().map_err(anyhow::Error::msg)?;
-    let mut config = Stage2Config::default();
+    let mut config = deper_train::stage2::Stage2Config::default();
     if let Some(e) = params.epochs {
         config.epochs = e;
     }
     let run = job_dir.join("run");
-    let (mut total, mut done) = (1usize, 0usize);
-    let mut on_progress = |p: Stage2Progress| match p {
-        Stage2Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-            total = (epochs.saturating_sub(first_epoch - 1) * batches_per_epoch).max(1);
-            let detail =
-                serde_json::json!({"event": "start", "epochs": epochs, "batches_per_epoch": batches_per_epoch});
-            send(tx, 0.0, detail, Some(format!("stage 2: {epochs} epochs of {batches_per_epoch} batches")), false);
-        }
-        Stage2Progress::Batch { epoch, batch, loss } => {
-            done += 1;
-            let detail = serde_json::json!({"event": "batch", "epoch": epoch, "batch": batch, "loss": loss});
-            send(tx, done as f64 / total as f64, detail, None, true);
-        }
-        Stage2Progress::Epoch(m) => {
-            let line = format!("epoch {} loss {:.4} val NLL {:.4}", m.epoch, m.train_loss, m.val_nll);
-            let detail = serde_json::json!({"event": "epoch", "metrics": m});
-            send(tx, done as f64 / total as f64, detail, Some(line), false);
-        }
+    let job = deper_pipeline::stage2::Stage2Job {
+        data: dataset.to_path_buf(),
+        stage1: stage1.map(FsPath::to_path_buf),
+        vlm: vlm.to_path_buf(),
+        out: run.clone(),
+        method: params.method().map_err(anyhow::Error::msg)?,
+        config,
+        resume: false,
     };
-    with_backend!(device, B, AD, dev => {
-        stage2::train_cancellable::<AD>(dataset, stage1, vlm, &run, method, config.clone(), false, &dev, &mut on_progress, cancel)
-            .map_err(anyhow::Error::from)
-    })?;
+    let mut ticks = Ticks::new(tx);
+    deper_pipeline::stage2::train_stage2(job, device, cancel, &mut |e| ticks.event(e))?;
     Ok(vec![NewArtifact {
         kind: "stage2_run".into(),
         path: run.display().to_string(),
@@ -600,33 +598,19 @@ fn evaluate_job(
     device: DeviceKind,
     tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
 ) -> anyhow::Result<Vec<NewArtifact>> {
-    use crate::evaluate::{evaluate, EvalProgress};
-    let out = job_dir.join("report");
-    let (mut method_name, mut total, mut done) = (String::new(), 1usize, 0usize);
-    let mut on_progress = |p: EvalProgress| match p {
-        EvalProgress::Method { method, captions } => {
-            (method_name, total, done) = (method, captions.max(1), 0);
-            send(
-                tx,
-                0.0,
-                serde_json::json!({"event": "method", "method": method_name}),
-                Some(format!("captioning: {method_name}")),
-                false,
-            );
-        }
-        EvalProgress::Caption => {
-            done += 1;
-            let detail = serde_json::json!({"event": "caption", "method": method_name, "done": done, "total": total});
-            send(tx, done as f64 / total as f64, detail, None, true);
-        }
+    let request = deper_pipeline::evaluate::EvalRequest {
+        data: dataset.to_path_buf(),
+        runs: runs.to_vec(),
+        out: job_dir.join("report"),
+        shots,
+        vlm: None,
+        command: format!("evaluate job {job_id}"),
     };
-    let command = format!("evaluate job {job_id}");
-    with_backend!(device, B, AD, dev => {
-        evaluate::<B>(dataset, runs, &out, shots, None, &command, &dev, &mut on_progress).map(|_| ())
-    })?;
+    let mut ticks = Ticks::new(tx);
+    deper_pipeline::evaluate::evaluate(&request, device, &mut |e| ticks.event(e))?;
     Ok(vec![NewArtifact {
         kind: "report".into(),
-        path: out.display().to_string(),
+        path: request.out.display().to_string(),
         sha256: None,
         job_id: Some(job_id),
         study_id: None,
@@ -643,38 +627,17 @@ fn train_job(
     cancel: &AtomicBool,
 ) -> anyhow::Result<Vec<NewArtifact>> {
     let config = params.stage1_config().map_err(anyhow::Error::msg)?;
-    prepare_dataset(dataset, &config.train.backbone, tx)?;
+    let mut ticks = Ticks::new(tx);
+    deper_pipeline::features::prepare_dataset(dataset, &config.train.backbone, &mut |e| ticks.event(e))?;
     let run = job_dir.join("run");
-    let (mut total, mut done) = (1usize, 0usize);
-    let mut on_progress = |p: Progress| match p {
-        Progress::Start { epochs, batches_per_epoch, first_epoch } => {
-            total = (epochs.saturating_sub(first_epoch - 1) * batches_per_epoch).max(1);
-            send(
-                tx,
-                0.0,
-                serde_json::json!({"event": "start", "epochs": epochs, "batches_per_epoch": batches_per_epoch}),
-                Some(format!("training {epochs} epochs of {batches_per_epoch} batches")),
-                false,
-            );
-        }
-        Progress::Batch { epoch, batch, loss } => {
-            done += 1;
-            let detail = serde_json::json!({"event": "batch", "epoch": epoch, "batch": batch, "loss": loss});
-            send(tx, done as f64 / total as f64, detail, None, true);
-        }
-        Progress::Epoch(m) => {
-            let line = format!(
-                "epoch {} loss {:.4} val acc {:.3} f1 {:.3} box IoU {:.3}",
-                m.epoch, m.train_loss, m.val_subject_acc, m.val_macro_f1, m.val_box_iou
-            );
-            let detail = serde_json::json!({"event": "epoch", "metrics": m});
-            send(tx, done as f64 / total as f64, detail, Some(line), false);
-        }
+    let job = deper_pipeline::stage1::Stage1Job {
+        data: dataset.to_path_buf(),
+        out: run.clone(),
+        config,
+        resume: false,
+        devices: None,
     };
-    with_backend!(device, B, AD, dev => {
-        stage1::train_cancellable::<AD>(dataset, &run, config, false, &dev, &mut on_progress, cancel)
-            .map_err(anyhow::Error::from)
-    })?;
+    deper_pipeline::stage1::train_stage1(job, device, cancel, &mut |e| ticks.event(e))?;
     let checkpoint = run.join(format!("{}.mpk", stage1::MODEL_FILE));
     let bytes = std::fs::read(&checkpoint).map_err(|e| anyhow::anyhow!("{}: {e}", checkpoint.display()))?;
     Ok(vec![
@@ -700,11 +663,8 @@ fn features_job(
     backbone: &str,
     tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
 ) -> anyhow::Result<Vec<NewArtifact>> {
-    let ds = deper_core::dataset::Dataset::open(dataset)?;
-    let meta = deper_train::features::extract(&ds, backbone, &mut |done, total| {
-        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
-        send(tx, fraction, serde_json::json!({"event": "features", "done": done, "total": total}), None, true);
-    })?;
+    let mut ticks = Ticks::new(tx);
+    let meta = deper_pipeline::features::extract_features(dataset, backbone, &mut |e| ticks.event(e))?;
     send(
         tx,
         1.0,

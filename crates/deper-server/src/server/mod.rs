@@ -17,12 +17,12 @@ pub mod jobs;
 pub mod participant;
 pub mod studies;
 
-use crate::cli::DeviceKind;
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use deper_pipeline::DeviceKind;
 use deper_store::Store;
 use std::future::Future;
 use std::path::{Path, PathBuf};

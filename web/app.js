@@ -1,7 +1,8 @@
 // The browser app of `deper serve`: landing page, the participant's study flow (consent →
 // instructions → per image: look while the pointer is recorded, then describe → thank you), the
 // in-page subject embedding z_s and the personalized-caption preview. `?researcher` opens the
-// dashboard (web/researcher.js).
+// dashboard (web/researcher.js). The entry module: index.html loads it and no module imports it
+// (shared DOM helpers live in dom.js, the embedding map in map.js).
 //
 // Readiness contract (tests and monitoring): once the wasm module has loaded and a compute device is
 // chosen, `document.body.dataset.deperReady = "1"` and `document.body.dataset.deperBackend` is
@@ -10,39 +11,14 @@
 import { api, ApiError, Uploader, streamCaption } from './api.js';
 import { Compute } from './compute.js';
 import { Gaze, calibrate } from './gaze.js';
+import { h, show, status } from './dom.js';
+import { embeddingMap } from './map.js';
 
 const params = new URLSearchParams(location.search);
 // Measurements the browser benchmark reads (tests/browser/study.mjs): handler time per pointer
 // event, time to a ready compute device, model load and z_s times.
 const stats = { capture: { events: 0, samples: 0, ms: 0 }, ready_ms: null, load_ms: null, embed_ms: null };
 window.deperStats = stats;
-const root = document.getElementById('app');
-const statusLine = document.getElementById('status');
-
-/** Tiny element builder: h('p', {class: 'x'}, 'text', child). */
-export function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else if (k === 'class') el.className = v;
-    else el.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
-export function show(...children) {
-  root.replaceChildren(...children);
-  root.focus({ preventScroll: true });
-}
-
-export function status(text) {
-  statusLine.textContent = text || '';
-}
 
 // ---- compute device (wasm + WebGPU/CPU in a worker) ----------------------------------------------
 
@@ -645,43 +621,6 @@ function replay(url, trajectory) {
     g.append(circle, label);
     svg.append(g);
   });
-  return svg;
-}
-
-/** Scatter of the study's subject embeddings (PCA from the server): you, other participants, the
- * reference subjects of the demo world. */
-export function embeddingMap(map, ownSession) {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', '0 0 100 70');
-  svg.setAttribute('class', 'map');
-  svg.setAttribute('id', 'embedding-map');
-  svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Subject embeddings of ${map.points.length} people, projected to 2-D`);
-  const xs = map.points.map((p) => p.x);
-  const ys = map.points.map((p) => p.y);
-  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-  const sx = (x) => 6 + 88 * (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5);
-  const sy = (y) => 6 + 58 * (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5);
-  for (const p of map.points) {
-    const own = p.session_id === ownSession;
-    const dot = document.createElementNS(ns, 'circle');
-    dot.setAttribute('cx', sx(p.x));
-    dot.setAttribute('cy', sy(p.y));
-    dot.setAttribute('r', own ? 2.2 : 1.4);
-    dot.setAttribute('class', own ? 'map-you' : `map-${p.kind}`);
-    const title = document.createElementNS(ns, 'title');
-    title.textContent = own ? 'you' : p.subject;
-    dot.append(title);
-    svg.append(dot);
-    if (own || p.kind === 'reference') {
-      const label = document.createElementNS(ns, 'text');
-      label.setAttribute('x', sx(p.x) + 2.5);
-      label.setAttribute('y', sy(p.y) + 1);
-      label.textContent = own ? 'you' : p.subject;
-      svg.append(label);
-    }
-  }
   return svg;
 }
 

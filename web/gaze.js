@@ -4,7 +4,7 @@
 // measures the error (pixels and degrees), shown to the participant and stored with the session.
 
 import { api } from './api.js';
-import { h } from './app.js';
+import { h } from './dom.js';
 
 const FRAME_WIDTH = 320;
 const FRAME_INTERVAL_MS = 100;

@@ -3,7 +3,8 @@
 // Every call carries the researcher token (kept in sessionStorage for this tab only).
 
 import { api, streamCaption } from './api.js';
-import { embeddingMap, h, show, status } from './app.js';
+import { h, show, status } from './dom.js';
+import { embeddingMap } from './map.js';
 
 const TOKEN_KEY = 'deper:researcher-token';
 

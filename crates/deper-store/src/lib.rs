@@ -5,7 +5,8 @@
 //! and PostgreSQL, chosen by a `postgres://` URL. Each database has its own migrations
 //! (`migrations/sqlite`, `migrations/postgres`), embedded with `sqlx::migrate!`. Queries are
 //! built at run time, so no database is needed to compile. Times are Unix milliseconds;
-//! JSON columns are TEXT in both databases so one row decoder serves both.
+//! JSON columns are TEXT in both databases so one row decoder serves both; a z_s is a BLOB/BYTEA
+//! of little-endian f32 values.
 //!
 //! [`export`] turns a study into a deper dataset or a Localized-Narratives JSONL file;
 //! [`stimulus`] validates and stores uploaded images by content hash.
@@ -95,6 +96,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn request_cancel(&self, id: i64) -> Result<Option<Job>>;
     /// Jobs left `running` by a server that stopped become `failed` with `reason`; returns how many.
     async fn fail_running_jobs(&self, reason: &str) -> Result<u64>;
+
+    /// Stores (or replaces) the z_s of a session's participant; the session gives the subject name
+    /// and the study.
+    async fn put_subject_embedding(&self, new: &NewSubjectEmbedding) -> Result<SubjectEmbedding>;
+    /// A participant's stored z_s by pseudonym (one indexed lookup).
+    async fn subject_embedding(&self, subject: &str) -> Result<Option<SubjectEmbedding>>;
+    /// The stored z_s of every participant of a study, by session.
+    async fn study_subject_embeddings(&self, study_id: i64) -> Result<Vec<SubjectEmbedding>>;
 
     async fn insert_artifact(&self, new: &NewArtifact) -> Result<Artifact>;
     async fn get_artifact(&self, id: i64) -> Result<Option<Artifact>>;

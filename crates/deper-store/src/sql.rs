@@ -276,11 +276,43 @@ impl From<ArtifactRow> for Artifact {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct SubjectEmbeddingRow {
+    session_id: i64,
+    study_id: i64,
+    subject: String,
+    z_s: Vec<u8>,
+    encoder: String,
+    backend: String,
+    triplets: i64,
+    updated_at: i64,
+}
+
+impl SubjectEmbeddingRow {
+    fn into_embedding(self) -> Result<SubjectEmbedding> {
+        if self.z_s.len() % 4 != 0 {
+            return Err(corrupt("subject_embeddings", "z_s", self.session_id, "length is not a multiple of 4"));
+        }
+        Ok(SubjectEmbedding {
+            z_s: self.z_s.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            triplets: u64::try_from(self.triplets)
+                .map_err(|_| corrupt("subject_embeddings", "triplets", self.session_id, self.triplets))?,
+            session_id: self.session_id,
+            study_id: self.study_id,
+            subject: self.subject,
+            encoder: self.encoder,
+            backend: self.backend,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 const SESSION_COLUMNS: &str = "s.id, s.study_id, p.pseudonym AS participant, s.state, s.current_trial, \
      s.completion_code, s.created_at, s.finished_at, s.token_hash";
 const JOB_COLUMNS: &str = "id, kind, params, state, device, progress, progress_detail, log, error, \
      cancel_requested, created_at, started_at, finished_at";
 const STIMULUS_COLUMNS: &str = "id, sha256, file, width, height, bytes";
+const SUBJECT_EMBEDDING_COLUMNS: &str = "session_id, study_id, subject, z_s, encoder, backend, triplets, updated_at";
 const STUDY_COLUMNS: &str =
     "id, title, instructions, consent, capture_mode, description_mode, settings, created_at, updated_at";
 
@@ -795,6 +827,52 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn put_subject_embedding(&self, new: &NewSubjectEmbedding) -> Result<SubjectEmbedding> {
+                let z_s: Vec<u8> = new.z_s.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let triplets =
+                    i64::try_from(new.triplets).map_err(|_| StoreError::Invalid("too many triplets".into()))?;
+                // Subject and study come from the session, so the row cannot contradict it. (The
+                // WHERE keeps SQLite from reading `ON CONFLICT` as part of the join.)
+                let row: Option<SubjectEmbeddingRow> = sqlx::query_as(&format!(
+                    "INSERT INTO subject_embeddings ({SUBJECT_EMBEDDING_COLUMNS}) \
+                     SELECT s.id, s.study_id, p.pseudonym, $2, $3, $4, $5, $6 FROM sessions s \
+                     JOIN participants p ON p.id = s.participant_id WHERE s.id = $1 \
+                     ON CONFLICT (session_id) DO UPDATE SET z_s = excluded.z_s, encoder = excluded.encoder, \
+                     backend = excluded.backend, triplets = excluded.triplets, updated_at = excluded.updated_at \
+                     RETURNING {SUBJECT_EMBEDDING_COLUMNS}"
+                ))
+                .bind(new.session_id)
+                .bind(z_s)
+                .bind(&new.encoder)
+                .bind(&new.backend)
+                .bind(triplets)
+                .bind(now_ms())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or_else(|| StoreError::not_found("session", new.session_id))?.into_embedding()
+            }
+
+            async fn subject_embedding(&self, subject: &str) -> Result<Option<SubjectEmbedding>> {
+                let row: Option<SubjectEmbeddingRow> = sqlx::query_as(&format!(
+                    "SELECT {SUBJECT_EMBEDDING_COLUMNS} FROM subject_embeddings WHERE subject = $1"
+                ))
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(SubjectEmbeddingRow::into_embedding).transpose()
+            }
+
+            async fn study_subject_embeddings(&self, study_id: i64) -> Result<Vec<SubjectEmbedding>> {
+                let rows: Vec<SubjectEmbeddingRow> = sqlx::query_as(&format!(
+                    "SELECT {SUBJECT_EMBEDDING_COLUMNS} FROM subject_embeddings WHERE study_id = $1 \
+                     ORDER BY session_id"
+                ))
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(SubjectEmbeddingRow::into_embedding).collect()
             }
 
             async fn insert_artifact(&self, new: &NewArtifact) -> Result<Artifact> {

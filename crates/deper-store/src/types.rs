@@ -234,3 +234,31 @@ pub struct Artifact {
     pub study_id: Option<i64>,
     pub created_at: i64,
 }
+
+/// A participant's subject embedding z_s to store (the session names the participant and study).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSubjectEmbedding {
+    pub session_id: i64,
+    pub z_s: Vec<f32>,
+    /// Version hash of the subject encoder that computed z_s.
+    pub encoder: String,
+    /// Where the page ran the encoder, as it reported (may be empty).
+    pub backend: String,
+    /// Support triplets z_s averages.
+    pub triplets: u64,
+}
+
+/// A participant's stored z_s: one per session, the latest upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectEmbedding {
+    pub session_id: i64,
+    pub study_id: i64,
+    /// The participant's pseudonym (what the caption API's `subject` names).
+    pub subject: String,
+    pub z_s: Vec<f32>,
+    /// Version hash of the subject encoder that computed z_s.
+    pub encoder: String,
+    pub backend: String,
+    pub triplets: u64,
+    pub updated_at: i64,
+}

@@ -296,6 +296,56 @@ async fn jobs_lifecycle(store: &dyn Store, _data: &Path) {
     assert!(store.study_artifacts(study.id + 1, "embedding").await.unwrap().is_empty());
 }
 
+async fn subject_embeddings_put_get_overwrite(store: &dyn Store, _data: &Path) {
+    let study = store.create_study(&study_input("Embeddings")).await.unwrap();
+    let other = store.create_study(&study_input("Other")).await.unwrap();
+    let a = store.create_session(study.id, "p-alpha", "ha").await.unwrap();
+    let b = store.create_session(study.id, "p-beta", "hb").await.unwrap();
+    let c = store.create_session(other.id, "p-gamma", "hc").await.unwrap();
+    assert_eq!(store.subject_embedding("p-alpha").await.unwrap(), None, "nothing stored yet");
+
+    // Values a decimal text could round: they come back bit for bit.
+    let z_a = vec![0.1f32, -3.5e-7, f32::MIN_POSITIVE, 1e-45, f32::MAX, -0.0];
+    let new = |session_id: i64, z_s: Vec<f32>, encoder: &str| NewSubjectEmbedding {
+        session_id,
+        z_s,
+        encoder: encoder.into(),
+        backend: "webgpu".into(),
+        triplets: 5,
+    };
+    let put = store.put_subject_embedding(&new(a.id, z_a.clone(), "enc-1")).await.unwrap();
+    assert_eq!(
+        (put.session_id, put.study_id, put.subject.as_str(), put.encoder.as_str(), put.triplets),
+        (a.id, study.id, "p-alpha", "enc-1", 5)
+    );
+    let bits = |z: &[f32]| z.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&put.z_s), bits(&z_a));
+    let got = store.subject_embedding("p-alpha").await.unwrap().unwrap();
+    assert_eq!(bits(&got.z_s), bits(&z_a));
+    assert_eq!(got, put);
+
+    // A second upload of the same session replaces the first (vector, encoder, time).
+    let z_a2 = vec![1.0f32, 2.0, 3.0];
+    let again = store.put_subject_embedding(&new(a.id, z_a2.clone(), "enc-2")).await.unwrap();
+    assert!(again.updated_at >= put.updated_at);
+    let got = store.subject_embedding("p-alpha").await.unwrap().unwrap();
+    assert_eq!((got.z_s.as_slice(), got.encoder.as_str()), (z_a2.as_slice(), "enc-2"));
+
+    store.put_subject_embedding(&new(b.id, vec![4.0, 5.0], "enc-2")).await.unwrap();
+    store.put_subject_embedding(&new(c.id, vec![6.0], "enc-2")).await.unwrap();
+    assert_eq!(store.subject_embedding("p-gamma").await.unwrap().unwrap().study_id, other.id);
+    let in_study: Vec<_> =
+        store.study_subject_embeddings(study.id).await.unwrap().into_iter().map(|e| e.subject).collect();
+    assert_eq!(in_study, ["p-alpha", "p-beta"]);
+    assert!(store.study_subject_embeddings(9999).await.unwrap().is_empty());
+
+    // Unknown subjects and sessions.
+    assert_eq!(store.subject_embedding("p-nobody").await.unwrap(), None);
+    assert_eq!(store.subject_embedding("").await.unwrap(), None);
+    let missing = store.put_subject_embedding(&new(9999, vec![1.0], "enc-1")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+}
+
 async fn export_dataset_and_ln_roundtrip(store: &dyn Store, data: &Path) {
     let study = store.create_study(&study_input("Export")).await.unwrap();
     let stims = [
@@ -421,6 +471,7 @@ suite!(
     sessions_descriptions_and_finish,
     sample_batches_are_idempotent,
     jobs_lifecycle,
+    subject_embeddings_put_get_overwrite,
     export_dataset_and_ln_roundtrip,
 );
 

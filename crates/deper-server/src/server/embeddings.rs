@@ -1,7 +1,8 @@
 //! Subject embeddings the browser computed: a participant's page posts its z_s (the mean over their
-//! described trials, computed in the page with the server's encoder), the server keeps it as an
-//! artifact of the study, and the study's map places every participant (and the demo world's
-//! reference subjects) in 2-D by PCA. The caption API resolves `"subject": NAME` through them.
+//! described trials, computed in the page with the server's encoder), the server keeps it as a row of
+//! the store (one per session, with the encoder's version) and as a JSON file named by an artifact
+//! of the study, and the study's map places every participant (and the demo world's reference
+//! subjects) in 2-D by PCA. The caption API resolves `"subject": NAME` with one indexed lookup.
 //!
 //! - `POST /api/sessions/{id}/embedding` (session token) `{"z_s", "backend", "encoder_version", "triplets"}`
 //! - `GET /api/studies/{id}/embeddings` (researcher token, or a session token of that study when it shows
@@ -14,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use deper_store::NewArtifact;
+use deper_store::{NewArtifact, NewSubjectEmbedding, Store};
 use serde::{Deserialize, Serialize};
 
 /// Artifact kind of a stored participant embedding.
@@ -89,6 +90,9 @@ async fn store_embedding(
         encoder_version: assets.version.clone(),
         triplets: input.triplets,
     };
+    // The row is what the caption API and the map read; the file (and its artifact) keeps the
+    // upload in the data folder, as before.
+    app.store.put_subject_embedding(&new_row(&record)).await?;
     let relative = embedding_file(session.id);
     let path = app.data_dir.join(&relative);
     let text = serde_json::to_vec_pretty(&record).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -117,39 +121,55 @@ fn embedding_file(session_id: i64) -> String {
     format!("embeddings/session-{session_id}.json")
 }
 
-async fn read_embedding(app: &AppState, relative: &str) -> Option<StoredEmbedding> {
-    let text = tokio::fs::read(app.data_dir.join(relative)).await.ok()?;
+/// The store row of a stored file's record.
+fn new_row(record: &StoredEmbedding) -> NewSubjectEmbedding {
+    NewSubjectEmbedding {
+        session_id: record.session_id,
+        z_s: record.z_s.clone(),
+        encoder: record.encoder_version.clone(),
+        backend: record.backend.clone(),
+        triplets: record.triplets as u64,
+    }
+}
+
+async fn read_embedding(data_dir: &std::path::Path, relative: &str) -> Option<StoredEmbedding> {
+    let text = tokio::fs::read(data_dir.join(relative)).await.ok()?;
     serde_json::from_slice::<StoredEmbedding>(&text).ok()
 }
 
-/// The latest stored embedding of each session of a study.
-pub async fn latest_embeddings(app: &AppState, study_id: i64) -> ApiResult<Vec<StoredEmbedding>> {
-    // Each file is read once however many uploads named it.
-    let files: std::collections::BTreeSet<String> =
-        app.store.study_artifacts(study_id, EMBEDDING_KIND).await?.into_iter().map(|a| a.path).collect();
-    let mut by_session = std::collections::BTreeMap::new();
-    for relative in files {
-        if let Some(record) = read_embedding(app, &relative).await {
-            by_session.insert(record.session_id, record);
+/// Setting marking that the embedding files of an older data folder have been copied into the store.
+const BACKFILL_SETTING: &str = "subject_embeddings_from_files";
+
+/// Copies into the store the z_s files that servers before the `subject_embeddings` table wrote
+/// (once per database; a row already stored is kept). Returns how many rows it added.
+pub async fn backfill_from_files(store: &dyn Store, data_dir: &std::path::Path) -> anyhow::Result<usize> {
+    if store.get_setting(BACKFILL_SETTING).await?.is_some() {
+        return Ok(0);
+    }
+    let mut added = 0;
+    for study in store.list_studies().await? {
+        // Each file is read once however many uploads named it.
+        let files: std::collections::BTreeSet<String> =
+            store.study_artifacts(study.id, EMBEDDING_KIND).await?.into_iter().map(|a| a.path).collect();
+        for relative in files {
+            let Some(record) = read_embedding(data_dir, &relative).await else { continue };
+            if store.subject_embedding(&record.participant).await?.is_none() {
+                store.put_subject_embedding(&new_row(&record)).await?;
+                added += 1;
+            }
         }
     }
-    Ok(by_session.into_values().collect())
+    store.put_setting(BACKFILL_SETTING, &deper_store::now_ms().to_string()).await?;
+    Ok(added)
 }
 
-/// A participant's latest z_s, found by pseudonym in any study, or a reference subject's. Reads only
-/// the embedding files of that participant's sessions.
+/// A participant's latest z_s, found by pseudonym in any study (one indexed query), or a reference
+/// subject's.
 pub async fn subject_vector(app: &AppState, subject: &str) -> ApiResult<Option<Vec<f32>>> {
     if let Some((_, z)) = app.references.subjects.iter().find(|(name, _)| name == subject) {
         return Ok(Some(z.clone()));
     }
-    for study in app.store.list_studies().await? {
-        for session in app.store.list_sessions(study.id).await?.into_iter().filter(|s| s.participant == subject) {
-            if let Some(record) = read_embedding(app, &embedding_file(session.id)).await {
-                return Ok(Some(record.z_s));
-            }
-        }
-    }
-    Ok(None)
+    Ok(app.store.subject_embedding(subject).await?.map(|row| row.z_s))
 }
 
 #[derive(Debug, Serialize)]
@@ -180,7 +200,7 @@ async fn study_embeddings(
             return Err(ApiError::forbidden("this session may not see another study's embedding map"));
         }
     }
-    let participants = latest_embeddings(&app, id).await?;
+    let participants = app.store.study_subject_embeddings(id).await?;
     let mut names = Vec::new();
     let mut vectors = Vec::new();
     for (name, z) in &app.references.subjects {
@@ -188,7 +208,7 @@ async fn study_embeddings(
         vectors.push(z.clone());
     }
     for e in &participants {
-        names.push((e.participant.clone(), "participant", Some(e.session_id)));
+        names.push((e.subject.clone(), "participant", Some(e.session_id)));
         vectors.push(e.z_s.clone());
     }
     let dim = vectors.first().map_or(0, Vec::len);

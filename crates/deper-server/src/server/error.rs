@@ -47,7 +47,7 @@ impl ApiError {
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
         // The details go to the server log; clients get them too (this is a researcher's own server).
-        eprintln!("internal error: {message}");
+        tracing::error!(%message, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
     }
 }

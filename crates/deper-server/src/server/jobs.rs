@@ -361,6 +361,7 @@ struct Tick {
 
 async fn run_one(app: &AppState, job: Job, stop: &mut tokio::sync::watch::Receiver<bool>) {
     let id = job.id;
+    tracing::info!(job = id, kind = %job.kind, device = %job.device, "job started");
     let cancel = app.jobs.register(id);
     if job.cancel_requested {
         cancel.store(true, Ordering::Relaxed);
@@ -384,6 +385,10 @@ async fn run_one(app: &AppState, job: Job, stop: &mut tokio::sync::watch::Receiv
         Err(JobEnd::Stopped) => (JobState::Failed, Some("server stopped while the job was running".to_string())),
         Err(JobEnd::Failed(message)) => (JobState::Failed, Some(message)),
     };
+    match (state, &error) {
+        (JobState::Failed, Some(reason)) => tracing::info!(job = id, kind = %job.kind, %reason, "job failed"),
+        _ => tracing::info!(job = id, kind = %job.kind, %state, "job finished"),
+    }
     if let Err(e) = app.store.finish_job(id, state, error.as_deref()).await {
         eprintln!("job {id}: recording its end ({state}): {e}");
     }

@@ -3,7 +3,9 @@
 //! [`launch`] takes a bound listener (tests bind port 0) and a shutdown future; it opens the
 //! store, fails jobs a previous server left running, makes sure a researcher token exists,
 //! then serves the routes of [`studies`], [`participant`], [`jobs`], [`caption`] and the
-//! static browser app until `shutdown` resolves, and stops the job runner with it.
+//! static browser app until `shutdown` resolves, and stops the job runner with it. Every
+//! request is logged as one `tracing` event ([`log_request`]: method, route template, status,
+//! milliseconds; never the path's values, the query string or a header).
 //! Layout after atuin-server (`launch(settings, listener, shutdown)`) and
 //! realworld-axum-sqlx (routers per resource, one error type).
 
@@ -18,8 +20,10 @@ pub mod participant;
 pub mod studies;
 
 use anyhow::Context;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use deper_pipeline::DeviceKind;
@@ -131,12 +135,16 @@ pub async fn launch(
     let store = deper_store::open(&url).await.with_context(|| format!("opening the database {}", redact(&url)))?;
     let failed = store.fail_running_jobs("server restarted").await?;
     if failed > 0 {
-        eprintln!("{failed} job(s) were running when the server stopped; marked failed (server restarted)");
+        tracing::warn!(jobs = failed, "jobs were running when the server stopped; marked failed (server restarted)");
+    }
+    let copied = embeddings::backfill_from_files(&*store, &data_dir).await.context("copying stored z_s files")?;
+    if copied > 0 {
+        tracing::info!(subjects = copied, "participant z_s files of an older server copied into the database");
     }
     let researcher_hash = researcher_token(&*store, &data_dir, settings.reset_token).await?;
     if let Some(demo) = &settings.demo {
         let id = demo::ensure_study(&*store, &data_dir, demo).await.context("preparing the demo study")?;
-        eprintln!("demo study {id} ready: open /?study={id} (participant), /?researcher (dashboard)");
+        tracing::info!(study = id, "demo study ready: open /?study={id} (participant), /?researcher (dashboard)");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -153,6 +161,10 @@ pub async fn launch(
         stopping: stop_rx.clone(),
     };
     let runner = tokio::spawn(jobs::run_jobs(state.clone(), stop_rx));
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!("listening on http://{addr}"),
+        Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
+    }
     let app = router(state, &settings.web_root);
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -174,7 +186,46 @@ pub fn router(state: AppState, web_root: &Path) -> Router {
         .merge(embedder::routes(state.clone()))
         .merge(embeddings::routes(state.clone()))
         .merge(demo::routes(state.clone()));
-    Router::new().route("/healthz", get(healthz)).nest("/api", api).merge(static_routes(web_root)).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api", api)
+        .merge(static_routes(web_root))
+        // `Router::layer` wraps each route (after routing, so the route template is known) and the
+        // fallback.
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Target of the request log (`RUST_LOG=deper_server::http=warn` silences it).
+pub const REQUEST_LOG_TARGET: &str = "deper_server::http";
+
+/// One `info` event per request once its response is ready (for a stream: when it starts):
+/// `method`, `route` (the template, e.g. `/api/studies/{id}`: ids, hashes and query strings stay
+/// out of the log), `status` and `ms`.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = route_template(&request);
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(target: REQUEST_LOG_TARGET, %method, %route, status = response.status().as_u16(), ms = format_args!("{ms:.1}"), "request");
+    response
+}
+
+/// The route a request matched. The static folders are nested services, which set no
+/// [`MatchedPath`]; they are named by their mount point.
+fn route_template(request: &Request) -> String {
+    if let Some(matched) = request.extensions().get::<MatchedPath>() {
+        return matched.as_str().to_string();
+    }
+    let path = request.uri().path();
+    if path.starts_with("/web/") {
+        "/web/{file}".into()
+    } else if path.starts_with("/pkg/") {
+        "/pkg/{file}".into()
+    } else {
+        "unmatched".into()
+    }
 }
 
 /// `index.html`, `/web/…` and `/pkg/…` (the wasm build). File names there are not

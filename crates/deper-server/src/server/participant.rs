@@ -82,6 +82,7 @@ async fn join(State(app): State<AppState>, Path(id): Path<i64>) -> ApiResult<(St
     let token = deper_store::random_hex(32)?;
     let pseudonym = format!("p-{}", deper_store::random_hex(6)?);
     let session = app.store.create_session(id, &pseudonym, &deper_store::sha256_hex(token.as_bytes())).await?;
+    tracing::info!(study = id, session = session.id, participant = %session.participant, "participant joined");
     Ok((
         StatusCode::CREATED,
         Json(Joined { session_id: session.id, token, participant: session.participant, trials, study: study.into() }),
@@ -255,9 +256,13 @@ struct Finished {
 }
 
 async fn finish(State(app): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult<Json<Finished>> {
-    session_for(&app, &headers, id).await?;
+    let before = session_for(&app, &headers, id).await?;
     let code = deper_store::random_hex(5)?.to_uppercase();
     let session = app.store.finish_session(id, &code).await?;
+    // A repeated finish (a retry) answers the same code and is not a second event.
+    if before.state != deper_store::SessionState::Finished {
+        tracing::info!(study = session.study_id, session = id, participant = %session.participant, "participant finished");
+    }
     let completion_code = session.completion_code.ok_or_else(|| ApiError::internal("finished without a code"))?;
     Ok(Json(Finished { completion_code }))
 }

@@ -53,7 +53,9 @@ async fn create_study(
     ApiJson(input): ApiJson<StudyInput>,
 ) -> ApiResult<(StatusCode, Json<Study>)> {
     check_study(&input)?;
-    Ok((StatusCode::CREATED, Json(app.store.create_study(&input).await?)))
+    let study = app.store.create_study(&input).await?;
+    tracing::info!(study = study.id, title = %study.title, "study created");
+    Ok((StatusCode::CREATED, Json(study)))
 }
 
 #[derive(Debug, Serialize)]

@@ -91,13 +91,21 @@ pub fn message(body: &Value) -> String {
 /// Starts the real `deper serve` with `args` (which should bind `127.0.0.1:0`); returns the child
 /// and the base URL it printed. Its stdout is drained so it never blocks on a full pipe.
 pub fn spawn_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deper"))
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("starting deper serve");
+    let mut command = serve_command(args);
+    command.stderr(stderr);
+    start_serve(command)
+}
+
+/// `deper serve ARGS` with stdout piped, for [`start_serve`] (set stderr and the environment first).
+pub fn serve_command(args: &[&std::ffi::OsStr]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deper"));
+    command.arg("serve").args(args).stdout(Stdio::piped());
+    command
+}
+
+/// Spawns a [`serve_command`] and waits for the base URL it prints.
+pub fn start_serve(mut command: Command) -> (Child, String) {
+    let mut child = command.spawn().expect("starting deper serve");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let base = loop {
         let line = lines.next().expect("deper serve exited before listening").expect("reading its stdout");

@@ -15,9 +15,9 @@ use deper_weights::{write_safetensors, TensorData};
 use serde_json::{json, Value};
 use std::path::Path;
 
-use crate::config::{Qwen2VlConfig, VisionConfig, VisionKind};
-use crate::model::Qwen2Vl;
-use crate::vision::{VisionMlp, VisionNorm};
+use super::config::{Qwen2VlConfig, VisionConfig, VisionKind};
+use super::model::Qwen2Vl;
+use super::vision::{VisionMlp, VisionNorm};
 use crate::{Result, VlmError};
 
 /// `config.json` in the flat hub layout of the released checkpoints.
@@ -143,7 +143,7 @@ impl Collector {
 
 /// Writes `config.json`, `generation_config.json` and `model.safetensors` of `model` into `dir`.
 ///
-/// A model whose weights went into CPU panels ([`crate::text::TextModel::pack_for_cpu`], done by
+/// A model whose weights went into CPU panels ([`crate::decoder::TextModel::pack_for_cpu`], done by
 /// [`crate::Vlm::load`]) no longer holds its row-major projections and is refused.
 pub fn save_pretrained<B: Backend>(model: &Qwen2Vl<B>, config: &Qwen2VlConfig, dir: &Path) -> Result<()> {
     if model.model.layers.iter().any(|l| l.cpu_panels.is_some()) {

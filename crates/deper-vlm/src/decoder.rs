@@ -7,7 +7,7 @@
 //!   `j / (heads / kv_heads)`), causal mask, SwiGLU MLP (`down(silu(gate(h)) · up(h))`);
 //! - M-RoPE: every position has three components (t, h, w); rotary frequency `k` takes its angle from
 //!   the component its `mrope_section` assigns, rotate-half style; text tokens use (c, c, c), image
-//!   tokens of Qwen2-VL sit on the merged patch grid (see [`crate::qwen2_vl::rope_index`]); Llama's
+//!   tokens of Qwen2-VL sit on the merged patch grid (see [`crate::qwen2_vl::mrope::rope_index`]); Llama's
 //!   1-D RoPE is all frequencies on the first component;
 //! - a final RMSNorm and the LM head, which is `embed_tokens.weight` transposed when embeddings are tied.
 //!

@@ -4,7 +4,7 @@
 //!
 //! - [`PERSONA_TOKEN`], [`PERSONA_PROMPT`], [`MAX_CAPTION_TOKENS`]: the constants the captioner,
 //!   stage 2 and the caption API share; [`prompt_ids`], [`target_ids`], [`load_pixels`]: the ids and
-//!   pixels of a caption example.
+//!   pixels of a caption example (Qwen2-VL's template and image processor: the captioner's family).
 //! - [`Persona`]: vectors with the token ids they replace; [`PersonaVectors`]: the same as read from a
 //!   safetensors file.
 //! - `assemble_embeds`: a prompt's input embeddings with image features and persona rows in place,
@@ -175,7 +175,7 @@ pub struct PersonaVectors {
 }
 
 impl PersonaVectors {
-    /// Reads `persona_embeddings` ([K, hidden] or [hidden]) and optional `persona_token_ids` [K] from a
+    /// Reads `persona_embeddings` (`[K, hidden]` or `[hidden]`) and optional `persona_token_ids` `[K]` from a
     /// safetensors file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
@@ -226,4 +226,56 @@ pub(crate) fn persona_tensor<B: Backend>(
         embeddings: Tensor::from_data(TensorData::new(persona.values.clone(), [persona.rows, hidden]), device),
         token_ids,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a broken fixture should fail the test loudly
+
+    use super::*;
+    use crate::tokenizer::IMAGE_PAD;
+    use std::path::PathBuf;
+
+    fn model_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2_vl_tiny/model")
+    }
+
+    #[test]
+    fn persona_prompt_has_one_persona_slot() {
+        assert_eq!(PERSONA_PROMPT.matches(PERSONA_TOKEN).count(), 1);
+    }
+
+    #[test]
+    fn prompt_ids_expand_the_image_pads_for_merge_two() {
+        let tok = Qwen2VlTokenizer::from_dir(&model_dir()).unwrap();
+        let pad = tok.token_id(IMAGE_PAD).unwrap();
+        let ids = prompt_ids(&tok, "Describe the image.", [1, 4, 6]).unwrap();
+        assert_eq!(ids.iter().filter(|&&id| id == pad).count(), 6); // 1·4·6 / 2²
+    }
+
+    #[test]
+    fn target_ids_truncate_the_caption_and_end_the_turn() {
+        let tok = Qwen2VlTokenizer::from_dir(&model_dir()).unwrap();
+        let end = tok.token_id("<|im_end|>").unwrap();
+        let caption = "a red cube on a wooden table";
+        let full = tok.encode(caption).unwrap();
+        assert!(full.len() > 2);
+        assert_eq!(target_ids(&tok, caption, 2).unwrap(), [&full[..2], &[end]].concat());
+        assert_eq!(target_ids(&tok, caption, full.len() + 5).unwrap(), [&full[..], &[end]].concat());
+    }
+
+    #[test]
+    fn load_pixels_finds_images_by_id_and_names_a_missing_one() {
+        let data = tempfile::tempdir().unwrap();
+        let images = data.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        image::RgbImage::from_fn(56, 84, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(images.join("cat.png"))
+            .unwrap();
+        let processor = ImageProcessor::from_dir(&model_dir()).unwrap();
+        let pixels = load_pixels(data.path(), &["cat".into()], &processor).unwrap();
+        assert_eq!(pixels, vec![processor.preprocess_file(&images.join("cat.png")).unwrap()]);
+        let err = load_pixels(data.path(), &["cat".into(), "dog".into()], &processor).unwrap_err();
+        assert!(err.to_string().contains("`dog`"), "{err}");
+    }
 }

@@ -88,7 +88,7 @@ pub struct Idefics3Config {
 }
 
 impl Idefics3Config {
-    /// The Llama decoder as the shared decoder's config (1-D RoPE as M-RoPE, see [`llama_rope_section`]).
+    /// The Llama decoder as the shared decoder's config (1-D RoPE as M-RoPE, see `llama_rope_section`).
     pub fn text_config(&self) -> TextConfig {
         let t = &self.text;
         TextConfig {

@@ -1,4 +1,4 @@
-//! One Idefics3 / SmolVLM model folder → captions and logits, as [`crate::qwen2_vl::Vlm`] does for Qwen2-VL.
+//! One Idefics3 / SmolVLM model folder → captions and logits, as the Qwen2-VL pipeline does.
 //!
 //! [`Idefics3Vlm::caption`] decodes and tiles the image, renders the user turn with the chat template
 //! (image before text, generation prompt), expands `<image>` for the tile grid, injects persona
@@ -83,7 +83,7 @@ impl<B: Backend> Idefics3Vlm<B> {
         Ok((expanded, ids))
     }
 
-    /// Captions an image file; see [`crate::qwen2_vl::Vlm::caption`] for the arguments.
+    /// Captions an image file; see [`crate::AnyVlm::caption`] for the arguments.
     pub fn caption(
         &self,
         image: &Path,

@@ -1,11 +1,14 @@
 //! Saving a Qwen2-VL or Qwen2.5-VL in the Hugging Face layout (`save_pretrained`), the inverse of
-//! [`crate::pretrained`].
+//! [`super::pretrained`].
 //!
 //! Writes `config.json` in the flat hub layout (the one released checkpoints use), `model.safetensors`
 //! with hub key names (PyTorch `[out, in]` Linear weights, the 5-D Conv3d patch embedding), and
 //! `generation_config.json`. Tokenizer files are written by the caller (they come from elsewhere).
-//! A model saved here loads with [`crate::load_pretrained`] and with transformers'
+//! A model saved here loads with [`super::load_pretrained`] and with transformers'
 //! `Qwen2VLForConditionalGeneration` / `Qwen2_5_VLForConditionalGeneration.from_pretrained`.
+//!
+//! Reference: transformers `PreTrainedModel.save_pretrained` and the hub layout of
+//! `Qwen/Qwen2-VL-2B-Instruct`.
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear, RmsNorm};

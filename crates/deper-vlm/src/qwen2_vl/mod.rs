@@ -9,7 +9,7 @@
 //!   bf16/f16/f32, tied embeddings).
 //! - [`vision`]: the ViT with 2-D RoPE and the 2×2 patch merger — Qwen2-VL's tower (full attention,
 //!   LayerNorm, QuickGELU) beside Qwen2.5-VL's (window attention, RMSNorm, SwiGLU).
-//! - [`rope_index`]: M-RoPE positions of text and image tokens for the shared decoder.
+//! - [`mrope`]: M-RoPE positions ([`rope_index`]) of text and image tokens for the shared decoder.
 //! - [`model`]: [`Qwen2Vl`] — image features scattered into `<|image_pad|>` slots, persona rows
 //!   injected at persona-token positions, logits, and KV-cache generation (single and batched).
 //! - [`preprocess`]: `Qwen2VLImageProcessor` (smart resize, bicubic antialias, patches).
@@ -22,10 +22,10 @@
 pub mod config;
 pub mod export;
 pub mod model;
+pub mod mrope;
 pub mod pipeline;
 pub mod preprocess;
 pub mod pretrained;
-pub mod rope_index;
 pub mod train;
 pub mod vision;
 
@@ -33,7 +33,7 @@ pub use config::{
     qwen2_5_vl_3b, qwen2_5_vl_7b, qwen2_vl_2b, qwen2_vl_7b, Qwen2VlConfig, TokenIds, VisionConfig, VisionKind,
 };
 pub use model::{MultimodalInput, Qwen2Vl};
+pub use mrope::rope_index;
 pub use pipeline::Vlm;
 pub use preprocess::{smart_resize, ImageProcessor, PixelValues};
 pub use pretrained::load_pretrained;
-pub use rope_index::rope_index;

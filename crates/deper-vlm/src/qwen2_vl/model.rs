@@ -6,7 +6,7 @@
 //! - persona injection: the input embedding at each persona-token position is **replaced** by a given
 //!   vector (the DEPER adapter output); positions stay text-like; only the prompt is affected, generated
 //!   tokens always use their ordinary embeddings;
-//! - M-RoPE positions from [`super::rope_index`]; generated token `n` gets `(p, p, p)` with
+//! - M-RoPE positions from [`super::mrope::rope_index`]; generated token `n` gets `(p, p, p)` with
 //!   `p = L + n + rope_delta`;
 //! - generation: prefill into a preallocated [`KvCache`], then one token per step, seeded sampler,
 //!   stop tokens, max new tokens, and a streaming callback that can stop early;
@@ -21,7 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::config::Qwen2VlConfig;
-use super::rope_index::rope_index;
+use super::mrope::rope_index;
 use super::vision::VisionTower;
 use crate::cache::KvCache;
 use crate::decoder::{text_positions, Rope, TextModel};

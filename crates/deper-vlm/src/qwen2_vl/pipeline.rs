@@ -162,9 +162,9 @@ impl<B: Backend> Vlm<B> {
         caption_of(&self.tokenizer, out, generation)
     }
 
-    /// `deper vlm forward`: reads `input_ids` i64 [1, L], optional `pixel_values` f32 [N, patch_dim] with
-    /// `image_grid_thw` i64 [n, 3], optional `persona_embeddings` f32 [K, hidden] with `persona_token_ids`
-    /// i64 [K]; writes `logits` f32 [1, L, vocab].
+    /// `deper vlm forward`: reads `input_ids` i64 `[1, L]`, optional `pixel_values` f32 `[N, patch_dim]`
+    /// with `image_grid_thw` i64 `[n, 3]`, optional `persona_embeddings` f32 `[K, hidden]` with
+    /// `persona_token_ids` i64 `[K]`; writes `logits` f32 `[1, L, vocab]`.
     pub fn forward_file(&self, inputs: &Path, out: &Path) -> Result<()> {
         let ckpt = Checkpoint::open(inputs)?;
         let input_ids = read_input_ids(&ckpt)?;

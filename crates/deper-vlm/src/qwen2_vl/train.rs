@@ -11,13 +11,16 @@
 //!
 //! Loss = mean over caption tokens (each caption's ids and its end-of-turn token) of `-log p(token)`,
 //! the usual causal-LM NLL with prompt, image and padding positions masked.
+//!
+//! Reference: transformers `Qwen2VLForConditionalGeneration.forward` with `labels` (`ForCausalLMLoss`,
+//! ignore index -100).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::model::Qwen2Vl;
-use super::rope_index::rope_index;
+use super::mrope::rope_index;
 use crate::{Result, VlmError};
 
 /// One batch of teacher-forced captions.

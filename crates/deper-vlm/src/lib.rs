@@ -14,6 +14,7 @@
 //! - [`tokenizer`], [`chat_template`]: the tokenizer (with Qwen2-VL's image-pad expansion) and the
 //!   chat template.
 //! - [`persona`]: DEPER's persona slot — the token, the prompt, persona vectors and their injection.
+//! - `resample`: the fixed-point resize pass both image processors share.
 //! - [`caption`]: caption jobs and results; [`error`]: [`VlmError`]; [`cpu`]: CPU fast paths.
 //!
 //! Everything is generic over the burn backend; the backend is chosen by the caller.
@@ -30,6 +31,7 @@ pub mod idefics3;
 pub mod loader;
 pub mod persona;
 pub mod qwen2_vl;
+mod resample;
 pub mod sampling;
 pub mod tokenizer;
 

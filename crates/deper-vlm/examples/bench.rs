@@ -24,7 +24,7 @@
 use burn::backend::NdArray;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT;
+use deper_vlm::caption::DEFAULT_CAPTION_PROMPT;
 use deper_vlm::{GenerationConfig, MultimodalInput, Vlm};
 use std::path::PathBuf;
 use std::time::Instant;

@@ -8,7 +8,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::config::TextConfig;
+use crate::decoder::TextConfig;
 use crate::{Result, VlmError};
 
 /// Keys and values of one layer.

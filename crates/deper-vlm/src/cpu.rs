@@ -11,7 +11,7 @@
 //!   thread read short strided runs (~25 % slower on two threads for the bench model's text weights).
 //!
 //! - weights repacked into [`PanelMatrix`] (the language model's projections, see
-//!   [`crate::text::TextModel::pack_for_cpu`]): stored as the column panels gemm's kernel reads, so
+//!   [`crate::decoder::TextModel::pack_for_cpu`]): stored as the column panels gemm's kernel reads, so
 //!   no call packs the weight again; each thread multiplies a contiguous run of panels.
 //!
 //! It is used only when the backend is `NdArray<f32>` (checked by type, then by downcasting the
@@ -783,7 +783,7 @@ mod tests {
         for cos_rows in [1, b] {
             let (cos, sin) = (tensor4([cos_rows, 1, l, hd], 2), tensor4([cos_rows, 1, l, hd], 3));
             let fast = rotary(&x, &cos, &sin).expect("applies");
-            let reference = crate::vision::apply_rotary(x.clone(), cos.clone(), sin.clone());
+            let reference = crate::decoder::apply_rotary(x.clone(), cos.clone(), sin.clone());
             assert_eq!(max_diff_any(fast, reference), 0.0, "same products in the same order");
         }
         // Tables for another length: not taken.

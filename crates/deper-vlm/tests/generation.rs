@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use burn::tensor::{Tensor, TensorData};
-use deper_vlm::model::StopReason;
+use deper_vlm::StopReason;
 use deper_vlm::{load_pretrained, GenerationConfig, MultimodalInput, Persona, SamplingConfig};
 
 fn input(r: &deper_weights::Checkpoint, prompt: &str, persona: bool) -> MultimodalInput<B> {

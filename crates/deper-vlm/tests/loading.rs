@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use deper_vlm::pretrained::load_weights;
+use deper_vlm::qwen2_vl::pretrained::load_weights;
 use deper_vlm::{load_pretrained, qwen2_vl_2b, qwen2_vl_7b, Qwen2VlConfig, VlmError};
 use deper_weights::{write_safetensors, Checkpoint, TensorData};
 use std::path::Path;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use deper_vlm::text::rope_index;
+use deper_vlm::qwen2_vl::rope_index;
 use deper_vlm::{load_pretrained, Persona};
 
 #[test]
@@ -15,8 +15,10 @@ fn vision_tower_matches_reference() {
     check("vision.patch_embed", &values(out.patch_embed), &r.f32_any("vision.patch_embed").unwrap().0, 1e-5);
     check("vision.blocks_out", &values(out.blocks_out), &r.f32_any("vision.blocks_out").unwrap().0, 1e-4);
     check("vision.merged", &values(out.merged), &r.f32_any("vision.merged").unwrap().0, 1e-4);
-    let ids: Vec<i64> =
-        deper_vlm::vision::rot_pos_ids(&grid(&r), 2).iter().flat_map(|&[a, b]| [a as i64, b as i64]).collect();
+    let ids: Vec<i64> = deper_vlm::qwen2_vl::vision::rot_pos_ids(&grid(&r), 2)
+        .iter()
+        .flat_map(|&[a, b]| [a as i64, b as i64])
+        .collect();
     assert_eq!(ids, r.i64_any("vision.rot_pos_ids").unwrap().0);
 }
 

@@ -111,8 +111,13 @@ fn bicubic_resize_matches_torchvision_exactly() {
         let img = image::open(dir.join(format!("{name}.png"))).unwrap().to_rgb8();
         let (want, shape) = r.i64_any(&format!("{name}.resized")).unwrap();
         let (h, w) = (shape[0], shape[1]);
-        let got =
-            deper_vlm::preprocess::resize_bicubic_aa(img.as_raw(), img.height() as usize, img.width() as usize, h, w);
+        let got = deper_vlm::qwen2_vl::preprocess::resize_bicubic_aa(
+            img.as_raw(),
+            img.height() as usize,
+            img.width() as usize,
+            h,
+            w,
+        );
         let diffs: Vec<i64> = got.iter().zip(&want).map(|(&g, &w)| (i64::from(g) - w).abs()).collect();
         let worst = diffs.iter().max().copied().unwrap_or(0);
         let off = diffs.iter().filter(|&&d| d > 0).count();

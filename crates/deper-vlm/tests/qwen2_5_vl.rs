@@ -7,11 +7,11 @@ mod common;
 use common::{check, grid, ids, max_abs, tensor2, values, B};
 
 use burn::tensor::{Tensor, TensorData};
-use deper_vlm::export::save_pretrained;
-use deper_vlm::model::StopReason;
-use deper_vlm::pretrained::load_weights;
-use deper_vlm::text::rope_index;
-use deper_vlm::vision::{rot_pos_ids, window_index};
+use deper_vlm::qwen2_vl::export::save_pretrained;
+use deper_vlm::qwen2_vl::pretrained::load_weights;
+use deper_vlm::qwen2_vl::rope_index;
+use deper_vlm::qwen2_vl::vision::{rot_pos_ids, window_index};
+use deper_vlm::StopReason;
 use deper_vlm::{
     load_pretrained, qwen2_5_vl_3b, qwen2_5_vl_7b, ChatMessage, GenerationConfig, ImageProcessor, MultimodalInput,
     Persona, PersonaVectors, Qwen2VlConfig, Qwen2VlTokenizer, SamplingConfig, VisionKind, Vlm, VlmError,

@@ -7,8 +7,8 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Tensor};
 use common::{check, model_dir, values, B};
-use deper_vlm::export::save_pretrained;
-use deper_vlm::train::CaptionBatch;
+use deper_vlm::qwen2_vl::export::save_pretrained;
+use deper_vlm::qwen2_vl::train::CaptionBatch;
 use deper_vlm::{load_pretrained, MultimodalInput, Persona, Qwen2VlConfig};
 
 const PERSONA: u32 = 7;

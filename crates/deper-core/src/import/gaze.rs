@@ -487,81 +487,134 @@ pub fn import_gaze(
     sink: &mut Sink,
     progress: &mut Progress,
 ) -> crate::Result<ImportReport> {
-    if let CoordSpace::Pixels { width, height } = opts.coords {
+    check_pixel_size(opts.coords)?;
+    let mut report = ImportReport::default();
+    let captions = match captions_path {
+        Some(p) => load_captions(p, opts.skip_bad, &mut report)?,
+        None => HashMap::new(),
+    };
+    let mut trials = Trials { current: None, finished: HashSet::new(), captions, opts };
+    let mut parser = SampleParser { path: samples_path, format: format_of(samples_path, opts.format), columns: None };
+    let mut lines = LineReader::new(open(samples_path)?);
+    let mut ticker = ProgressTicker::default();
+
+    while let Some((line_no, bytes)) = lines.next_record(samples_path)? {
+        let mut fields = Vec::new();
+        let Some(parsed) = parser.parse_line(bytes, line_no, &mut fields)? else {
+            continue; // the CSV header
+        };
+        report.records += 1;
+        match parsed {
+            Ok(sample) => trials.add(sample, samples_path, line_no, sink, &mut report)?,
+            Err(err) => report.bad_record(err, opts.skip_bad)?,
+        }
+        ticker.record(lines.bytes, progress);
+    }
+    trials.finish_current(sink, &mut report)?;
+    ticker.report(lines.bytes, progress);
+    Ok(report)
+}
+
+/// Refuses pixel coordinates without a positive, finite image size to divide by.
+fn check_pixel_size(coords: CoordSpace) -> crate::Result<()> {
+    if let CoordSpace::Pixels { width, height } = coords {
         if !(width.is_finite() && width > 0.0 && height.is_finite() && height > 0.0) {
             return Err(crate::Error::invalid(format!(
                 "pixel coordinates need a positive image size, got {width} × {height}"
             )));
         }
     }
-    let mut report = ImportReport::default();
-    let mut captions = match captions_path {
-        Some(p) => load_captions(p, opts.skip_bad, &mut report)?,
-        None => HashMap::new(),
-    };
-    let mut lines = LineReader::new(open(samples_path)?);
-    let mut ticker = ProgressTicker::default();
-    let mut format = format_of(samples_path, opts.format);
-    let mut columns: Option<Columns> = None;
-    let mut trial: Option<Trial> = None;
-    let mut finished: HashSet<(String, String)> = HashSet::new();
-    let path = samples_path;
+    Ok(())
+}
 
-    while let Some((line_no, bytes)) = lines.next_record(path)? {
+/// The format of a samples file whose format was not given or told by its extension: JSON Lines
+/// when its first record opens an object, else CSV.
+fn sniff_format(first_record: &str) -> SampleFormat {
+    if first_record.trim_start().starts_with("{") {
+        SampleFormat::JsonLines
+    } else {
+        SampleFormat::Csv
+    }
+}
+
+/// Turns the lines of a samples file into samples: finds the format, reads the CSV header.
+#[derive(Debug)]
+struct SampleParser<'p> {
+    path: &'p Path,
+    /// `None` until the first record when the format is sniffed.
+    format: Option<SampleFormat>,
+    /// The CSV header's columns, once read.
+    columns: Option<Columns>,
+}
+
+impl SampleParser<'_> {
+    /// One line: `None` for the CSV header (read into `columns`), else the sample or why the record
+    /// is bad. An unreadable header (or a non-UTF-8 line where one is expected) ends the import.
+    /// CSV samples borrow their text from `fields`.
+    fn parse_line<'f, 'b: 'f>(
+        &mut self,
+        bytes: &'b [u8],
+        line_no: usize,
+        fields: &'f mut Vec<Cow<'b, str>>,
+    ) -> crate::Result<Option<Result<Sample<'f>, RecordError>>> {
+        let path = self.path;
         let text = match line_str(bytes, path, line_no) {
             Ok(t) => t,
-            Err(err) if columns.is_none() && format != Some(SampleFormat::JsonLines) => return Err(err.into()),
-            Err(err) => {
-                report.records += 1;
-                report.bad_record(err, opts.skip_bad)?;
-                ticker.record(lines.bytes, progress);
-                continue;
+            Err(err) if self.columns.is_none() && self.format != Some(SampleFormat::JsonLines) => {
+                return Err(err.into())
             }
+            Err(err) => return Ok(Some(Err(err))),
         };
-        let fmt = *format.get_or_insert_with(|| {
-            if text.trim_start().starts_with('{') {
-                SampleFormat::JsonLines
-            } else {
-                SampleFormat::Csv
-            }
-        });
-        let fields;
-        let parsed = if fmt == SampleFormat::JsonLines {
-            json_sample(text, path, line_no)
-        } else {
+        let format = *self.format.get_or_insert_with(|| sniff_format(text));
+        if format == SampleFormat::JsonLines {
+            return Ok(Some(json_sample(text, path, line_no)));
+        }
+        let Some(cols) = &self.columns else {
             let header = text.strip_prefix('\u{feff}').unwrap_or(text);
-            match &columns {
-                None => {
-                    let fields = split_csv(header).map_err(|m| RecordError::new(path, line_no, None, m))?;
-                    columns = Some(Columns::from_header(&fields, path, line_no)?);
-                    continue;
-                }
-                Some(cols) => match split_csv(text) {
-                    Ok(f) => {
-                        fields = f;
-                        csv_sample(&fields, cols, path, line_no)
-                    }
-                    Err(m) => Err(RecordError::new(path, line_no, None, m)),
-                },
-            }
+            let names = split_csv(header).map_err(|m| RecordError::new(path, line_no, None, m))?;
+            self.columns = Some(Columns::from_header(&names, path, line_no)?);
+            return Ok(None);
         };
-        report.records += 1;
-        let sample = match parsed {
-            Ok(s) => s,
-            Err(err) => {
-                report.bad_record(err, opts.skip_bad)?;
-                ticker.record(lines.bytes, progress);
-                continue;
+        Ok(Some(match split_csv(text) {
+            Ok(f) => {
+                *fields = f;
+                csv_sample(fields, cols, path, line_no)
             }
-        };
+            Err(m) => Err(RecordError::new(path, line_no, None, m)),
+        }))
+    }
+}
 
-        let same_trial = trial.as_ref().is_some_and(|t| t.subject == sample.subject && t.image == sample.image);
+/// Groups consecutive samples into trials and hands each finished trial to the sink.
+#[derive(Debug)]
+struct Trials<'o> {
+    /// The trial being read.
+    current: Option<Trial>,
+    /// `(subject, image)` of every trial already written, to catch a file that is not sorted.
+    finished: HashSet<(String, String)>,
+    /// Captions by `(subject, image)`, taken as their trials finish.
+    captions: HashMap<(String, String), String>,
+    opts: &'o GazeImportOptions,
+}
+
+impl Trials<'_> {
+    /// Adds a sample: a new (subject, image) finishes the current trial first; invalid samples are
+    /// counted, samples of the other eye skipped, the rest converted to normalized coordinates and
+    /// seconds.
+    fn add(
+        &mut self,
+        sample: Sample<'_>,
+        path: &Path,
+        line_no: usize,
+        sink: &mut Sink,
+        report: &mut ImportReport,
+    ) -> crate::Result<()> {
+        let opts = self.opts;
+        let same_trial = self.current.as_ref().is_some_and(|t| t.subject == sample.subject && t.image == sample.image);
         if !same_trial {
-            if let Some(done) = trial.take() {
-                finish_trial(done, &mut finished, &mut captions, opts, sink, &mut report)?;
-            }
+            self.finish_current(sink, report)?;
             let key = (sample.subject.into_owned(), sample.image.into_owned());
-            if finished.contains(&key) {
+            if self.finished.contains(&key) {
                 return Err(RecordError::new(
                     path,
                     line_no,
@@ -573,7 +626,7 @@ pub fn import_gaze(
                 )
                 .into());
             }
-            trial = Some(Trial::new(key.0, key.1));
+            self.current = Some(Trial::new(key.0, key.1));
         }
         if !sample.valid {
             report.dropped_invalid_samples += 1;
@@ -583,17 +636,20 @@ pub fn import_gaze(
                 CoordSpace::Pixels { width, height } => (sample.x / width, sample.y / height),
             };
             let raw = RawSample { x, y, t: opts.time_unit.to_seconds(sample.t) };
-            if let Some(t) = trial.as_mut() {
+            if let Some(t) = self.current.as_mut() {
                 t.push(raw, sample.eye, opts.eye.is_none());
             }
         }
-        ticker.record(lines.bytes, progress);
+        Ok(())
     }
-    if let Some(done) = trial.take() {
-        finish_trial(done, &mut finished, &mut captions, opts, sink, &mut report)?;
+
+    /// Writes the current trial, if any.
+    fn finish_current(&mut self, sink: &mut Sink, report: &mut ImportReport) -> crate::Result<()> {
+        match self.current.take() {
+            Some(done) => finish_trial(done, &mut self.finished, &mut self.captions, self.opts, sink, report),
+            None => Ok(()),
+        }
     }
-    ticker.report(lines.bytes, progress);
-    Ok(report)
 }
 
 fn finish_trial(

@@ -14,6 +14,7 @@ use burn::config::Config;
 use serde_json::Value;
 use std::path::Path;
 
+use crate::decoder::TextConfig;
 use crate::VlmError;
 
 /// The SigLIP-like vision encoder.
@@ -87,6 +88,24 @@ pub struct Idefics3Config {
 }
 
 impl Idefics3Config {
+    /// The Llama decoder as the shared decoder's config (1-D RoPE as M-RoPE, see `llama_rope_section`).
+    pub fn text_config(&self) -> TextConfig {
+        let t = &self.text;
+        TextConfig {
+            vocab_size: t.vocab_size,
+            hidden_size: t.hidden_size,
+            intermediate_size: t.intermediate_size,
+            num_hidden_layers: t.num_hidden_layers,
+            num_attention_heads: t.num_attention_heads,
+            num_key_value_heads: t.num_key_value_heads,
+            max_position_embeddings: t.max_position_embeddings,
+            rms_norm_eps: t.rms_norm_eps,
+            rope_theta: t.rope_theta,
+            mrope_section: llama_rope_section(t.head_dim),
+            tie_word_embeddings: t.tie_word_embeddings,
+        }
+    }
+
     /// `<image>` tokens per tile: `(image_size / patch)² / scale²`.
     pub fn image_seq_len(&self) -> usize {
         let side = self.vision.patches_per_side();
@@ -234,4 +253,9 @@ fn rope_theta(text_root: &Value) -> Result<f64, VlmError> {
         .or_else(|| text_root.get("rope_theta"))
         .and_then(Value::as_f64)
         .unwrap_or(10000.0))
+}
+
+/// All rotary frequencies on the first M-RoPE component: with positions `(p, p, p)` this is 1-D RoPE.
+pub(crate) fn llama_rope_section(head_dim: usize) -> Vec<usize> {
+    vec![head_dim / 2, 0, 0]
 }

@@ -5,7 +5,7 @@
 //! - [`pretrained`]: the key table and [`pretrained::load_pretrained`].
 //! - [`vision`]: SigLIP embeddings with bucketised position ids, encoder, pixel-shuffle connector.
 //! - [`model`]: [`model::Idefics3`] — tile features scattered into `<image>` slots, persona rows, the
-//!   Llama decoder (the crate's [`crate::text::TextModel`] with 1-D rotary positions), KV-cache generation.
+//!   Llama decoder (the crate's [`crate::decoder::TextModel`] with 1-D rotary positions), KV-cache generation.
 //! - [`pipeline`]: [`pipeline::Idefics3Vlm`], what `deper caption` / `deper vlm forward` call through
 //!   [`crate::AnyVlm`].
 //! - [`preprocess`]: `Idefics3ImageProcessor` (PIL Lanczos resize, tiling, global image) and the

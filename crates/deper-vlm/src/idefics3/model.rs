@@ -4,10 +4,10 @@
 //! - every tile goes through the vision encoder and the connector; tiles whose pixels are all zero
 //!   are dropped first (transformers' padding images); the features (`image_seq_len` per tile, tiles
 //!   in order) replace, in order, the embeddings at `<image>` positions;
-//! - the language model is Llama: the crate's decoder ([`crate::text::TextModel`]) without biases,
+//! - the language model is Llama: the crate's decoder ([`crate::decoder::TextModel`]) without biases,
 //!   with plain 1-D rotary positions (all three M-RoPE components equal to the token index, which is
 //!   exactly Llama's RoPE), GQA, RMSNorm, SwiGLU, tied or untied head;
-//! - persona injection as [`crate::Qwen2Vl`]: the input embedding at each persona-token position of the
+//! - persona injection as Qwen2-VL ([`crate::persona`]): the input embedding at each persona-token position of the
 //!   prompt is **replaced** by the given vector; generated tokens use their ordinary embeddings;
 //! - generation: prefill into a preallocated [`KvCache`], then one token per step at position
 //!   `cache.len()`, seeded sampler, stop tokens, max new tokens and a streaming callback.
@@ -22,10 +22,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::config::Idefics3Config;
 use super::vision::{Connector, SiglipVision, VisionOutputs};
 use crate::cache::{KvCache, LayerCache};
-use crate::model::{
-    assemble_embeds, check_context, check_prompt, sample_loop, start_generation, Generated, GenerationConfig, Persona,
+use crate::decoder::{text_positions, TextModel};
+use crate::generation::{
+    check_cache_fits, check_context, check_prompt, sample_loop, start_generation, Generated, GenerationConfig,
 };
-use crate::text::{text_positions, TextModel};
+use crate::persona::{assemble_embeds, Persona};
 use crate::{Result, VlmError};
 
 /// The whole model.
@@ -61,19 +62,7 @@ impl Idefics3Config {
     /// A randomly initialised model (for shapes and tests; real weights come from the loader).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Idefics3<B> {
         let t = &self.text;
-        let text_config = crate::config::TextConfig {
-            vocab_size: t.vocab_size,
-            hidden_size: t.hidden_size,
-            intermediate_size: t.intermediate_size,
-            num_hidden_layers: t.num_hidden_layers,
-            num_attention_heads: t.num_attention_heads,
-            num_key_value_heads: t.num_key_value_heads,
-            max_position_embeddings: t.max_position_embeddings,
-            rms_norm_eps: t.rms_norm_eps,
-            rope_theta: t.rope_theta,
-            mrope_section: llama_rope_section(t.head_dim),
-            tie_word_embeddings: t.tie_word_embeddings,
-        };
+        let text_config = self.text_config();
         let mut text = text_config.init(device);
         // Llama has no q/k/v biases.
         for layer in &mut text.layers {
@@ -91,11 +80,6 @@ impl Idefics3Config {
             hidden_size: t.hidden_size,
         }
     }
-}
-
-/// All rotary frequencies on the first M-RoPE component: with positions `(p, p, p)` this is 1-D RoPE.
-pub(crate) fn llama_rope_section(head_dim: usize) -> Vec<usize> {
-    vec![head_dim / 2, 0, 0]
 }
 
 impl<B: Backend> Idefics3<B> {
@@ -184,26 +168,14 @@ impl<B: Backend> Idefics3<B> {
 
     /// A KV cache sized for `max_len` positions.
     pub fn new_cache(&self, max_len: usize) -> KvCache<B> {
-        let device = self.device();
-        let layers = self
-            .text
-            .layers
-            .iter()
-            .map(|l| LayerCache::new(1, l.self_attn.num_kv_heads, max_len, l.self_attn.head_dim, &device))
-            .collect();
-        KvCache { layers }
+        self.text.new_cache(1, max_len)
     }
 
     /// Resets `cache`, runs the prompt through it and returns the last position's logits `[1, vocab]`.
     pub fn prefill(&self, input: &Idefics3Input<B>, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
         cache.reset();
         let len = input.input_ids.len();
-        if len > cache.capacity() {
-            return Err(VlmError::Input(format!(
-                "prompt of {len} tokens does not fit the KV cache of {}",
-                cache.capacity()
-            )));
-        }
+        check_cache_fits(len, cache)?;
         let embeds = self.inputs_embeds(input)?;
         let hidden = self.decode(embeds, 0, Some(&mut cache.layers))?; // [1, L, D]
         let last = hidden.narrow(1, len - 1, 1);

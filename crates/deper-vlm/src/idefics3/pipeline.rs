@@ -1,4 +1,4 @@
-//! One Idefics3 / SmolVLM model folder → captions and logits, as [`crate::Vlm`] does for Qwen2-VL.
+//! One Idefics3 / SmolVLM model folder → captions and logits, as the Qwen2-VL pipeline does.
 //!
 //! [`Idefics3Vlm::caption`] decodes and tiles the image, renders the user turn with the chat template
 //! (image before text, generation prompt), expands `<image>` for the tile grid, injects persona
@@ -7,18 +7,21 @@
 //! (or transformers' `[1, N_tiles, 3, H, W]`) with an optional `pixel_attention_mask` `[N_tiles, H, W]`
 //! (any integer or bool dtype; 1 = real pixel), optional `persona_embeddings` / `persona_token_ids`
 //! → `logits` f32 `[1, L, vocab]`.
+//!
+//! Reference: transformers `Idefics3Processor` + `Idefics3ForConditionalGeneration.generate`.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use deper_weights::{write_safetensors, Checkpoint};
+use deper_weights::Checkpoint;
 use std::path::Path;
 
 use super::config::Idefics3Config;
 use super::model::{Idefics3, Idefics3Images, Idefics3Input};
 use super::preprocess::{expand_image_tokens, Idefics3ImageProcessor};
 use super::pretrained::load_weights;
-use crate::model::GenerationConfig;
-use crate::pipeline::{generation_eos, persona_tensor, read_persona, Caption, PersonaVectors};
+use crate::caption::{caption_of, end_of_turn_ids, read_input_ids, until_end_of_turn, write_logits, Caption};
+use crate::generation::GenerationConfig;
+use crate::persona::{persona_tensor, read_persona, PersonaVectors};
 use crate::tokenizer::{ChatMessage, Qwen2VlTokenizer};
 use crate::{Result, VlmError};
 
@@ -62,16 +65,13 @@ impl<B: Backend> Idefics3Vlm<B> {
                 config.vision.image_size
             )));
         }
-        let mut eos_token_ids = generation_eos(dir)?;
-        if eos_token_ids.is_empty() {
-            eos_token_ids.extend(config.text.eos_token_id);
-        }
+        let eos_token_ids = end_of_turn_ids(dir, config.text.eos_token_id)?;
         Ok(Self { model, config, tokenizer, processor, image_seq_len, eos_token_ids, device: device.clone() })
     }
 
     /// Greedy generation of up to `max_new_tokens` that stops at the model's end-of-turn ids.
     pub fn generation_config(&self, max_new_tokens: usize) -> GenerationConfig {
-        GenerationConfig { max_new_tokens, stop_tokens: self.eos_token_ids.clone(), ..Default::default() }
+        until_end_of_turn(&self.eos_token_ids, max_new_tokens)
     }
 
     /// The caption prompt: one user turn with the image before `text`, templated with the generation
@@ -83,7 +83,7 @@ impl<B: Backend> Idefics3Vlm<B> {
         Ok((expanded, ids))
     }
 
-    /// Captions an image file; see [`crate::Vlm::caption`] for the arguments.
+    /// Captions an image file; see [`crate::AnyVlm::caption`] for the arguments.
     pub fn caption(
         &self,
         image: &Path,
@@ -105,23 +105,13 @@ impl<B: Backend> Idefics3Vlm<B> {
                 .transpose()?,
         };
         let out = self.model.generate(&input, generation, on_token)?;
-        let content: Vec<u32> =
-            out.generated_ids.iter().copied().filter(|id| !generation.stop_tokens.contains(id)).collect();
-        let text = self.tokenizer.decode(&content, true)?;
-        Ok(Caption { text, prompt_ids: out.prompt_ids, generated_ids: out.generated_ids })
+        caption_of(&self.tokenizer, out, generation)
     }
 
     /// `deper vlm forward` (see the module docs for the tensors).
     pub fn forward_file(&self, inputs: &Path, out: &Path) -> Result<()> {
         let ckpt = Checkpoint::open(inputs)?;
-        let (ids, shape) = ckpt.i64_any("input_ids")?;
-        if shape.len() != 2 || shape[0] != 1 {
-            return Err(VlmError::Input(format!("input_ids must be [1, L], found {shape:?}")));
-        }
-        let input_ids: Vec<u32> = ids
-            .iter()
-            .map(|&i| u32::try_from(i).map_err(|_| VlmError::Input(format!("negative or huge token id {i}"))))
-            .collect::<Result<_>>()?;
+        let input_ids = read_input_ids(&ckpt)?;
         let images = if ckpt.contains("pixel_values") {
             let (values, shape) = ckpt.f32_any("pixel_values")?;
             // transformers returns [batch = 1, tiles, 3, H, W]; the batch axis is dropped.
@@ -156,13 +146,6 @@ impl<B: Backend> Idefics3Vlm<B> {
             .map(|p| persona_tensor(&p, self.config.text.hidden_size, &self.tokenizer, &self.device))
             .transpose()?;
         let logits = self.model.forward(&Idefics3Input { input_ids, images, persona })?;
-        let dims = logits.dims();
-        let values = logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| VlmError::Input(format!("reading logits: {e:?}")))?;
-        write_safetensors(out, &[("logits", deper_weights::TensorData::F32(&values, &dims))])?;
-        Ok(())
+        write_logits(out, logits)
     }
 }

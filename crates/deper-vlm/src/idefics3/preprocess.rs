@@ -24,6 +24,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 use std::path::Path;
 
+use crate::resample::resample_pass;
 use crate::{Result, VlmError};
 
 /// transformers' absolute cap on an edge after the first resize.
@@ -125,28 +126,10 @@ fn pil_coefficients(in_len: usize, out_len: usize, filter: Resample) -> Vec<(usi
         .collect()
 }
 
-/// One pass over interleaved RGB `[h, w, 3]`: `along_x` resizes rows to `out_len`, else columns.
+/// One Pillow pass over interleaved RGB `[h, w, 3]`: `along_x` resizes rows to `out_len`, else columns.
 fn pil_pass(src: &[u8], h: usize, w: usize, out_len: usize, along_x: bool, filter: Resample) -> Vec<u8> {
     let in_len = if along_x { w } else { h };
-    let coefficients = pil_coefficients(in_len, out_len, filter);
-    let (oh, ow) = if along_x { (h, out_len) } else { (out_len, w) };
-    let mut out = vec![0u8; oh * ow * 3];
-    let round = 1i64 << (PRECISION_BITS - 1);
-    for y in 0..oh {
-        for x in 0..ow {
-            let (i, fixed) = if along_x { (x, y) } else { (y, x) };
-            let (start, ws) = &coefficients[i];
-            for c in 0..3 {
-                let mut acc = round;
-                for (k, wt) in ws.iter().enumerate() {
-                    let (sy, sx) = if along_x { (fixed, start + k) } else { (start + k, fixed) };
-                    acc += wt * i64::from(src[(sy * w + sx) * 3 + c]);
-                }
-                out[(y * ow + x) * 3 + c] = (acc >> PRECISION_BITS).clamp(0, 255) as u8;
-            }
-        }
-    }
-    out
+    resample_pass(src, h, w, &pil_coefficients(in_len, out_len, filter), PRECISION_BITS, along_x)
 }
 
 /// `Image.resize((w, h), filter)` of Pillow on interleaved RGB uint8 `[h0, w0, 3]` → `[h, w, 3]`.

@@ -8,19 +8,20 @@
 //!
 //! Key names: the hub layout (`model.vision_model.*`, `model.connector.*`, `model.text_model.*`,
 //! `lm_head.weight`) is canonical; [`KEY_RENAMES`] lists the alternatives tried when a hub key is absent.
+//!
+//! Reference: transformers `Idefics3ForConditionalGeneration` (`modeling_idefics3.py`) key names.
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use deper_weights::Checkpoint;
 use std::path::Path;
 
 use super::config::Idefics3Config;
-use super::model::{llama_rope_section, Idefics3};
+use super::model::Idefics3;
 use super::vision::{Connector, SiglipAttention, SiglipEncoderLayer, SiglipVision};
-use crate::pretrained::{load_decoder_layers, DecoderShape, Loader};
-use crate::text::TextModel;
-use crate::{Result, VlmError};
+use crate::loader::{load_text_model, Loader};
+use crate::Result;
 
 /// `(hub prefix, alternative prefix)`: when `hub prefix…` is missing, `alternative prefix…` is tried.
 pub const KEY_RENAMES: &[(&str, &str)] = &[
@@ -49,7 +50,8 @@ pub fn load_weights<B: Backend>(config: &Idefics3Config, ckpt: &Checkpoint, devi
             )?,
             scale_factor: config.scale_factor,
         },
-        text: load_text(&ld, config)?,
+        // Llama has no q/k/v biases.
+        text: load_text_model(&ld, "model.text_model", &config.text_config(), config.text.head_dim, false)?,
         image_token_id: config.image_token_id as usize,
         max_position_embeddings: config.text.max_position_embeddings,
         vocab_size: config.text.vocab_size,
@@ -95,47 +97,4 @@ fn load_vision<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Resul
         num_channels: vc.num_channels,
         patches_per_side: side,
     })
-}
-
-fn load_text<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<TextModel<B>> {
-    let tc = &config.text;
-    let (d, hd, eps) = (tc.hidden_size, tc.head_dim, tc.rms_norm_eps);
-    let shape = DecoderShape {
-        hidden: d,
-        heads: tc.num_attention_heads,
-        kv_heads: tc.num_key_value_heads,
-        head_dim: hd,
-        intermediate: tc.intermediate_size,
-        eps,
-    };
-    // Llama has no q/k/v biases.
-    let layers = load_decoder_layers(ld, "model.text_model.layers", tc.num_hidden_layers, &shape, false)?;
-    let embed = ld.tensor("model.text_model.embed_tokens.weight", [tc.vocab_size, d])?;
-    Ok(TextModel {
-        embed_tokens: Embedding { weight: Param::from_tensor(embed) },
-        layers,
-        norm: ld.rms_norm("model.text_model.norm", d, eps)?,
-        lm_head: lm_head(ld, config)?,
-        rope_theta: tc.rope_theta,
-        mrope_section: llama_rope_section(hd),
-        head_dim: hd,
-    })
-}
-
-/// Tied embeddings: with `tie_word_embeddings: true` the head is always `embed_tokens` (a stored
-/// `lm_head.weight` is ignored, as transformers does); with `false` a missing head is an error naming
-/// the key.
-fn lm_head<B: Backend>(ld: &Loader<'_, B>, config: &Idefics3Config) -> Result<Option<Linear<B>>> {
-    let tc = &config.text;
-    if tc.tie_word_embeddings {
-        return Ok(None);
-    }
-    if !ld.ckpt.contains(&ld.resolve("lm_head.weight")) {
-        return Err(VlmError::Weights(deper_weights::WeightsError::Missing {
-            key: "lm_head.weight".into(),
-            expected: vec![tc.vocab_size, tc.hidden_size],
-            checkpoint: "the checkpoint (tie_word_embeddings is false)".into(),
-        }));
-    }
-    Ok(Some(ld.linear("lm_head", tc.hidden_size, tc.vocab_size, false)?))
 }

@@ -1,11 +1,14 @@
 //! Saving a Qwen2-VL or Qwen2.5-VL in the Hugging Face layout (`save_pretrained`), the inverse of
-//! [`crate::pretrained`].
+//! [`super::pretrained`].
 //!
 //! Writes `config.json` in the flat hub layout (the one released checkpoints use), `model.safetensors`
 //! with hub key names (PyTorch `[out, in]` Linear weights, the 5-D Conv3d patch embedding), and
 //! `generation_config.json`. Tokenizer files are written by the caller (they come from elsewhere).
-//! A model saved here loads with [`crate::load_pretrained`] and with transformers'
+//! A model saved here loads with [`super::load_pretrained`] and with transformers'
 //! `Qwen2VLForConditionalGeneration` / `Qwen2_5_VLForConditionalGeneration.from_pretrained`.
+//!
+//! Reference: transformers `PreTrainedModel.save_pretrained` and the hub layout of
+//! `Qwen/Qwen2-VL-2B-Instruct`.
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear, RmsNorm};
@@ -15,9 +18,9 @@ use deper_weights::{write_safetensors, TensorData};
 use serde_json::{json, Value};
 use std::path::Path;
 
-use crate::config::{Qwen2VlConfig, VisionConfig, VisionKind};
-use crate::model::Qwen2Vl;
-use crate::vision::{VisionMlp, VisionNorm};
+use super::config::{Qwen2VlConfig, VisionConfig, VisionKind};
+use super::model::Qwen2Vl;
+use super::vision::{VisionMlp, VisionNorm};
 use crate::{Result, VlmError};
 
 /// `config.json` in the flat hub layout of the released checkpoints.
@@ -143,7 +146,7 @@ impl Collector {
 
 /// Writes `config.json`, `generation_config.json` and `model.safetensors` of `model` into `dir`.
 ///
-/// A model whose weights went into CPU panels ([`crate::text::TextModel::pack_for_cpu`], done by
+/// A model whose weights went into CPU panels ([`crate::decoder::TextModel::pack_for_cpu`], done by
 /// [`crate::Vlm::load`]) no longer holds its row-major projections and is refused.
 pub fn save_pretrained<B: Backend>(model: &Qwen2Vl<B>, config: &Qwen2VlConfig, dir: &Path) -> Result<()> {
     if model.model.layers.iter().any(|l| l.cpu_panels.is_some()) {

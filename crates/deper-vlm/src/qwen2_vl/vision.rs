@@ -28,8 +28,9 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::config::{VisionConfig, VisionKind};
+use super::config::{VisionConfig, VisionKind};
 use crate::cpu::{linear, silu_mul};
+use crate::decoder::apply_rotary;
 use crate::{Result, VlmError};
 
 /// LayerNorm (Qwen2-VL) or RMSNorm (Qwen2.5-VL), eps 1e-6.
@@ -252,20 +253,6 @@ pub fn window_index(grid_thw: &[[usize; 3]], merge: usize, window: usize) -> (Ve
         offset += t * lh * lw;
     }
     (index, windows)
-}
-
-/// `x·cos + rotate_half(x)·sin` on the last dimension.
-pub(crate) fn apply_rotary<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    cos: Tensor<B, D>,
-    sin: Tensor<B, D>,
-) -> Tensor<B, D> {
-    let dims = x.dims();
-    let half = dims[D - 1] / 2;
-    let x1 = x.clone().narrow(D - 1, 0, half);
-    let x2 = x.clone().narrow(D - 1, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], D - 1);
-    x * cos + rotated * sin
 }
 
 impl<B: Backend> VisionBlock<B> {

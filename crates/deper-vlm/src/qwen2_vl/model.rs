@@ -6,7 +6,7 @@
 //! - persona injection: the input embedding at each persona-token position is **replaced** by a given
 //!   vector (the DEPER adapter output); positions stay text-like; only the prompt is affected, generated
 //!   tokens always use their ordinary embeddings;
-//! - M-RoPE positions from [`crate::text::rope_index`]; generated token `n` gets `(p, p, p)` with
+//! - M-RoPE positions from [`super::mrope::rope_index`]; generated token `n` gets `(p, p, p)` with
 //!   `p = L + n + rope_delta`;
 //! - generation: prefill into a preallocated [`KvCache`], then one token per step, seeded sampler,
 //!   stop tokens, max new tokens, and a streaming callback that can stop early;
@@ -20,11 +20,17 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use super::config::Qwen2VlConfig;
+use super::mrope::rope_index;
+use super::vision::VisionTower;
 use crate::cache::KvCache;
-use crate::config::Qwen2VlConfig;
-use crate::sampling::{Sampler, SamplingConfig};
-use crate::text::{rope_index, text_positions, Rope, TextModel};
-use crate::vision::VisionTower;
+use crate::decoder::{text_positions, Rope, TextModel};
+use crate::generation::{
+    check_cache_fits, check_context, check_prompt, logits_to_vec, sample_loop, start_generation, stop_reason,
+    Generated, GenerationConfig, StopReason,
+};
+use crate::persona::{assemble_embeds, Persona};
+use crate::sampling::Sampler;
 use crate::{Result, VlmError};
 
 /// The whole model.
@@ -38,19 +44,6 @@ pub struct Qwen2Vl<B: Backend> {
     pub hidden_size: usize,
 }
 
-/// Persona vectors and the token ids whose embeddings they replace.
-///
-/// Row `k` of `embeddings` belongs to `token_ids[k]`. When an id appears several times in
-/// `token_ids`, its occurrences in the prompt take that id's rows in order. The number of
-/// occurrences of each id in the prompt must equal its number of rows.
-#[derive(Debug, Clone)]
-pub struct Persona<B: Backend> {
-    /// `[K, hidden]`.
-    pub embeddings: Tensor<B, 2>,
-    /// `[K]`.
-    pub token_ids: Vec<u32>,
-}
-
 /// One prompt: ids with image pads already expanded, its images, and an optional persona.
 #[derive(Debug, Clone)]
 pub struct MultimodalInput<B: Backend> {
@@ -60,38 +53,6 @@ pub struct MultimodalInput<B: Backend> {
     /// `(t, h, w)` per image, in 14-px patches.
     pub image_grid_thw: Vec<[usize; 3]>,
     pub persona: Option<Persona<B>>,
-}
-
-/// Generation settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationConfig {
-    pub max_new_tokens: usize,
-    pub sampling: SamplingConfig,
-    /// Generation ends after emitting any of these (it is included in the output).
-    pub stop_tokens: Vec<u32>,
-}
-
-impl Default for GenerationConfig {
-    fn default() -> Self {
-        Self { max_new_tokens: 128, sampling: SamplingConfig::greedy(), stop_tokens: Vec::new() }
-    }
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    StopToken,
-    MaxNewTokens,
-    /// The callback returned `false`.
-    Callback,
-}
-
-/// A finished generation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generated {
-    pub prompt_ids: Vec<u32>,
-    pub generated_ids: Vec<u32>,
-    pub stop: StopReason,
 }
 
 impl Qwen2VlConfig {
@@ -162,16 +123,7 @@ impl<B: Backend> Qwen2Vl<B> {
 
     /// A KV cache sized for `max_len` positions.
     pub fn new_cache(&self, max_len: usize) -> KvCache<B> {
-        let layers = self
-            .model
-            .layers
-            .iter()
-            .map(|l| {
-                let a = &l.self_attn;
-                crate::cache::LayerCache::new(1, a.num_kv_heads, max_len, a.head_dim, &self.device())
-            })
-            .collect();
-        KvCache { layers }
+        self.model.new_cache(1, max_len)
     }
 
     /// Resets `cache`, runs the prompt through it and returns the last position's logits `[1, vocab]`
@@ -180,12 +132,7 @@ impl<B: Backend> Qwen2Vl<B> {
         cache.reset();
         let (embeds, positions, delta) = self.inputs_embeds(input)?;
         let len = input.input_ids.len();
-        if len > cache.capacity() {
-            return Err(VlmError::Input(format!(
-                "prompt of {len} tokens does not fit the KV cache of {}",
-                cache.capacity()
-            )));
-        }
+        check_cache_fits(len, cache)?;
         let rope = self.model.rope(&positions, &self.device());
         let hidden = self.model.forward_hidden(embeds, &rope, Some(&mut cache.layers))?; // [1, L, D]
         let last = hidden.narrow(1, len - 1, 1);
@@ -225,16 +172,7 @@ impl<B: Backend> Qwen2Vl<B> {
 
     /// A KV cache for `batch` rows of `max_len` positions each.
     pub fn new_batch_cache(&self, batch: usize, max_len: usize) -> KvCache<B> {
-        let layers = self
-            .model
-            .layers
-            .iter()
-            .map(|l| {
-                let a = &l.self_attn;
-                crate::cache::LayerCache::new(batch, a.num_kv_heads, max_len, a.head_dim, &self.device())
-            })
-            .collect();
-        KvCache { layers }
+        self.model.new_cache(batch, max_len)
     }
 
     /// Generates several prompts together with one configuration; see [`Self::generate_batch_with`].
@@ -309,7 +247,7 @@ impl<B: Backend> Qwen2Vl<B> {
         let mut samplers: Vec<Sampler> = configs.iter().map(|c| Sampler::new(c.sampling.clone())).collect();
         let mut sequences: Vec<Vec<u32>> = inputs.iter().map(|i| i.input_ids.clone()).collect();
         loop {
-            let values = to_vec(logits)?;
+            let values = logits_to_vec(logits)?;
             let mut step = vec![0u32; rows];
             for r in 0..rows {
                 if !active[r] {
@@ -368,193 +306,4 @@ impl<B: Backend> Qwen2Vl<B> {
         let (logits, delta) = self.prefill(input, cache)?;
         sample_loop(&input.input_ids, config, logits, &mut |token| self.decode_step(token, delta, cache), on_token)
     }
-}
-
-/// Refuses a prompt plus `max_new_tokens` longer than the context.
-pub(crate) fn check_context(needed: usize, max_positions: usize) -> Result<()> {
-    if needed > max_positions {
-        return Err(VlmError::Input(format!(
-            "prompt plus max_new_tokens is {needed} positions, longer than the context of {max_positions}"
-        )));
-    }
-    Ok(())
-}
-
-/// The checks before generating one prompt into `cache`, shared by every model family; with
-/// `max_new_tokens` 0 the (empty) result itself.
-pub(crate) fn start_generation<B: Backend>(
-    prompt_ids: &[u32],
-    config: &GenerationConfig,
-    max_positions: usize,
-    cache: &KvCache<B>,
-) -> Result<Option<Generated>> {
-    let needed = prompt_ids.len() + config.max_new_tokens;
-    check_context(needed, max_positions)?;
-    if needed > cache.capacity() {
-        return Err(VlmError::Input(format!(
-            "prompt plus max_new_tokens is {needed} positions, the KV cache holds {}",
-            cache.capacity()
-        )));
-    }
-    Ok((config.max_new_tokens == 0).then(|| Generated {
-        prompt_ids: prompt_ids.to_vec(),
-        generated_ids: Vec::new(),
-        stop: StopReason::MaxNewTokens,
-    }))
-}
-
-/// Why generation of a row ends after `token`, its `generated`-th id, if it does.
-pub(crate) fn stop_reason(
-    config: &GenerationConfig,
-    token: u32,
-    keep_going: bool,
-    generated: usize,
-) -> Option<StopReason> {
-    if config.stop_tokens.contains(&token) {
-        Some(StopReason::StopToken)
-    } else if !keep_going {
-        Some(StopReason::Callback)
-    } else if generated >= config.max_new_tokens {
-        Some(StopReason::MaxNewTokens)
-    } else {
-        None
-    }
-}
-
-/// The sampling loop of one prompt, shared by every model family: sample from `logits` (the
-/// prefill's last position), stream, stop, or feed the token to `step` for the next logits.
-pub(crate) fn sample_loop<B: Backend>(
-    prompt_ids: &[u32],
-    config: &GenerationConfig,
-    mut logits: Tensor<B, 2>,
-    step: &mut dyn FnMut(u32) -> Result<Tensor<B, 2>>,
-    on_token: &mut dyn FnMut(u32) -> bool,
-) -> Result<Generated> {
-    let mut sampler = Sampler::new(config.sampling.clone());
-    let mut sequence = prompt_ids.to_vec();
-    let mut generated = Vec::with_capacity(config.max_new_tokens);
-    loop {
-        let row = to_vec(logits)?;
-        let token = sampler.next_token(&row, &sequence);
-        sequence.push(token);
-        generated.push(token);
-        let keep_going = on_token(token);
-        if let Some(stop) = stop_reason(config, token, keep_going, generated.len()) {
-            return Ok(Generated { prompt_ids: prompt_ids.to_vec(), generated_ids: generated, stop });
-        }
-        logits = step(token)?;
-    }
-}
-
-/// Refuses an empty prompt, one longer than the context, or ids outside the vocabulary.
-pub(crate) fn check_prompt(ids: &[u32], vocab_size: usize, max_positions: usize) -> Result<()> {
-    let len = ids.len();
-    if len == 0 {
-        return Err(VlmError::Input("empty prompt".into()));
-    }
-    if len > max_positions {
-        return Err(VlmError::Input(format!(
-            "prompt of {len} tokens is longer than the context of {max_positions} positions"
-        )));
-    }
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
-        return Err(VlmError::Input(format!("token id {bad} is outside the vocabulary of {vocab_size}")));
-    }
-    Ok(())
-}
-
-/// Input embeddings of one prompt, shared by every model family: the token embeddings, with the
-/// image `features` (`[n, hidden]`, in order) at the `image_token_id` positions and the persona rows
-/// at the persona-token positions.
-///
-/// # Shapes
-/// - output: `[1, L, hidden]`
-pub(crate) fn assemble_embeds<B: Backend>(
-    text: &TextModel<B>,
-    ids: &[u32],
-    image_token_id: u32,
-    features: Option<Tensor<B, 2>>,
-    persona: Option<&Persona<B>>,
-    device: &B::Device,
-) -> Result<Tensor<B, 3>> {
-    let len = ids.len();
-    let id_tensor = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [1, len]),
-        device,
-    );
-    let embedded = text.embed(id_tensor); // [1, L, D]
-    let hidden = embedded.dims()[2];
-    let mut rows = vec![embedded.reshape([len, hidden])];
-    // Source row of every position in cat(rows): identity, then image features, then persona rows.
-    let mut index: Vec<i64> = (0..len as i64).collect();
-    let mut offset = len;
-
-    let image_positions: Vec<usize> = (0..len).filter(|&i| ids[i] == image_token_id).collect();
-    match features {
-        Some(features) => {
-            let n = features.dims()[0];
-            if n != image_positions.len() {
-                return Err(VlmError::Input(format!(
-                    "the images give {n} features but the prompt has {} image tokens",
-                    image_positions.len()
-                )));
-            }
-            for (k, &p) in image_positions.iter().enumerate() {
-                index[p] = (offset + k) as i64;
-            }
-            offset += n;
-            rows.push(features);
-        }
-        None if !image_positions.is_empty() => {
-            return Err(VlmError::Input(format!(
-                "the prompt has {} image tokens but no pixel_values",
-                image_positions.len()
-            )));
-        }
-        None => {}
-    }
-
-    if let Some(persona) = persona {
-        let [k, d] = persona.embeddings.dims();
-        if d != hidden || k != persona.token_ids.len() {
-            return Err(VlmError::Input(format!(
-                "persona embeddings are [{k}, {d}] for {} token ids; expected [{}, {hidden}]",
-                persona.token_ids.len(),
-                persona.token_ids.len(),
-            )));
-        }
-        for (position, row) in persona_rows(ids, &persona.token_ids)? {
-            index[position] = (offset + row) as i64;
-        }
-        rows.push(persona.embeddings.clone());
-    }
-
-    let table = Tensor::cat(rows, 0); // [L + n + K, D]
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), device);
-    Ok(table.select(0, index).reshape([1, len, hidden])) // [1, L, D]
-}
-
-/// `(position, persona row)` pairs; see [`Persona`].
-fn persona_rows(ids: &[u32], token_ids: &[u32]) -> Result<Vec<(usize, usize)>> {
-    let mut pairs = Vec::new();
-    let mut distinct: Vec<u32> = token_ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    for id in distinct {
-        let rows: Vec<usize> = (0..token_ids.len()).filter(|&k| token_ids[k] == id).collect();
-        let positions: Vec<usize> = (0..ids.len()).filter(|&p| ids[p] == id).collect();
-        if rows.len() != positions.len() {
-            return Err(VlmError::Input(format!(
-                "persona token {id} occurs {} times in the prompt but has {} persona vectors",
-                positions.len(),
-                rows.len()
-            )));
-        }
-        pairs.extend(positions.into_iter().zip(rows));
-    }
-    Ok(pairs)
-}
-
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| VlmError::Input(format!("reading logits: {e:?}")))
 }

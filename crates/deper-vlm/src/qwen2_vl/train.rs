@@ -7,17 +7,20 @@
 //! earlier positions, so no extra attention mask is needed, and padded targets are masked out of the
 //! loss. Image features (one `[n, hidden]` block per row, in row order) replace the `<|image_pad|>`
 //! embeddings; an optional persona vector per row replaces the persona token's embedding, as
-//! [`crate::model::Qwen2Vl::inputs_embeds`] does for one prompt.
+//! [`super::Qwen2Vl::inputs_embeds`] does for one prompt.
 //!
 //! Loss = mean over caption tokens (each caption's ids and its end-of-turn token) of `-log p(token)`,
 //! the usual causal-LM NLL with prompt, image and padding positions masked.
+//!
+//! Reference: transformers `Qwen2VLForConditionalGeneration.forward` with `labels` (`ForCausalLMLoss`,
+//! ignore index -100).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::model::Qwen2Vl;
-use crate::text::rope_index;
+use super::model::Qwen2Vl;
+use super::mrope::rope_index;
 use crate::{Result, VlmError};
 
 /// One batch of teacher-forced captions.

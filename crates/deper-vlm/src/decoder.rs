@@ -1,4 +1,5 @@
-//! The Qwen2 language model of Qwen2-VL, with multimodal rotary positions (M-RoPE).
+//! The decoder-only language model both families share: Qwen2 (Qwen2-VL, Qwen2.5-VL) and Llama
+//! (Idefics3 / SmolVLM, the same layers without q/k/v biases), with multimodal rotary positions.
 //!
 //! Key characteristics:
 //! - pre-norm decoder layers: RMSNorm (eps from config, in f32), attention with q/k/v biases and a
@@ -6,12 +7,14 @@
 //!   `j / (heads / kv_heads)`), causal mask, SwiGLU MLP (`down(silu(gate(h)) · up(h))`);
 //! - M-RoPE: every position has three components (t, h, w); rotary frequency `k` takes its angle from
 //!   the component its `mrope_section` assigns, rotate-half style; text tokens use (c, c, c), image
-//!   tokens sit on the merged patch grid (see [`rope_index`]);
+//!   tokens of Qwen2-VL sit on the merged patch grid (see [`crate::qwen2_vl::mrope::rope_index`]); Llama's
+//!   1-D RoPE is all frequencies on the first component;
 //! - a final RMSNorm and the LM head, which is `embed_tokens.weight` transposed when embeddings are tied.
 //!
-//! Reference: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VLTextModel`,
-//! `Qwen2VLModel.get_rope_index`).
+//! Reference: transformers `models/qwen2_vl/modeling_qwen2_vl.py` (`Qwen2VLTextModel`) and
+//! `models/llama/modeling_llama.py`.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::softmax;
@@ -20,11 +23,37 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use std::sync::Arc;
 
-use crate::cache::LayerCache;
-use crate::config::TextConfig;
+use crate::cache::{KvCache, LayerCache};
 use crate::cpu::PanelMatrix;
-use crate::vision::apply_rotary;
 use crate::{Result, VlmError};
+
+/// The decoder: Qwen2 (Qwen2-VL) or Llama (Idefics3, biases removed after `init`).
+#[derive(Config, Debug, PartialEq)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    #[config(default = 32768)]
+    pub max_position_embeddings: usize,
+    #[config(default = 1e-6)]
+    pub rms_norm_eps: f64,
+    #[config(default = 1_000_000.0)]
+    pub rope_theta: f64,
+    /// Frequencies per M-RoPE component (t, h, w); sums to `head_dim / 2`.
+    pub mrope_section: Vec<usize>,
+    /// No `lm_head.weight`: the head is `embed_tokens.weight` transposed.
+    #[config(default = true)]
+    pub tie_word_embeddings: bool,
+}
+
+impl TextConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
 
 /// Self-attention with GQA and q/k/v biases.
 #[derive(Module, Debug)]
@@ -151,67 +180,18 @@ impl TextConfig {
     }
 }
 
-/// Multimodal rotary positions for one sequence (`get_rope_index`).
-///
-/// Text tokens (including `<|vision_start|>`, `<|vision_end|>` and persona tokens) get `(c, c, c)` from a
-/// running counter. A run of `image_token_id` tokens is one image, consuming the next `grid_thw` entry:
-/// with the merged grid `t × h/m × w/m` starting at counter `s`, token `(ti, r, col)` gets
-/// `(s + ti, s + r, s + col)`, and the counter continues at `s + max(t, h/m, w/m)`.
-///
-/// Returns the positions `[3][L]` and `rope_delta = max + 1 - L`, the offset of generated tokens.
-pub fn rope_index(
-    input_ids: &[u32],
-    image_token_id: u32,
-    grid_thw: &[[usize; 3]],
-    merge: usize,
-) -> Result<([Vec<i64>; 3], i64)> {
-    let len = input_ids.len();
-    let mut pos: [Vec<i64>; 3] = [Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(len)];
-    let mut counter: i64 = 0;
-    let mut images = grid_thw.iter();
-    let mut i = 0;
-    while i < len {
-        if input_ids[i] != image_token_id {
-            for p in pos.iter_mut() {
-                p.push(counter);
-            }
-            counter += 1;
-            i += 1;
-            continue;
-        }
-        let run = input_ids[i..].iter().take_while(|&&id| id == image_token_id).count();
-        let &[t, h, w] = images.next().ok_or_else(|| {
-            VlmError::Input(format!("more runs of image tokens than image_grid_thw entries ({})", grid_thw.len()))
-        })?;
-        let (lh, lw) = (h / merge, w / merge);
-        if run != t * lh * lw {
-            return Err(VlmError::Input(format!(
-                "image at token {i} has {run} image tokens, its grid [{t}, {h}, {w}] needs {}",
-                t * lh * lw
-            )));
-        }
-        for ti in 0..t {
-            for r in 0..lh {
-                for c in 0..lw {
-                    pos[0].push(counter + ti as i64);
-                    pos[1].push(counter + r as i64);
-                    pos[2].push(counter + c as i64);
-                }
-            }
-        }
-        counter += t.max(lh).max(lw) as i64;
-        i += run;
-    }
-    if images.next().is_some() {
-        return Err(VlmError::Input(format!(
-            "image_grid_thw has {} entries but the prompt has fewer runs of image tokens",
-            grid_thw.len()
-        )));
-    }
-    Ok((pos, counter - len as i64))
-}
-
 impl<B: Backend> TextModel<B> {
+    /// A KV cache for `batch` rows of `max_len` positions each, one layer cache per decoder layer.
+    pub fn new_cache(&self, batch: usize, max_len: usize) -> KvCache<B> {
+        let device = self.embed_tokens.weight.device();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerCache::new(batch, l.self_attn.num_kv_heads, max_len, l.self_attn.head_dim, &device))
+            .collect();
+        KvCache { layers }
+    }
+
     /// Rotary tables for positions `[3][L]`.
     pub fn rope(&self, positions: &[Vec<i64>; 3], device: &B::Device) -> Rope<B> {
         let hd = self.head_dim;
@@ -531,20 +511,16 @@ pub fn text_positions(start: i64, n: usize) -> [Vec<i64>; 3] {
     [p.clone(), p.clone(), p]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rope_index_places_image_on_grid() {
-        // 2 text, 6 image tokens (grid 1×6×4, merge 2 → 3×2), 2 text.
-        let ids = [1, 2, 9, 9, 9, 9, 9, 9, 3, 4];
-        let (pos, delta) = rope_index(&ids, 9, &[[1, 6, 4]], 2).unwrap();
-        assert_eq!(pos[0], vec![0, 1, 2, 2, 2, 2, 2, 2, 5, 6]);
-        assert_eq!(pos[1], vec![0, 1, 2, 2, 3, 3, 4, 4, 5, 6]);
-        assert_eq!(pos[2], vec![0, 1, 2, 3, 2, 3, 2, 3, 5, 6]);
-        assert_eq!(delta, 7 - 10);
-        assert!(rope_index(&ids, 9, &[[1, 4, 4]], 2).is_err());
-        assert!(rope_index(&ids, 9, &[], 2).is_err());
-    }
+/// `x·cos + rotate_half(x)·sin` on the last dimension.
+pub(crate) fn apply_rotary<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    cos: Tensor<B, D>,
+    sin: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let half = dims[D - 1] / 2;
+    let x1 = x.clone().narrow(D - 1, 0, half);
+    let x2 = x.clone().narrow(D - 1, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], D - 1);
+    x * cos + rotated * sin
 }

@@ -15,6 +15,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 use std::path::Path;
 
+use crate::resample::resample_pass;
 use crate::{Result, VlmError};
 
 /// Settings from `preprocessor_config.json` (or the `image_processor` of `processor_config.json`).
@@ -285,24 +286,7 @@ fn fixed_point(weights: &[(usize, Vec<f64>)]) -> (u32, Vec<(usize, Vec<i64>)>) {
 fn resize_pass(src: &[u8], h: usize, w: usize, out_len: usize, along_x: bool) -> Vec<u8> {
     let in_len = if along_x { w } else { h };
     let (precision, weights) = fixed_point(&aa_weights(in_len, out_len));
-    let (oh, ow) = if along_x { (h, out_len) } else { (out_len, w) };
-    let mut out = vec![0u8; oh * ow * 3];
-    let round = 1i64 << precision.saturating_sub(1);
-    for y in 0..oh {
-        for x in 0..ow {
-            let (i, fixed) = if along_x { (x, y) } else { (y, x) };
-            let (start, ws) = &weights[i];
-            for c in 0..3 {
-                let mut acc = round;
-                for (k, wt) in ws.iter().enumerate() {
-                    let (sy, sx) = if along_x { (fixed, start + k) } else { (start + k, fixed) };
-                    acc += wt * i64::from(src[(sy * w + sx) * 3 + c]);
-                }
-                out[(y * ow + x) * 3 + c] = (acc >> precision).clamp(0, 255) as u8;
-            }
-        }
-    }
-    out
+    resample_pass(src, h, w, &weights, precision, along_x)
 }
 
 /// Separable antialiased bicubic resize of interleaved RGB uint8 `[h0, w0, 3]` → `[h, w, 3]`, as

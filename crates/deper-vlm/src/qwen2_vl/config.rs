@@ -24,35 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 
+use crate::decoder::TextConfig;
 use crate::VlmError;
-
-/// The Qwen2 language model.
-#[derive(Config, Debug, PartialEq)]
-pub struct TextConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    #[config(default = 32768)]
-    pub max_position_embeddings: usize,
-    #[config(default = 1e-6)]
-    pub rms_norm_eps: f64,
-    #[config(default = 1_000_000.0)]
-    pub rope_theta: f64,
-    /// Frequencies per M-RoPE component (t, h, w); sums to `head_dim / 2`.
-    pub mrope_section: Vec<usize>,
-    /// No `lm_head.weight`: the head is `embed_tokens.weight` transposed.
-    #[config(default = true)]
-    pub tie_word_embeddings: bool,
-}
-
-impl TextConfig {
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
-}
 
 /// Which vision tower: the only architectural difference between Qwen2-VL and Qwen2.5-VL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -262,3 +262,34 @@ fn no_function_is_longer_than_120_lines_unless_the_architecture_page_says_why() 
         "docs/architecture.md lists functions that are not over {MAX_FUNCTION_LINES} lines: {stale:?}"
     );
 }
+
+#[test]
+fn the_readme_is_a_guide_and_experiments_live_in_docs_each_with_its_command() {
+    let root = workspace();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    assert!(readme.lines().count() <= 400, "README.md has {} lines (a user guide of at most 400)", readme.lines().count());
+    for page in ["docs/architecture.md", "docs/benchmarks.md"] {
+        assert!(root.join(page).is_file(), "{page} is missing");
+    }
+    let mut pages = 0;
+    for entry in std::fs::read_dir(root.join("docs/experiments")).expect("docs/experiments/") {
+        let path = entry.expect("an entry").path();
+        if path.file_name().is_some_and(|n| n == "README.md") || path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        pages += 1;
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let has_command = text.split("```sh").skip(1).any(|block| {
+            let block = block.split("```").next().unwrap_or("");
+            block.contains("deper") || block.contains("cargo ")
+        });
+        assert!(has_command, "{}: no command that reproduces its table", path.display());
+    }
+    assert!(pages > 0, "docs/experiments/ holds no experiment page");
+    // Build machines' paths belong in nobody's guide.
+    for (name, text) in [("README.md", &readme)] {
+        for needle in ["/work/", "/var/cache/", "/root/"] {
+            assert!(!text.contains(needle), "{name} names a build machine's path ({needle})");
+        }
+    }
+}

@@ -108,6 +108,11 @@ impl<B: Backend> Personalizer<B> {
 pub fn load_personalizer<B: Backend>(run: &Path, info: &Stage2Info, device: &B::Device) -> Result<Personalizer<B>> {
     let encoder = info.stage1_info.as_ref().map(|i| i.model_config().init::<B>(device));
     let model = Personalizer::new(info, encoder, device)?;
+    // The personalizer used to be a struct of `Option` modules, and burn's `Option::load_record`
+    // counts the parameters first, which initialises the fresh ones (drawing from the backend's
+    // random generator). Doing the same keeps a resumed run's dropout draws, and so its numbers,
+    // as they were.
+    let _ = model.num_params();
     load_checked(run, model, device, |_| {}, "the weights do not match the model described by run.json")
 }
 

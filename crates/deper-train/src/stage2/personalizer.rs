@@ -25,6 +25,8 @@ pub struct EncoderAdapter<B: Backend> {
 }
 
 /// The trained part of a stage-2 run, one variant per [`Method`].
+// One per run, never in a collection; burn's `Module` derive needs the module itself, not a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Personalizer<B: Backend> {
     /// [`Method::Deper`]: persona = adapter(mean z_s of the subject's triplets).

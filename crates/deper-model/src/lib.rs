@@ -16,6 +16,7 @@
 //! The authors' code (cvlab-stonybrook/Personalized-Image-Description, commit 1526bed) was read
 //! for the facts; module docs say where this follows it and where it departs.
 
+pub mod adapter;
 pub mod backbone;
 pub mod decoder;
 pub mod encoder;

@@ -1,11 +1,13 @@
-//! Triplets → labelled samples → padded tensor batches.
+//! Triplets → labelled samples → padded tensor batches, and a dataset loaded for a run ([`prepare`]).
 
 use burn::prelude::*;
+use deper_core::dataset::Dataset;
 use deper_core::split::Splits;
 use deper_core::{Split, Trajectory, Triplet};
 use deper_model::{ModelInput, TrajectoryBatch};
+use std::path::Path;
 
-use crate::features::FeatureStore;
+use crate::features::{self, FeatureStore};
 use crate::text::WordVocab;
 use crate::{Result, TrainError};
 
@@ -118,4 +120,31 @@ pub fn make_batch<B: Backend>(samples: &[&Sample], features: &FeatureStore, devi
         trajectory: input.trajectory,
         labels: samples.iter().map(|s| s.label.unwrap_or(0)).collect(),
     })
+}
+
+/// The dataset pieces a run needs: samples, the partition and features.
+#[derive(Debug)]
+pub struct Prepared {
+    pub samples: Vec<Sample>,
+    pub partition: Partition,
+    pub features: FeatureStore,
+    pub splits: Splits,
+}
+
+/// Loads a dataset for a run: triplets → samples (with `vocab` and `subjects`' labels), the
+/// partition and the `backbone` features.
+pub fn prepare(
+    data: &Path,
+    backbone: &str,
+    vocab: &WordVocab,
+    max_tokens: usize,
+    subjects: &[String],
+) -> Result<Prepared> {
+    let ds = Dataset::open(data)?;
+    let splits = Splits::load(data)?;
+    let features = features::load(data, backbone)?;
+    let triplets = ds.load_triplets()?;
+    let samples = make_samples(&triplets, vocab, max_tokens, subjects, &features)?;
+    let partition = partition(&samples, &splits);
+    Ok(Prepared { samples, partition, features, splits })
 }

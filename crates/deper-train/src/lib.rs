@@ -2,16 +2,20 @@
 //!
 //! * [`features`]: cached image patch features (`deper features extract`).
 //! * [`text`]: the caption vocabulary of the subject encoder.
-//! * [`data`]: triplets → labelled samples → padded batches.
-//! * [`stage1`]: stage-1 training (`deper train stage1`), run folders, checkpoints, resume.
+//! * [`data`]: triplets → labelled samples → padded batches; a dataset loaded for a run.
+//! * [`run_folder`]: the run folder of every stage: its files, checked loading, checkpoints, resume.
+//! * [`metrics`]: subject accuracy, macro-F1 and box IoU of a stage-1 network (validation, evaluation).
+//! * [`stage1`]: stage-1 training (`deper train stage1`): config, run description, loop, data-parallel.
 //! * [`persona_slot`]: the caption prompt's persona slot, caption-length limit, prompt/target ids.
-//! * [`stage2`]: stage 2 (`deper train stage2`): adapter + encoder, or the per-subject PT baseline, on the frozen VLM; caption generation.
+//! * [`stage2`]: stage 2 (`deper train stage2`): encoder + persona adapter, or the per-subject PT baseline, on the frozen VLM; caption generation.
 //! * [`eval`]: subject accuracy, macro-F1, box IoU, few-shot evaluation, subject embeddings.
 
 pub mod data;
 pub mod eval;
 pub mod features;
+pub mod metrics;
 pub mod persona_slot;
+pub mod run_folder;
 pub mod stage1;
 pub mod stage2;
 pub mod text;

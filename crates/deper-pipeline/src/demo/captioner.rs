@@ -62,6 +62,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use deper_train::persona_slot::{greedy, load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
+use deper_train::run_folder::append_jsonl;
 use deper_train::stage1::LrSchedule;
 use deper_train::{Result, TrainError};
 
@@ -363,56 +364,156 @@ pub fn pretrain<B: AutodiffBackend>(
     if out.join("config.json").exists() {
         return Err(TrainError::Config(format!("{} already holds a model; choose another --out", out.display())));
     }
-    let (neutral, scene_side) = neutral_captions(data)?;
-    let scene_side = if scene_side == 0 { deper_synth::SynthConfig::default().image_size } else { scene_side };
-    let ds = Dataset::open(data)?;
-    let triplets = ds.load_triplets()?;
-    let splits = deper_core::split::Splits::load(data)?;
-    // Image split from the triplets (splits are image-level).
-    let mut image_split: BTreeMap<String, Split> = BTreeMap::new();
-    for t in &triplets {
-        image_split.insert(t.image.clone(), t.split);
-    }
-    let images: Vec<String> = neutral.keys().filter(|id| image_split.contains_key(*id)).cloned().collect();
-    if images.is_empty() {
-        return Err(TrainError::Config("no image of scenes.jsonl appears in the dataset's triplets".into()));
-    }
-    let train_images: Vec<usize> =
-        (0..images.len()).filter(|&i| image_split.get(&images[i]) == Some(&Split::Train)).collect();
-    let val_images: Vec<usize> =
-        (0..images.len()).filter(|&i| image_split.get(&images[i]) == Some(&Split::Val)).collect();
-    if train_images.is_empty() {
-        return Err(TrainError::Config("no train-split images to pretrain on".into()));
-    }
-    let index: BTreeMap<&str, usize> = images.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    // Seen subjects' descriptions only: unseen subjects stay unseen everywhere.
-    let descriptions: Vec<(usize, &str)> = if config.descriptions {
-        triplets
-            .iter()
-            .filter(|t| !splits.is_unseen(&t.subject))
-            .filter_map(|t| index.get(t.image.as_str()).map(|&i| (i, t.description.text.as_str())))
-            .collect()
-    } else {
-        Vec::new()
-    };
-
+    let corpus = StudyCorpus::load(data, config)?;
     std::fs::create_dir_all(out).map_err(|e| TrainError::Io { path: out.into(), source: e })?;
-    let mut corpus: Vec<String> = train_images.iter().map(|&i| neutral[&images[i]].clone()).collect();
-    corpus.extend(
-        descriptions.iter().filter(|(i, _)| image_split[&images[*i]] == Split::Train).map(|(_, d)| d.to_string()),
-    );
-    corpus.push(format!("system You are a helpful assistant. user {DEFAULT_CAPTION_PROMPT} assistant"));
-    corpus.push(PERSONA_PROMPT.replace(PERSONA_TOKEN, ""));
-    train_tokenizer(&corpus, config.vocab_size, &out.join("tokenizer.json"))?;
+    train_tokenizer(&corpus.tokenizer_texts(), config.vocab_size, &out.join("tokenizer.json"))?;
     write_side_files(out, config.image_side)?;
     let tokenizer = Qwen2VlTokenizer::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
     let processor = ImageProcessor::from_dir(out).map_err(|e| TrainError::Config(e.to_string()))?;
-    let id =
-        |t: &str| tokenizer.token_id(t).ok_or_else(|| TrainError::Config(format!("the trained tokenizer lacks {t}")));
-    let vocab = tokenizer.inner().get_vocab_size(true);
-    let model_config = Qwen2VlConfig {
+    let model_config = captioner_model_config(config, &tokenizer)?;
+    let mut pretrainer = Pretrainer::new(data, config, &corpus, &tokenizer, &processor, device)?;
+    let examples = pretrainer.study_examples()?;
+    let (train, val): (Vec<&Example>, Vec<&Example>) = {
+        let is = |e: &&Example, s: Split| corpus.image_split[&corpus.images[e.image]] == s;
+        (
+            examples.iter().filter(|e| is(e, Split::Train)).collect(),
+            examples.iter().filter(|e| is(e, Split::Val)).collect(),
+        )
+    };
+
+    let mut model = init_pretraining::<B>(config, &model_config, pretrainer.words.len(), device);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
+        .init::<B, Pretraining<B>>();
+    let per_kind = |persona: bool| train.iter().filter(|e| e.persona_prompt == persona).count();
+    let per_epoch = (per_kind(false) + config.extra_scenes_per_epoch).div_ceil(config.batch_size)
+        + per_kind(true).div_ceil(config.batch_size);
+    let total_steps = per_epoch * config.epochs;
+    progress(CaptionerProgress::Start { epochs: config.epochs, batches_per_epoch: per_epoch });
+    let metrics_path = out.join("metrics.jsonl");
+    let mut all = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=config.epochs {
+        let started = std::time::Instant::now();
+        let trained;
+        (model, trained) =
+            pretrainer.train_epoch(model, &mut optim, &train, epoch, (&mut step, total_steps), progress)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let valid = model.valid();
+        let (val_loss, val_image_gain, example) = pretrainer.validate(&valid, &val)?;
+        let m = CaptionerEpoch {
+            epoch,
+            train_loss: trained.loss_sum / trained.batches.max(1) as f64,
+            val_loss,
+            val_image_gain,
+            seconds: started.elapsed().as_secs_f64(),
+            samples_per_s: trained.examples as f64 / train_seconds.max(1e-9),
+            example,
+        };
+        append_jsonl(&metrics_path, &m)?;
+        progress(CaptionerProgress::Epoch(m.clone()));
+        all.push(m);
+    }
+    save_pretrained(&model.valid().vlm, &model_config, out).map_err(|e| TrainError::Config(e.to_string()))?;
+    write_json_atomic(
+        &out.join("deper_captioner.json"),
+        &json!({
+            "config": config,
+            "data": data.display().to_string(),
+            "neutral_prompt": DEFAULT_CAPTION_PROMPT,
+            "persona_prompt": PERSONA_PROMPT,
+            "train_images": corpus.train_images.len(),
+            "examples": train.len(),
+        }),
+    )?;
+    Ok(all)
+}
+
+/// The study's images and texts pretraining reads: each image's neutral caption and split, and the
+/// seen subjects' descriptions.
+#[derive(Debug)]
+struct StudyCorpus {
+    /// Image id → its subject-neutral caption (`scenes.jsonl`).
+    neutral: BTreeMap<String, String>,
+    /// Width of the synthetic world's scenes in pixels, for the extra scenes.
+    scene_side: u32,
+    /// The images of `scenes.jsonl` that triplets show; an example's `image` indexes this.
+    images: Vec<String>,
+    /// Image id → split (splits are image-level).
+    image_split: BTreeMap<String, Split>,
+    train_images: Vec<usize>,
+    val_images: Vec<usize>,
+    /// (image, description) of the seen subjects' triplets (none without `config.descriptions`).
+    descriptions: Vec<(usize, String)>,
+}
+
+impl StudyCorpus {
+    fn load(data: &Path, config: &CaptionerConfig) -> Result<Self> {
+        let (neutral, scene_side) = neutral_captions(data)?;
+        let scene_side = if scene_side == 0 { deper_synth::SynthConfig::default().image_size } else { scene_side };
+        let ds = Dataset::open(data)?;
+        let triplets = ds.load_triplets()?;
+        let splits = deper_core::split::Splits::load(data)?;
+        // Image split from the triplets (splits are image-level).
+        let mut image_split: BTreeMap<String, Split> = BTreeMap::new();
+        for t in &triplets {
+            image_split.insert(t.image.clone(), t.split);
+        }
+        let images: Vec<String> = neutral.keys().filter(|id| image_split.contains_key(*id)).cloned().collect();
+        if images.is_empty() {
+            return Err(TrainError::Config("no image of scenes.jsonl appears in the dataset's triplets".into()));
+        }
+        let of_split = |s: Split| (0..images.len()).filter(|&i| image_split.get(&images[i]) == Some(&s)).collect();
+        let (train_images, val_images): (Vec<usize>, Vec<usize>) = (of_split(Split::Train), of_split(Split::Val));
+        if train_images.is_empty() {
+            return Err(TrainError::Config("no train-split images to pretrain on".into()));
+        }
+        let index: BTreeMap<&str, usize> = images.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        // Seen subjects' descriptions only: unseen subjects stay unseen everywhere.
+        let descriptions: Vec<(usize, String)> = if config.descriptions {
+            triplets
+                .iter()
+                .filter(|t| !splits.is_unseen(&t.subject))
+                .filter_map(|t| index.get(t.image.as_str()).map(|&i| (i, t.description.text.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self { neutral, scene_side, images, image_split, train_images, val_images, descriptions })
+    }
+
+    /// The neutral caption of image `i`.
+    fn neutral_of(&self, i: usize) -> &str {
+        &self.neutral[&self.images[i]]
+    }
+
+    /// What the tokenizer learns from: the train-split texts and the two prompts.
+    fn tokenizer_texts(&self) -> Vec<String> {
+        let mut texts: Vec<String> = self.train_images.iter().map(|&i| self.neutral_of(i).to_string()).collect();
+        texts.extend(
+            self.descriptions
+                .iter()
+                .filter(|(i, _)| self.image_split[&self.images[*i]] == Split::Train)
+                .map(|(_, d)| d.clone()),
+        );
+        texts.push(format!("system You are a helpful assistant. user {DEFAULT_CAPTION_PROMPT} assistant"));
+        texts.push(PERSONA_PROMPT.replace(PERSONA_TOKEN, ""));
+        texts
+    }
+}
+
+/// The id of the special token `t` in the trained tokenizer.
+fn special_id(tokenizer: &Qwen2VlTokenizer, t: &str) -> Result<u32> {
+    tokenizer.token_id(t).ok_or_else(|| TrainError::Config(format!("the trained tokenizer lacks {t}")))
+}
+
+/// The Qwen2-VL configuration of the captioner with `config`'s sizes and the trained tokenizer.
+fn captioner_model_config(config: &CaptionerConfig, tokenizer: &Qwen2VlTokenizer) -> Result<Qwen2VlConfig> {
+    let id = |t: &str| special_id(tokenizer, t);
+    Ok(Qwen2VlConfig {
         text: TextConfig {
-            vocab_size: vocab,
+            vocab_size: tokenizer.inner().get_vocab_size(true),
             hidden_size: config.hidden_size,
             intermediate_size: config.intermediate_size,
             num_hidden_layers: config.layers,
@@ -438,114 +539,182 @@ pub fn pretrain<B: AutodiffBackend>(
             bos_token_id: Some(id("<|endoftext|>")?),
             eos_token_id: Some(id("<|im_end|>")?),
         },
-    };
+    })
+}
 
-    let pixels = load_pixels(data, &images, &processor)?;
-    let grid = pixels[0].grid_thw;
-    if let Some(p) = pixels.iter().find(|p| p.grid_thw != grid) {
-        return Err(TrainError::Config(format!(
-            "images differ in size after preprocessing ({:?} vs {grid:?})",
-            p.grid_thw
-        )));
-    }
-    let neutral_prompt = prompt_ids(&tokenizer, DEFAULT_CAPTION_PROMPT, grid)?;
-    let persona_prompt = prompt_ids(&tokenizer, PERSONA_PROMPT, grid)?;
-    let words = ImageWords::new(&train_images.iter().map(|&i| neutral[&images[i]].as_str()).collect::<Vec<_>>());
-    let content = if config.slot_content { Default::default() } else { words.token_ids(&tokenizer)? };
-    let example = |image: usize, persona_prompt: bool, text: &str| -> Result<Example> {
-        let target = target_ids(&tokenizer, text, MAX_CAPTION_TOKENS)?;
-        // Without the end-of-turn token.
-        let words = &target[..target.len().saturating_sub(1)];
-        let slot_tokens = words.iter().copied().filter(|t| !content.contains(t)).collect();
-        Ok(Example { image, persona_prompt, target, slot_tokens })
-    };
-    let mut examples = Vec::new();
-    for (i, id) in images.iter().enumerate() {
-        examples.push(example(i, false, &neutral[id])?);
-    }
-    for &(i, text) in &descriptions {
-        examples.push(example(i, true, text)?);
-    }
-    let (train, val): (Vec<&Example>, Vec<&Example>) = {
-        let is = |e: &&Example, s: Split| image_split[&images[e.image]] == s;
-        (
-            examples.iter().filter(|e| is(e, Split::Train)).collect(),
-            examples.iter().filter(|e| is(e, Split::Val)).collect(),
-        )
-    };
-
-    let word_targets: Vec<Vec<f32>> = images.iter().map(|id| words.targets(&neutral[id])).collect();
-
+/// A fresh captioner (seeded with `config.seed`) with its image-words head of `words` outputs.
+fn init_pretraining<B: Backend>(
+    config: &CaptionerConfig,
+    model_config: &Qwen2VlConfig,
+    words: usize,
+    device: &B::Device,
+) -> Pretraining<B> {
     B::seed(device, config.seed);
     let mut vlm: Qwen2Vl<B> = model_config.init(device);
     // Token embeddings at N(0, 0.02) as transformers initialises Qwen2 (`initializer_range`): with
     // burn's N(0, 1) and tied weights the first logits are ~10× too large and the first epoch is spent
     // shrinking them.
     vlm.model.embed_tokens.weight = burn::module::Param::from_tensor(Tensor::random(
-        [vocab, config.hidden_size],
+        [model_config.text.vocab_size, config.hidden_size],
         burn::tensor::Distribution::Normal(0.0, 0.02),
         device,
     ));
-    let mut model = Pretraining { vlm, image_words: LinearConfig::new(config.hidden_size, words.len()).init(device) };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
-        .init::<B, Pretraining<B>>();
-    let schedule = deper_train::stage1::TrainSettings {
-        lr: config.lr,
-        lr_schedule: config.lr_schedule,
-        warmup_fraction: 0.05,
-        ..Default::default()
-    };
-    let batches = |set: &[&Example], seed: Option<(u64, usize)>| -> Vec<Vec<Example>> {
-        // Batches hold one prompt kind each (one shared prompt per batch).
-        let mut out = Vec::new();
-        for kind in [false, true] {
-            let mut part: Vec<Example> =
-                set.iter().filter(|e| e.persona_prompt == kind).map(|e| (*e).clone()).collect();
-            if let Some((s, epoch)) = seed {
-                part.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-{epoch}-{kind}")));
-            }
-            out.extend(part.chunks(config.batch_size).map(<[Example]>::to_vec));
+    Pretraining { vlm, image_words: LinearConfig::new(config.hidden_size, words).init(device) }
+}
+
+/// An epoch's training: its loss sum, batches and examples (study and extra).
+#[derive(Debug, Clone, Copy)]
+struct TrainedEpoch {
+    loss_sum: f64,
+    batches: usize,
+    examples: usize,
+}
+
+/// What every epoch of pretraining reads: prompts, pixels, the image words and their targets.
+struct Pretrainer<'a, B: Backend> {
+    config: &'a CaptionerConfig,
+    corpus: &'a StudyCorpus,
+    tokenizer: &'a Qwen2VlTokenizer,
+    processor: &'a ImageProcessor,
+    device: &'a B::Device,
+    /// One entry per study image, then the current epoch's extra scenes.
+    pixels: Vec<deper_vlm::PixelValues>,
+    /// The image-words targets, indexed like `pixels`.
+    word_targets: Vec<Vec<f32>>,
+    grid: [usize; 3],
+    neutral_prompt: Vec<u32>,
+    persona_prompt: Vec<u32>,
+    words: ImageWords,
+    /// Token ids of the image words, kept out of persona-slot summaries (see [`CaptionerConfig::slot_content`]).
+    content: std::collections::BTreeSet<u32>,
+    /// The persona token and the share of description rows whose slot holds a summary.
+    slot: (u32, f64),
+}
+
+impl<'a, B: Backend> Pretrainer<'a, B> {
+    fn new(
+        data: &Path,
+        config: &'a CaptionerConfig,
+        corpus: &'a StudyCorpus,
+        tokenizer: &'a Qwen2VlTokenizer,
+        processor: &'a ImageProcessor,
+        device: &'a B::Device,
+    ) -> Result<Self> {
+        let pixels = load_pixels(data, &corpus.images, processor)?;
+        let grid = pixels[0].grid_thw;
+        if let Some(p) = pixels.iter().find(|p| p.grid_thw != grid) {
+            return Err(TrainError::Config(format!(
+                "images differ in size after preprocessing ({:?} vs {grid:?})",
+                p.grid_thw
+            )));
         }
-        if let Some((s, epoch)) = seed {
-            out.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-batches-{epoch}")));
+        let neutral_prompt = prompt_ids(tokenizer, DEFAULT_CAPTION_PROMPT, grid)?;
+        let persona_prompt = prompt_ids(tokenizer, PERSONA_PROMPT, grid)?;
+        let words = ImageWords::new(&corpus.train_images.iter().map(|&i| corpus.neutral_of(i)).collect::<Vec<_>>());
+        let content = if config.slot_content { Default::default() } else { words.token_ids(tokenizer)? };
+        let word_targets = corpus.images.iter().map(|id| words.targets(&corpus.neutral[id])).collect();
+        let slot = (special_id(tokenizer, PERSONA_TOKEN)?, config.slot_summary);
+        Ok(Self {
+            config,
+            corpus,
+            tokenizer,
+            processor,
+            device,
+            pixels,
+            word_targets,
+            grid,
+            neutral_prompt,
+            persona_prompt,
+            words,
+            content,
+            slot,
+        })
+    }
+
+    /// The example of image `image` with `text` as target, under the persona prompt or the neutral one.
+    fn example(&self, image: usize, persona_prompt: bool, text: &str) -> Result<Example> {
+        let target = target_ids(self.tokenizer, text, MAX_CAPTION_TOKENS)?;
+        // Without the end-of-turn token.
+        let words = &target[..target.len().saturating_sub(1)];
+        let slot_tokens = words.iter().copied().filter(|t| !self.content.contains(t)).collect();
+        Ok(Example { image, persona_prompt, target, slot_tokens })
+    }
+
+    /// Every study image's neutral caption, then every description (train and validation split).
+    fn study_examples(&self) -> Result<Vec<Example>> {
+        let mut examples = Vec::new();
+        for (i, id) in self.corpus.images.iter().enumerate() {
+            examples.push(self.example(i, false, &self.corpus.neutral[id])?);
         }
-        out
-    };
-    let slot = (id(PERSONA_TOKEN)?, config.slot_summary);
-    let per_kind = |persona: bool| train.iter().filter(|e| e.persona_prompt == persona).count();
-    let per_epoch = (per_kind(false) + config.extra_scenes_per_epoch).div_ceil(config.batch_size)
-        + per_kind(true).div_ceil(config.batch_size);
-    // Both hold one entry per study image; each epoch's extra scenes are appended after them.
-    let (mut pixels, mut word_targets) = (pixels, word_targets);
-    let total_steps = per_epoch * config.epochs;
-    progress(CaptionerProgress::Start { epochs: config.epochs, batches_per_epoch: per_epoch });
-    let metrics_path = out.join("metrics.jsonl");
-    let mut all = Vec::new();
-    let mut step = 0;
-    for epoch in 1..=config.epochs {
-        let started = std::time::Instant::now();
-        let (mut sum, mut n) = (0.0, 0usize);
-        let mut rng = deper_core::rng::seeded(config.seed, &format!("captioner-slots-{epoch}"));
-        pixels.truncate(images.len());
-        word_targets.truncate(images.len());
+        for (i, text) in &self.corpus.descriptions {
+            examples.push(self.example(*i, true, text)?);
+        }
+        Ok(examples)
+    }
+
+    /// This epoch's extra scenes as examples, their pixels and word targets appended after the
+    /// study images' (replacing the previous epoch's).
+    fn extra_examples(&mut self, epoch: usize) -> Result<Vec<Example>> {
+        let study_images = self.corpus.images.len();
+        self.pixels.truncate(study_images);
+        self.word_targets.truncate(study_images);
         let mut extra = Vec::new();
-        for (p, caption) in extra_scenes(config, epoch, scene_side, &processor)? {
-            if p.grid_thw != grid {
-                return Err(TrainError::Config(format!("extra scene grid {:?} differs from {grid:?}", p.grid_thw)));
+        for (p, caption) in extra_scenes(self.config, epoch, self.corpus.scene_side, self.processor)? {
+            if p.grid_thw != self.grid {
+                return Err(TrainError::Config(format!(
+                    "extra scene grid {:?} differs from {:?}",
+                    p.grid_thw, self.grid
+                )));
             }
-            extra.push(example(pixels.len(), false, &caption)?);
-            pixels.push(p);
-            word_targets.push(words.targets(&caption));
+            extra.push(self.example(self.pixels.len(), false, &caption)?);
+            self.pixels.push(p);
+            self.word_targets.push(self.words.targets(&caption));
         }
+        Ok(extra)
+    }
+
+    /// Caption NLL of a batch (and its image-words logits) with these prompts and pixels.
+    fn batch_loss<M: Backend>(
+        &self,
+        model: &Pretraining<M>,
+        batch: &[Example],
+        rng: &mut impl Rng,
+        device: &M::Device,
+    ) -> Result<(Tensor<M, 1>, Option<Tensor<M, 3>>)> {
+        let prompts = (&self.neutral_prompt[..], &self.persona_prompt[..]);
+        batch_loss(model, batch, &self.pixels, self.grid, prompts.0, prompts.1, self.slot, rng, device)
+    }
+}
+
+impl<B: AutodiffBackend> Pretrainer<'_, B> {
+    /// One epoch over the study's training examples and this epoch's extra scenes.
+    fn train_epoch<O: Optimizer<Pretraining<B>, B>>(
+        &mut self,
+        mut model: Pretraining<B>,
+        optim: &mut O,
+        train: &[&Example],
+        epoch: usize,
+        (step, total_steps): (&mut usize, usize),
+        progress: &mut dyn FnMut(CaptionerProgress),
+    ) -> Result<(Pretraining<B>, TrainedEpoch)> {
+        let config = self.config;
+        let schedule = deper_train::stage1::TrainSettings {
+            lr: config.lr,
+            lr_schedule: config.lr_schedule,
+            warmup_fraction: 0.05,
+            ..Default::default()
+        };
+        let mut trained = TrainedEpoch { loss_sum: 0.0, batches: 0, examples: 0 };
+        let mut rng = deper_core::rng::seeded(config.seed, &format!("captioner-slots-{epoch}"));
+        let extra = self.extra_examples(epoch)?;
         let epoch_set: Vec<&Example> = train.iter().copied().chain(extra.iter()).collect();
-        for (b, batch) in batches(&epoch_set, Some((config.seed, epoch))).iter().enumerate() {
-            let (nll, image_words) =
-                batch_loss(&model, batch, &pixels, grid, &neutral_prompt, &persona_prompt, slot, &mut rng, device)?;
+        trained.examples = epoch_set.len();
+        for (b, batch) in batches(&epoch_set, config.batch_size, Some((config.seed, epoch))).iter().enumerate() {
+            let (nll, image_words) = self.batch_loss(&model, batch, &mut rng, self.device)?;
             let loss = match image_words {
                 Some(aux) if config.image_words_weight > 0.0 => {
-                    nll.clone() + image_words_loss(aux, batch, &word_targets, device) * config.image_words_weight
+                    nll.clone()
+                        + image_words_loss(aux, batch, &self.word_targets, self.device) * config.image_words_weight
                 }
                 _ => nll.clone(),
             };
@@ -556,53 +725,51 @@ pub fn pretrain<B: AutodiffBackend>(
                 )));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(schedule.lr_at(step, total_steps), model, grads);
-            step += 1;
-            sum += value;
-            n += 1;
+            model = optim.step(schedule.lr_at(*step, total_steps), model, grads);
+            *step += 1;
+            trained.loss_sum += value;
+            trained.batches += 1;
             progress(CaptionerProgress::Batch { epoch, batch: b + 1, loss: value });
         }
-        let train_seconds = started.elapsed().as_secs_f64();
-        let valid = model.valid();
+        Ok((model, trained))
+    }
+
+    /// Validation loss (NaN without validation examples), image gain and a greedy example caption
+    /// of the first validation image (else the first training image).
+    fn validate(&self, valid: &Pretraining<B::InnerBackend>, val: &[&Example]) -> Result<(f64, f64, String)> {
+        let (config, device) = (self.config, self.device);
         let (mut vsum, mut vn) = (0.0, 0usize);
         let mut rng = deper_core::rng::seeded(config.seed, "captioner-validation");
-        for batch in batches(&val, None) {
-            let (nll, _) =
-                batch_loss(&valid, &batch, &pixels, grid, &neutral_prompt, &persona_prompt, slot, &mut rng, device)?;
+        for batch in batches(val, config.batch_size, None) {
+            let (nll, _) = self.batch_loss(valid, &batch, &mut rng, device)?;
             vsum += nll.into_scalar().elem::<f64>();
             vn += 1;
         }
-        let val_image_gain = image_gain(&valid, &val, &pixels, grid, &neutral_prompt, config.batch_size, device)?;
-        let example = match val_images.first().or(train_images.first()) {
-            Some(&i) => greedy(&valid.vlm, &tokenizer, &neutral_prompt, &pixels[i], device, None)?,
+        let (pixels, grid) = (&self.pixels, self.grid);
+        let val_image_gain = image_gain(valid, val, pixels, grid, &self.neutral_prompt, config.batch_size, device)?;
+        let example = match self.corpus.val_images.first().or(self.corpus.train_images.first()) {
+            Some(&i) => greedy(&valid.vlm, self.tokenizer, &self.neutral_prompt, &pixels[i], device, None)?,
             None => String::new(),
         };
-        let m = CaptionerEpoch {
-            epoch,
-            train_loss: sum / n.max(1) as f64,
-            val_loss: if vn == 0 { f64::NAN } else { vsum / vn as f64 },
-            val_image_gain,
-            seconds: started.elapsed().as_secs_f64(),
-            samples_per_s: epoch_set.len() as f64 / train_seconds.max(1e-9),
-            example,
-        };
-        deper_train::stage1::append_jsonl(&metrics_path, &m)?;
-        progress(CaptionerProgress::Epoch(m.clone()));
-        all.push(m);
+        Ok((if vn == 0 { f64::NAN } else { vsum / vn as f64 }, val_image_gain, example))
     }
-    save_pretrained(&model.valid().vlm, &model_config, out).map_err(|e| TrainError::Config(e.to_string()))?;
-    write_json_atomic(
-        &out.join("deper_captioner.json"),
-        &json!({
-            "config": config,
-            "data": data.display().to_string(),
-            "neutral_prompt": DEFAULT_CAPTION_PROMPT,
-            "persona_prompt": PERSONA_PROMPT,
-            "train_images": train_images.len(),
-            "examples": train.len(),
-        }),
-    )?;
-    Ok(all)
+}
+
+/// `set` in batches of at most `batch_size` that hold one prompt kind each (one shared prompt per
+/// batch); with `seed` = (seed, epoch), shuffled within each kind and then as batches.
+fn batches(set: &[&Example], batch_size: usize, seed: Option<(u64, usize)>) -> Vec<Vec<Example>> {
+    let mut out = Vec::new();
+    for kind in [false, true] {
+        let mut part: Vec<Example> = set.iter().filter(|e| e.persona_prompt == kind).map(|e| (*e).clone()).collect();
+        if let Some((s, epoch)) = seed {
+            part.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-{epoch}-{kind}")));
+        }
+        out.extend(part.chunks(batch_size).map(<[Example]>::to_vec));
+    }
+    if let Some((s, epoch)) = seed {
+        out.shuffle(&mut deper_core::rng::seeded(s, &format!("captioner-batches-{epoch}")));
+    }
+    out
 }
 
 /// The captioner and, while it pretrains, the image-words head (not saved: the HF folder holds the

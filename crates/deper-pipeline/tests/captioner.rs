@@ -15,11 +15,11 @@ type B = NdArray<f32>;
 /// Mean over pairs of scenes of rms(features_i − features_j) / rms(features_i): how different the
 /// image tokens of different scenes are.
 fn feature_spread(model_dir: &Path, data: &Path) -> f64 {
-    let model: Qwen2Vl<B> = deper_vlm::pretrained::load_pretrained(model_dir, &Default::default()).unwrap();
+    let model: Qwen2Vl<B> = deper_vlm::qwen2_vl::pretrained::load_pretrained(model_dir, &Default::default()).unwrap();
     let processor = ImageProcessor::from_dir(model_dir).unwrap();
     let ids: Vec<String> = (0..8).map(deper_synth::scene::scene_id).collect();
     let rms = |t: Tensor<B, 2>| f64::from(t.powf_scalar(2.0).mean().sqrt().into_scalar());
-    let features: Vec<Tensor<B, 2>> = deper_train::persona_slot::load_pixels(data, &ids, &processor)
+    let features: Vec<Tensor<B, 2>> = deper_vlm::persona::load_pixels(data, &ids, &processor)
         .unwrap()
         .iter()
         .map(|p| model.visual.forward(p.to_tensor(&Default::default()), &[p.grid_thw]).unwrap())

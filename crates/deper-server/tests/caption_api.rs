@@ -43,7 +43,7 @@ async fn captions_come_from_the_loaded_vlm_with_and_without_a_persona() {
     std::fs::write(&file, &image).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_deper"))
         .args(["caption", "--model", model_dir().to_str().unwrap(), "--image", file.to_str().unwrap()])
-        .args(["--prompt", deper_train::persona_slot::PERSONA_PROMPT, "--max-new-tokens", "6", "--json"])
+        .args(["--prompt", deper_vlm::persona::PERSONA_PROMPT, "--max-new-tokens", "6", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

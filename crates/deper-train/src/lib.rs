@@ -6,7 +6,6 @@
 //! * [`run_folder`]: the run folder of every stage: its files, checked loading, checkpoints, resume.
 //! * [`metrics`]: subject accuracy, macro-F1 and box IoU of a stage-1 network (validation, evaluation).
 //! * [`stage1`]: stage-1 training (`deper train stage1`): config, run description, loop, data-parallel.
-//! * [`persona_slot`]: the caption prompt's persona slot, caption-length limit, prompt/target ids.
 //! * [`stage2`]: stage 2 (`deper train stage2`): encoder + persona adapter, or the per-subject PT baseline, on the frozen VLM; caption generation.
 //! * [`eval`]: subject accuracy, macro-F1, box IoU, few-shot evaluation, subject embeddings.
 
@@ -14,7 +13,6 @@ pub mod data;
 pub mod eval;
 pub mod features;
 pub mod metrics;
-pub mod persona_slot;
 pub mod run_folder;
 pub mod stage1;
 pub mod stage2;
@@ -28,6 +26,8 @@ pub enum TrainError {
     Core(#[from] deper_core::Error),
     #[error(transparent)]
     Weights(#[from] deper_weights::WeightsError),
+    #[error(transparent)]
+    Vlm(#[from] deper_vlm::VlmError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: cannot read image: {message}", path.display())]

@@ -49,13 +49,3 @@ pub use qwen2_vl::{
 pub use sampling::{Sampler, SamplingConfig};
 pub use tokenizer::{ChatMessage, ContentPart, Qwen2VlTokenizer};
 
-// Paths of before the family split, used by other crates; new code imports from the modules above.
-pub use qwen2_vl::{export, pretrained, train};
-
-/// Paths of before the family split (`deper_vlm::pipeline::PERSONA_TOKEN`, …), kept for other crates.
-pub mod pipeline {
-    pub use crate::caption::{Caption, CaptionJob, DEFAULT_CAPTION_PROMPT};
-    pub use crate::family::{model_type, AnyVlm};
-    pub use crate::persona::{PersonaVectors, PERSONA_TOKEN};
-    pub use crate::qwen2_vl::Vlm;
-}

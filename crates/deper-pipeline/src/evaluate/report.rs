@@ -53,7 +53,7 @@ fn notes(methods: &[MethodRun], shots: usize, spreads: &Spreads) -> Vec<String> 
         format!("Unseen subjects: z_s is the mean over {shots} support triplets, no retraining. The PT baseline learns one embedding per training subject and cannot describe unseen subjects (n/a)."),
         "subject_acc: the encoder's classifier on held-out images of seen subjects; nearest-centroid over the unseen subjects' support means for unseen subjects.".to_string(),
         "personalization: fraction of (image, subject) pairs, on images described by several subjects, whose reference ranks its own subject's prediction first (CIDEr-D).".to_string(),
-        format!("caption_nll: mean negative log-likelihood per token (nats; lower is better) of each subject's own test description (its first {} tokens and the end-of-turn token) given the image and the method's persona, teacher-forced; zero_shot keeps the persona token's own embedding. It scores the persona without greedy decoding's noise.", deper_train::persona_slot::MAX_CAPTION_TOKENS),
+        format!("caption_nll: mean negative log-likelihood per token (nats; lower is better) of each subject's own test description (its first {} tokens and the end-of-turn token) given the image and the method's persona, teacher-forced; zero_shot keeps the persona token's own embedding. It scores the persona without greedy decoding's noise.", deper_vlm::persona::MAX_CAPTION_TOKENS),
     ];
     if !spreads.is_empty() {
         notes.push("A method given as several runs (stage-2 seeds, say) has a row per run, the second and later named METHOD:RUN_FOLDER, and the mean and sample standard deviation over its runs in their own tables (`over_runs` in report.json).".into());

@@ -6,6 +6,7 @@
 
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
+use deper_model::adapter::PersonaAdapter;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -124,8 +125,8 @@ pub struct VlmCaptioner {
     queue: std::sync::Mutex<std::sync::mpsc::Sender<Pending>>,
     hidden: usize,
     has_persona_token: bool,
-    /// Adapter weight `[d_in, hidden]` row-major and `d_in` (the z_s width).
-    adapter: Option<(Vec<f32>, usize)>,
+    /// The DEPER run's persona adapter (z_s → persona embedding), the one stage 2 trained.
+    adapter: Option<PersonaAdapter<burn::backend::NdArray>>,
     stats: std::sync::Arc<BatchStats>,
 }
 
@@ -164,7 +165,7 @@ impl VlmCaptioner {
         let model = deper_vlm::AnyVlm::<burn::backend::NdArray>::load(vlm, &device)
             .with_context(|| format!("--vlm {}", vlm.display()))?;
         let hidden = model.hidden_size();
-        let has_persona_token = model.tokenizer().token_id(deper_vlm::pipeline::PERSONA_TOKEN).is_some();
+        let has_persona_token = model.tokenizer().token_id(deper_vlm::persona::PERSONA_TOKEN).is_some();
         let adapter = match stage2_run {
             None => None,
             Some(run) => {
@@ -176,13 +177,11 @@ impl VlmCaptioner {
                         info.hidden_size
                     );
                 }
-                let p = deper_train::stage2::load_personalizer::<burn::backend::NdArray>(run, &info, &device)?;
-                let linear =
-                    p.adapter.ok_or_else(|| anyhow::anyhow!("{}: not a DEPER run (no adapter)", run.display()))?;
-                let w = linear.weight.val();
-                let [d_in, _] = w.dims();
-                let values = w.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                Some((values, d_in))
+                let personalizer = deper_train::stage2::load_personalizer::<burn::backend::NdArray>(run, &info, &device)?;
+                let adapter = personalizer
+                    .adapter()
+                    .ok_or_else(|| anyhow::anyhow!("{}: not a DEPER run (no adapter)", run.display()))?;
+                Some(adapter.clone())
             }
         };
         let (queue, requests) = std::sync::mpsc::channel::<Pending>();
@@ -202,7 +201,7 @@ impl VlmCaptioner {
 
     /// The persona token's embedding for a request's vector: as given (VLM hidden size) or through
     /// the adapter (z_s width).
-    fn persona_row(&self, v: &[f32]) -> Result<Vec<f32>, String> {
+    pub fn persona_row(&self, v: &[f32]) -> Result<Vec<f32>, String> {
         if v.iter().any(|x| !x.is_finite()) {
             return Err("persona holds a non-finite value".into());
         }
@@ -210,12 +209,11 @@ impl VlmCaptioner {
             return Ok(v.to_vec());
         }
         match &self.adapter {
-            Some((w, d_in)) if v.len() == *d_in => {
-                Ok((0..self.hidden).map(|o| (0..*d_in).map(|i| v[i] * w[i * self.hidden + o]).sum()).collect())
-            }
-            Some((_, d_in)) => Err(format!(
-                "persona has {} values; expected z_s ({d_in}) or a persona embedding ({})",
+            Some(adapter) if v.len() == adapter.d_in() => adapter.forward_vec(v).map_err(|e| e.to_string()),
+            Some(adapter) => Err(format!(
+                "persona has {} values; expected z_s ({}) or a persona embedding ({})",
                 v.len(),
+                adapter.d_in(),
                 self.hidden
             )),
             None => Err(format!(
@@ -331,9 +329,9 @@ impl CaptionService for VlmCaptioner {
         };
         // The persona prompt with the token's own embedding is the zero-shot caption of evaluation.
         let default_prompt = if self.has_persona_token {
-            deper_train::persona_slot::PERSONA_PROMPT
+            deper_vlm::persona::PERSONA_PROMPT
         } else {
-            deper_vlm::pipeline::DEFAULT_CAPTION_PROMPT
+            deper_vlm::caption::DEFAULT_CAPTION_PROMPT
         };
         let personalized = persona.is_some();
         let (events, replies) = std::sync::mpsc::channel();

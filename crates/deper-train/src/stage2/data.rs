@@ -2,13 +2,13 @@
 //! ids, and each image's VLM features.
 
 use burn::prelude::*;
-use deper_vlm::pipeline::PERSONA_TOKEN;
+use deper_vlm::persona::PERSONA_TOKEN;
 use deper_vlm::{PixelValues, Qwen2VlTokenizer, Vlm};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::data::{prepare, Prepared};
-use crate::persona_slot::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
+use deper_vlm::persona::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::stage1::{RunInfo, TrainSettings};
 use crate::{Result, TrainError};
 
@@ -120,6 +120,6 @@ pub fn prepare_stage2<B: Backend>(
         .map(|s| {
             target_ids(frozen.tokenizer(), captions.get(&s.triplet_id).map_or("", String::as_str), MAX_CAPTION_TOKENS)
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Stage2Data { prep, frozen, targets })
 }

@@ -3,19 +3,18 @@
 
 use burn::prelude::*;
 use deper_core::Split;
-use deper_vlm::train::CaptionBatch;
-use deper_vlm::{Persona, Qwen2Vl};
+use deper_vlm::qwen2_vl::train::CaptionBatch;
+use deper_vlm::{Persona, Qwen2Vl, Qwen2VlTokenizer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::{FrozenVlm, Stage2Data};
 use crate::data::Prepared;
-use crate::persona_slot::greedy;
 use crate::{Result, TrainError};
 
 /// Summed caption NLL (nats) and the number of caption tokens it covers, of the triplets `set`
 /// (indices into `sd.prep.samples`) with each one's own reference as target (its first
-/// [`MAX_CAPTION_TOKENS`](crate::persona_slot::MAX_CAPTION_TOKENS) tokens and the end-of-turn token, as in training), teacher-forced. With
+/// [`MAX_CAPTION_TOKENS`](deper_vlm::persona::MAX_CAPTION_TOKENS) tokens and the end-of-turn token, as in training), teacher-forced. With
 /// `personas`, the persona token's embedding is overwritten by its subject's (every subject in `set`
 /// must have one); without, the prompt keeps the token's own embedding (the zero-shot captioner).
 /// Unlike greedy captions this has no decoding noise: it says how likely each method finds what the
@@ -143,4 +142,30 @@ pub fn generate<B: Backend>(
 
 pub(super) fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
+}
+
+/// Greedy caption of one preprocessed image with a prompt, optionally with a persona vector.
+pub fn greedy<B: Backend>(
+    model: &Qwen2Vl<B>,
+    tokenizer: &Qwen2VlTokenizer,
+    prompt: &[u32],
+    pixels: &deper_vlm::PixelValues,
+    device: &B::Device,
+    persona: Option<deper_vlm::Persona<B>>,
+) -> Result<String> {
+    let end = tokenizer.token_id("<|im_end|>").ok_or_else(|| TrainError::Config("no <|im_end|> token".into()))?;
+    let input = deper_vlm::MultimodalInput {
+        input_ids: prompt.to_vec(),
+        pixel_values: Some(pixels.to_tensor(device)),
+        image_grid_thw: vec![pixels.grid_thw],
+        persona,
+    };
+    let generation = deper_vlm::GenerationConfig {
+        max_new_tokens: deper_vlm::persona::MAX_CAPTION_TOKENS,
+        stop_tokens: vec![end],
+        ..Default::default()
+    };
+    let out = model.generate(&input, &generation, &mut |_| true).map_err(|e| TrainError::Config(e.to_string()))?;
+    let ids: Vec<u32> = out.generated_ids.into_iter().filter(|&i| i != end).collect();
+    tokenizer.decode(&ids, true).map_err(|e| TrainError::Config(e.to_string()))
 }

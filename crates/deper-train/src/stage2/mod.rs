@@ -36,7 +36,7 @@ pub mod train;
 
 pub use config::{same_folder, Method, Stage2Config, Stage2Info};
 pub use data::{prepare_stage2, FrozenVlm, Stage2Data};
-pub use generate::{caption_nll, evaluation_set, generate, GeneratedCaption};
+pub use generate::{caption_nll, evaluation_set, generate, greedy, GeneratedCaption};
 pub use personalizer::{export_encoder, load_personalizer, subject_personas, EncoderAdapter, Personalizer};
 pub use recent::RecentEmbeddings;
 pub use train::{train, train_cancellable, Stage2Epoch, Stage2Progress};

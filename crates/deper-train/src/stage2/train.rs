@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use deper_model::loss::{cross_entropy, supcon_loss};
 use deper_model::SubjectMemoryBank;
-use deper_vlm::train::CaptionBatch;
+use deper_vlm::qwen2_vl::train::CaptionBatch;
 use deper_vlm::Qwen2Vl;
 use rand::seq::SliceRandom;
 use rand::Rng;

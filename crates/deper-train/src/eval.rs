@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::data::{prepare, Prepared, Sample};
+/// The metrics live in [`crate::metrics`] (stage 1 validates with them); re-exported for callers of
+/// `eval::run_model` and friends.
 pub use crate::metrics::{
     accuracy_and_macro_f1, evaluate_seen, run_model, trajectory_iou, Outputs, SeenMetrics, StepIou,
 };

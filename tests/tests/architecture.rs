@@ -267,7 +267,11 @@ fn no_function_is_longer_than_120_lines_unless_the_architecture_page_says_why() 
 fn the_readme_is_a_guide_and_experiments_live_in_docs_each_with_its_command() {
     let root = workspace();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    assert!(readme.lines().count() <= 400, "README.md has {} lines (a user guide of at most 400)", readme.lines().count());
+    assert!(
+        readme.lines().count() <= 400,
+        "README.md has {} lines (a user guide of at most 400)",
+        readme.lines().count()
+    );
     for page in ["docs/architecture.md", "docs/benchmarks.md"] {
         assert!(root.join(page).is_file(), "{page} is missing");
     }

@@ -9,6 +9,8 @@
 //! - [`decoder`]: non-autoregressive trajectory decoder with FiLM from `z_s`.
 //! - [`loss`]: cross-entropy, SupCon with a memory bank, Smooth-L1 + BCE trajectory loss.
 //! - [`model`]: [`Deper`], tying them together.
+//! - [`adapter`]: the persona adapter, z_s → the frozen VLM's persona embedding (stage 2 trains
+//!   it; evaluation and the caption API apply the same forward).
 //! - [`input`]: padded model inputs from host data (features, caption ids, trajectories).
 //! - [`text`]: the caption word vocabulary.
 //! - [`run`]: what a stage-1 `run.json` says about the network.

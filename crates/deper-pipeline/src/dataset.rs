@@ -1,5 +1,6 @@
 //! Datasets: the synthetic personas world, splits, and the guard that keeps `--force` from
-//! deleting anything but a deper dataset.
+//! deleting anything but a deper dataset. A stage that finds no `splits.json` says to run
+//! `deper dataset split` (`deper_core::split::Splits::load`).
 
 use crate::progress::{counted, Event, OnEvent};
 use anyhow::Context;
@@ -76,17 +77,8 @@ pub fn remove_existing_dataset(dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| dir.display().to_string())
 }
 
-/// Opens a dataset that a stage needs split, with the command that makes the splits when they are
-/// missing (instead of a bare "no such file").
-pub fn open_split(data: &Path) -> anyhow::Result<Dataset> {
-    let ds = Dataset::open(data)?;
-    if !data.join(deper_core::dataset::SPLITS_FILE).is_file() {
-        anyhow::bail!(
-            "{}: the dataset has no {}; run `deper dataset split {}` first",
-            data.display(),
-            deper_core::dataset::SPLITS_FILE,
-            data.display()
-        );
-    }
-    Ok(ds)
+/// Assigns image splits, chooses the unseen subjects and their K-shot support sets, and writes
+/// `splits.json` (`deper dataset split`).
+pub fn split(dir: &Path, config: &SplitConfig) -> anyhow::Result<deper_core::split::Splits> {
+    Ok(apply_splits(&Dataset::open(dir)?, config)?)
 }

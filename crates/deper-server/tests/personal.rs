@@ -116,6 +116,8 @@ fn demo_runs_the_whole_loop_and_writes_the_report_contract() {
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     assert!(md.contains("deper\\_no\\_traj") && md.contains("n/a"), "{md}");
 
+    adapter_is_one_forward(&out);
+
     // The captioner is a Hugging Face folder the ordinary loading code captions with.
     let captioner = out.join("captioner");
     for file in
@@ -311,4 +313,32 @@ fn metrics_prints_coco_scores_and_rejects_bad_files() {
     fails_with(&["metrics", "--refs", s(&refs), "--cands", s(&cands)], "a");
     std::fs::write(&refs, r#"{"a": ["x"], "b": ["x"]"#).unwrap();
     fails_with(&["metrics", "--refs", s(&refs), "--cands", s(&cands)], "refs.json");
+}
+
+/// The caption API's persona for a z_s is stage 2's adapter output, bit for bit: both run the one
+/// `PersonaAdapter` of the run (no host copy of its weights).
+fn adapter_is_one_forward(demo: &Path) {
+    use burn::tensor::{Tensor, TensorData};
+    type B = burn::backend::NdArray;
+    let run = demo.join("runs/deper");
+    let api = deper_server::server::caption::VlmCaptioner::load(&demo.join("captioner"), Some(&run)).unwrap();
+    let info = deper_train::stage2::Stage2Info::load(&run).unwrap();
+    let device = Default::default();
+    let personalizer = deper_train::stage2::load_personalizer::<B>(&run, &info, &device).unwrap();
+    let adapter = personalizer.adapter().expect("a DEPER run has an adapter");
+    let d_in = adapter.d_in();
+    assert_ne!(d_in, adapter.hidden(), "z_s and persona widths must differ for the API to tell them apart");
+    let z: Vec<f32> = (0..d_in).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+    let from_api = api.persona_row(&z).unwrap();
+    let from_stage2: Vec<f32> = adapter
+        .forward(Tensor::<B, 2>::from_data(TensorData::new(z.clone(), [1, d_in]), &device))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(from_api.len(), info.hidden_size);
+    assert_eq!(from_api, from_stage2, "the caption API and stage 2 disagree on a persona");
+    assert!(from_api.iter().any(|v| *v != 0.0));
+    // A vector of neither width is refused with both widths named.
+    let err = api.persona_row(&z[..d_in - 1]).unwrap_err();
+    assert!(err.contains(&d_in.to_string()) && err.contains(&info.hidden_size.to_string()), "{err}");
 }

@@ -48,4 +48,3 @@ pub use qwen2_vl::{
 };
 pub use sampling::{Sampler, SamplingConfig};
 pub use tokenizer::{ChatMessage, ContentPart, Qwen2VlTokenizer};
-

@@ -46,9 +46,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use deper_core::dataset::{write_json_atomic, Dataset};
 use deper_core::Split;
-use deper_vlm::qwen2_vl::export::{save_pretrained, write_json};
 use deper_vlm::caption::DEFAULT_CAPTION_PROMPT;
 use deper_vlm::persona::PERSONA_TOKEN;
+use deper_vlm::qwen2_vl::export::{save_pretrained, write_json};
 use deper_vlm::qwen2_vl::train::CaptionBatch;
 use deper_vlm::{ImageProcessor, Qwen2Vl, Qwen2VlConfig, Qwen2VlTokenizer, TextConfig, TokenIds, VisionConfig};
 use rand::seq::SliceRandom;
@@ -62,11 +62,11 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use deper_train::stage2::greedy;
-use deper_vlm::persona::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use deper_train::run_folder::append_jsonl;
 use deper_train::stage1::LrSchedule;
+use deper_train::stage2::greedy;
 use deper_train::{Result, TrainError};
+use deper_vlm::persona::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 
 /// Qwen2-VL's special tokens, then DEPER's persona token.
 pub const SPECIAL_TOKENS: [&str; 8] = [

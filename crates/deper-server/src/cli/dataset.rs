@@ -3,7 +3,7 @@
 use super::{print_json, print_text};
 use clap::{Args, Subcommand};
 use deper_core::dataset::Dataset;
-use deper_core::split::{apply_splits, SplitConfig, SplitFractions, UnseenChoice, DEFAULT_SHOTS};
+use deper_core::split::{SplitConfig, SplitFractions, UnseenChoice, DEFAULT_SHOTS};
 use deper_core::stats::{dataset_stats, DatasetStats};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -78,11 +78,7 @@ pub fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 print_text(&stats_table(&stats))
             }
         }
-        DatasetCommand::Split(args) => {
-            let ds = Dataset::open(&args.dir)?;
-            let splits = apply_splits(&ds, &args.config())?;
-            print_json(&splits)
-        }
+        DatasetCommand::Split(args) => print_json(&deper_pipeline::dataset::split(&args.dir, &args.config())?),
     }
 }
 

@@ -6,13 +6,13 @@
 
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
-use deper_model::adapter::PersonaAdapter;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{middleware, Json, Router};
+use deper_model::adapter::PersonaAdapter;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
@@ -177,7 +177,8 @@ impl VlmCaptioner {
                         info.hidden_size
                     );
                 }
-                let personalizer = deper_train::stage2::load_personalizer::<burn::backend::NdArray>(run, &info, &device)?;
+                let personalizer =
+                    deper_train::stage2::load_personalizer::<burn::backend::NdArray>(run, &info, &device)?;
                 let adapter = personalizer
                     .adapter()
                     .ok_or_else(|| anyhow::anyhow!("{}: not a DEPER run (no adapter)", run.display()))?;

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::data::{prepare, Prepared};
-use deper_vlm::persona::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 use crate::stage1::{RunInfo, TrainSettings};
 use crate::{Result, TrainError};
+use deper_vlm::persona::{load_pixels, prompt_ids, target_ids, MAX_CAPTION_TOKENS, PERSONA_PROMPT};
 
 /// The frozen VLM with what stage 2 needs of it: persona prompt, token ids, image features.
 #[derive(Debug)]

@@ -171,11 +171,9 @@ fn functions(source: &str) -> Vec<Function> {
                         i += chars[i + 2..].iter().position(|&q| q == '\'').map_or(chars.len(), |p| p + 2);
                     }
                     '\'' if chars.get(i + 2) == Some(&'\'') => i += 2,
-                    ';' => {
-                        // A declaration without a body (a trait method).
-                        if open.last().is_some_and(|f| f.2 == depth && !f.3) {
-                            open.pop();
-                        }
+                    // A declaration without a body (a trait method).
+                    ';' if open.last().is_some_and(|f| f.2 == depth && !f.3) => {
+                        open.pop();
                     }
                     '{' => {
                         if let Some(f) = open.last_mut().filter(|f| f.2 == depth && !f.3) {

@@ -25,9 +25,6 @@ pub enum Event {
 /// The callback type every stage takes.
 pub type OnEvent<'a> = &'a mut dyn FnMut(Event);
 
-/// A callback that drops every event (tests, nested calls that report nothing).
-pub fn ignore(_: Event) {}
-
 /// Turns an epoch-based trainer's reports (stage 1, stage 2, the demo captioner) into events: one
 /// phase over the batches still to run, a running loss per batch, a line per epoch.
 pub struct EpochEvents<'a> {

@@ -19,14 +19,12 @@ pub fn extract_features(
 /// Makes sure `data` has splits and `backbone` features, as `deper dataset split` and `deper
 /// features extract` would with their defaults (the server's training job on a fresh export).
 pub fn prepare_dataset(data: &Path, backbone: &str, on: OnEvent<'_>) -> anyhow::Result<()> {
-    let ds = deper_core::dataset::Dataset::open(data)?;
     if !data.join(deper_core::dataset::SPLITS_FILE).is_file() {
-        deper_core::split::apply_splits(&ds, &deper_core::split::SplitConfig::default())?;
+        crate::dataset::split(data, &deper_core::split::SplitConfig::default())?;
         on(Event::Note { line: "made default splits".into(), detail: serde_json::json!({"event": "splits"}) });
     }
     if deper_train::features::load(data, backbone).is_err() {
-        deper_train::features::extract(&ds, backbone, &mut counted("features", "features", &mut *on))?;
-        on(Event::End);
+        extract_features(data, backbone, &mut *on)?;
         on(Event::Note {
             line: format!("extracted {backbone} features"),
             detail: serde_json::json!({"event": "features_done"}),

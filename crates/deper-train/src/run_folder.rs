@@ -45,6 +45,11 @@ impl TrainState {
     }
 }
 
+/// How many epochs the run in `run` has finished (`None`: no readable `state.json` yet).
+pub fn epochs_done(run: &Path) -> Option<usize> {
+    TrainState::load(run).ok().map(|s| s.epochs_done)
+}
+
 /// The recorder of every weight and optimizer file of a run.
 pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()

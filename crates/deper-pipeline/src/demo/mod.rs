@@ -317,11 +317,7 @@ fn train_stage2_runs(
 
 /// Whether a run folder finished `epochs` epochs.
 fn done(run: &Path, epochs: usize) -> bool {
-    std::fs::read_to_string(run.join(deper_train::stage1::STATE_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("epochs_done")?.as_u64())
-        .is_some_and(|e| e as usize >= epochs)
+    deper_train::run_folder::epochs_done(run).is_some_and(|e| e >= epochs)
 }
 
 #[cfg(test)]

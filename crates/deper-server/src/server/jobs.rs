@@ -245,8 +245,7 @@ struct JobOut {
 async fn create_job(State(app): State<AppState>, ApiJson(input): ApiJson<JobIn>) -> ApiResult<(StatusCode, Json<Job>)> {
     let params = if input.params.is_null() { serde_json::json!({}) } else { input.params };
     check_params(&input.kind, &params).map_err(ApiError::unprocessable)?;
-    let device = device_name(app.device);
-    let job = app.store.create_job(&input.kind, &params, &device).await?;
+    let job = app.store.create_job(&input.kind, &params, app.device.name()).await?;
     app.jobs.wake.notify_one();
     Ok((StatusCode::CREATED, Json(job)))
 }
@@ -318,18 +317,14 @@ async fn job_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub fn device_name(device: DeviceKind) -> String {
-    device.name().to_string()
-}
-
 /// Runs queued jobs of this server's device, one at a time, until `stop` turns true.
 pub async fn run_jobs(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let device = device_name(app.device);
+    let device = app.device.name();
     loop {
         if *stop.borrow() {
             return;
         }
-        match app.store.claim_next_job(&device).await {
+        match app.store.claim_next_job(device).await {
             Ok(Some(job)) => run_one(&app, job, &mut stop).await,
             Ok(None) => {
                 tokio::select! {

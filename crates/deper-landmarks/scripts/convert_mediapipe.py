@@ -3,10 +3,10 @@
 
 Run once by hand (never in CI); it needs npm, PyPI and a venv:
 
-    python3 -m venv /work/venv-landmarks
-    /work/venv-landmarks/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx==1.23.2 \
+    python3 -m venv ../venv-landmarks
+    ../venv-landmarks/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx==1.23.2 \
         onnxruntime==1.32.0 pillow==13.0.0 numpy==2.4.6
-    /work/venv-landmarks/bin/python crates/deper-landmarks/scripts/convert_mediapipe.py
+    ../venv-landmarks/bin/python crates/deper-landmarks/scripts/convert_mediapipe.py
 
 What it does:
 1. `npm pack @mediapipe/face_mesh@0.4.1657299874` (Apache-2.0) into a temp dir and cuts

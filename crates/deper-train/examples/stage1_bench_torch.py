@@ -1,6 +1,6 @@
 """PyTorch counterpart of `examples/stage1_bench.rs`: DEPER stage-1 training samples/s on the CPU or a GPU.
 
-    /work/venv/bin/python crates/deper-train/examples/stage1_bench_torch.py [STEPS] [WARMUP] [BATCH] [PATCH_DIM] [THREADS] [DEVICE]
+    ../venv/bin/python crates/deper-train/examples/stage1_bench_torch.py [STEPS] [WARMUP] [BATCH] [PATCH_DIM] [THREADS] [DEVICE]
 
 DEVICE is `cpu` (default) or `cuda`; on `cuda` the peak is torch's peak allocated GPU memory, not the RSS.
 

@@ -15,13 +15,13 @@
 # FEATURES: cargo features of the build (default `wgpu`); `FEATURES=wgpu,ndarray-threads` turns on burn-ndarray's
 # threaded matmul and rayon, which this workspace leaves off (its NdArray backend then uses one core whatever THREADS).
 # STAGE1_BENCH=PATH runs that binary instead of building (e.g. while other builds are paused and hold the lock).
-# PYTHON is an interpreter with torch (default /work/venv/bin/python). Torch is installed by hand, never by the
+# PYTHON is an interpreter with torch (default ../venv/bin/python). Torch is installed by hand, never by the
 # build: `python3 -m venv V && V/bin/pip install torch` (the PyPI wheel is ~3 GB with its CUDA libraries and runs
 # on the CPU; the CPU-only wheel: `V/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu`).
 # Not run in CI.
 set -euo pipefail
 threads=${1:-1}; steps=${2:-3}; warmup=${3:-1}; wgpu_steps=${4:-1}
-python=${5:-/work/venv/bin/python}
+python=${5:-../venv/bin/python}
 here=$(cd "$(dirname "$0")" && pwd)
 bench=${STAGE1_BENCH:-}
 if [ -z "$bench" ]; then

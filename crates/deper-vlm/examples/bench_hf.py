@@ -1,6 +1,6 @@
 """HF transformers counterpart of `examples/bench.rs`: prefill and greedy decode tokens/s on the CPU or a GPU.
 
-    /work/venv/bin/python crates/deper-vlm/examples/bench_hf.py MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [THREADS] [DEVICE]
+    ../venv/bin/python crates/deper-vlm/examples/bench_hf.py MODEL_DIR IMAGE [NEW_TOKENS] [REPEATS] [THREADS] [DEVICE]
 
 DEVICE is `cpu` (default) or `cuda`; on `cuda` each timing waits for the device and the peak is torch's
 peak allocated GPU memory.

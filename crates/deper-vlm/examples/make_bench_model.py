@@ -1,6 +1,6 @@
 """A random Qwen2-VL of benchmark size (not a fixture: nothing here is committed but this script).
 
-    /work/venv/bin/python crates/deper-vlm/examples/make_bench_model.py OUT_DIR [--hidden 1024] [--layers 8]
+    ../venv/bin/python crates/deper-vlm/examples/make_bench_model.py OUT_DIR [--hidden 1024] [--layers 8]
 
 The tiny test fixture (tests/fixtures/qwen2_vl_tiny) is too small to time anything but overheads. This
 writes the same architecture at a size where the matrix products dominate: text hidden 1024, 8 layers,

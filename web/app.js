@@ -487,40 +487,50 @@ class Participant {
     const backend = await computeReady;
     if (!backend) throw new Error('no compute device in this page');
     const manifest = await api('/api/embedder');
-    const loadStarted = performance.now();
-    // Versioned URLs: the worker caches the files under them, and a retrained encoder has a new version.
-    await compute.call('load', {
-      run_url: `${manifest.run_json}?v=${manifest.version}`,
-      model_url: `${manifest.model}?v=${manifest.version}`,
-    });
-    stats.load_ms = performance.now() - loadStarted;
+    // An encoder the page cannot run (captions embedded with a VLM's table): the server computes z_s.
+    const inPage = manifest.in_page !== false;
+    if (inPage) {
+      const loadStarted = performance.now();
+      // Versioned URLs: the worker caches the files under them, and a retrained encoder has a new version.
+      await compute.call('load', {
+        run_url: `${manifest.run_json}?v=${manifest.version}`,
+        model_url: `${manifest.model}?v=${manifest.version}`,
+      });
+      stats.load_ms = performance.now() - loadStarted;
+    }
     const triplets = [];
     for (const t of st.triplets) {
-      const response = await fetch(`/api/images/${t.sha256}/features`);
-      if (!response.ok) throw new Error(`features of ${t.sha256}: ${response.status}`);
-      const features = new Float32Array(await response.arrayBuffer());
       // The export's rule: gaze studies use gaze (fixations), `both` uses gaze when there is some.
       const mode = st.study.capture_mode;
       const useGaze = mode === 'gaze' || (mode === 'both' && (t.gaze || []).length > 0);
       const trajectory = useGaze
         ? await compute.call('trajectory_gaze', { samples: (t.gaze || []).map(([x, y, s]) => ({ t: s, x, y })) })
         : await compute.call('trajectory', { samples: t.samples.map(([x, y, s]) => ({ t_ms: s * 1000, x, y })), width: 1, height: 1 });
+      if (!inPage) {
+        triplets.push({ image: t.sha256, caption: t.caption, trajectory });
+        continue;
+      }
+      const response = await fetch(`/api/images/${t.sha256}/features`);
+      if (!response.ok) throw new Error(`features of ${t.sha256}: ${response.status}`);
+      const features = new Float32Array(await response.arrayBuffer());
       triplets.push({ features, grid: manifest.grid, caption: t.caption, trajectory });
     }
     const started = performance.now();
-    const zs = await compute.call('embed', { triplets });
+    const zs = inPage
+      ? await compute.call('embed', { triplets })
+      : (await api(`/api/sessions/${st.session_id}/z_s`, { method: 'POST', token: st.token, body: { triplets } })).z_s;
     stats.embed_ms = performance.now() - started;
     this.embedding = {
       count: st.triplets.length,
       z_s: Array.from(zs),
-      backend,
+      backend: inPage ? backend : 'server',
       ms: performance.now() - started,
       trajectory: triplets[triplets.length - 1].trajectory,
     };
     // Kept by the server: the researcher sees it on the study's map and can caption by pseudonym.
     await api(`/api/sessions/${st.session_id}/embedding`, {
       method: 'POST', token: st.token, body: {
-        z_s: this.embedding.z_s, backend, encoder_version: manifest.version, triplets: st.triplets.length,
+        z_s: this.embedding.z_s, backend: this.embedding.backend, encoder_version: manifest.version, triplets: st.triplets.length,
       },
     });
     window.deperLastEmbedding = this.embedding;
@@ -551,7 +561,7 @@ class Participant {
     }
     status('');
     note.textContent = `Your style vector (${emb.z_s.length} numbers) from ${emb.count} pictures, `
-      + `computed on ${emb.backend === 'webgpu' ? 'WebGPU' : 'the CPU'} in ${Math.round(emb.ms)} ms.`;
+      + `computed on ${{ webgpu: 'WebGPU', server: 'the server' }[emb.backend] || 'the CPU'} in ${Math.round(emb.ms)} ms.`;
     const generic = h('p', { class: 'caption', id: 'caption-generic' }, '…');
     const personal = h('p', { class: 'caption', id: 'caption-personal' }, '…');
     slot.append(

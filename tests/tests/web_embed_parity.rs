@@ -143,7 +143,7 @@ fn browser_z_s_equals_native_embed_on_webgpu_and_cpu() {
         .map(|id| {
             let t = all.iter().find(|t| &t.id == id).unwrap();
             json!({
-                "features": cache.get(&t.image).unwrap(),
+                "features": cache.read(&t.image).unwrap(),
                 "grid": grid,
                 "caption": t.description.text,
                 "trajectory": t.trajectory,

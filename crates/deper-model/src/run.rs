@@ -4,7 +4,8 @@
 //! [`ModelSettings`] is the `config.model` section; [`deper_config`] turns it, with the sizes
 //! that come from the data, into a [`DeperConfig`]; [`RunModel`] is a lenient read of the
 //! fields inference needs (other fields are ignored, so training-only settings can change
-//! without touching the browser).
+//! without touching the browser). [`TextEmbeddings`] records a run whose captions are embedded
+//! with a VLM's frozen input-embedding table instead of the run's own word vocabulary.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,14 @@ pub const STAGE1: &str = "stage1";
 
 /// Default `config.train.max_caption_tokens`: captions are cut to this many tokens.
 pub const DEFAULT_MAX_CAPTION_TOKENS: usize = 64;
+
+/// Default `config.train.max_caption_tokens` of a run with a VLM's text side
+/// ([`TextEmbeddings`]): the authors' limit.
+pub const VLM_MAX_CAPTION_TOKENS: usize = 256;
+
+/// Rows of the DEPER network's own caption table in a run with a VLM's text side: the network
+/// reads caption embeddings gathered from the VLM's table, so its own table is never looked up.
+pub const UNUSED_TABLE_ROWS: usize = 1;
 
 /// Default `config.train.batch_size` (training, evaluation and embedding batches).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -106,6 +115,31 @@ pub fn deper_config(
         .with_n_scan_queries(model.scan_queries)
 }
 
+/// `run.json`'s `text_embeddings`: captions were tokenised with the VLM folder's `tokenizer.json`
+/// and embedded with its frozen input-embedding table (as the authors do), not with the run's word
+/// vocabulary. What is needed to check the folder when the run is reopened is kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEmbeddings {
+    /// The VLM folder, absolute.
+    pub vlm_dir: String,
+    /// Key of the input-embedding table in the folder's checkpoint.
+    pub key: String,
+    /// Rows of the table.
+    pub vocab_size: usize,
+    /// Width of the table: the DEPER network's caption token width (`token_dim`).
+    pub hidden: usize,
+}
+
+impl TextEmbeddings {
+    /// The network of a run with this text side: `model` with `token_dim` = the table's width and
+    /// an unused own table of [`UNUSED_TABLE_ROWS`] rows.
+    pub fn deper_config(&self, model: &ModelSettings, feature_grid: [usize; 3], num_subjects: usize) -> DeperConfig {
+        let model = ModelSettings { token_dim: self.hidden, ..model.clone() };
+        deper_config(&model, feature_grid, UNUSED_TABLE_ROWS, num_subjects)
+    }
+}
+
 /// Fills in, in a parsed `run.json`, the model settings that runs written before they existed
 /// were trained with (a missing field would otherwise take today's default and change what
 /// the stored weights compute). Call it on the JSON value before deserialising.
@@ -126,10 +160,14 @@ pub struct RunModel {
     pub config: RunModelConfig,
     /// Trained (seen) subjects, sorted; label = index.
     pub subjects: Vec<String>,
-    /// Caption vocabulary, id = index.
+    /// Caption vocabulary, id = index (empty in a run with `text_embeddings`).
+    #[serde(default)]
     pub vocab: Vec<String>,
     /// Patch grid `[h, w, c]` of the features the run was trained on.
     pub feature_grid: [usize; 3],
+    /// Set when captions are embedded with a VLM's table instead of `vocab`.
+    #[serde(default)]
+    pub text_embeddings: Option<TextEmbeddings>,
 }
 
 /// `config` of [`RunModel`]: the model section and the caption length.
@@ -182,14 +220,17 @@ impl RunModel {
         if m.scan_queries == 0 {
             return Err("run.json: config.model.scan_queries must be at least 1".into());
         }
-        if run.vocab.is_empty() || run.subjects.is_empty() {
+        if (run.vocab.is_empty() && run.text_embeddings.is_none()) || run.subjects.is_empty() {
             return Err("run.json: vocab and subjects must not be empty".into());
         }
         Ok(run)
     }
 
     pub fn model_config(&self) -> DeperConfig {
-        deper_config(&self.config.model, self.feature_grid, self.vocab.len(), self.subjects.len())
+        match &self.text_embeddings {
+            Some(text) => text.deper_config(&self.config.model, self.feature_grid, self.subjects.len()),
+            None => deper_config(&self.config.model, self.feature_grid, self.vocab.len(), self.subjects.len()),
+        }
     }
 
     pub fn vocab(&self) -> WordVocab {
@@ -241,6 +282,21 @@ mod tests {
         for m in [ModelSettings::default(), ModelSettings::tiny()] {
             assert!(m.image_positions && m.caption_positions);
         }
+    }
+
+    #[test]
+    fn a_vlm_text_side_sets_the_token_width() {
+        let text = r#"{"stage":"stage1","config":{"model":{"d_model":32,"n_heads":4,"token_dim":8}},"subjects":["a"],
+            "feature_grid":[2,3,5],"text_embeddings":{"vlm_dir":"/m","key":"model.embed_tokens.weight",
+            "vocab_size":400,"hidden":64}}"#;
+        let run = RunModel::from_json(text).unwrap();
+        assert!(run.vocab.is_empty());
+        assert_eq!(run.text_embeddings.as_ref().map(|t| t.hidden), Some(64));
+        let c = run.model_config();
+        assert_eq!((c.vocab_size, c.token_dim, c.d_model), (UNUSED_TABLE_ROWS, 64, 32));
+        // Without either a vocabulary or a VLM's table there is no way to read a caption.
+        let err = RunModel::from_json(&text.replace(r#""text_embeddings""#, r#""unused""#)).unwrap_err();
+        assert!(err.contains("vocab"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use deper_model::backbone::{
-    load_pretrained, preprocess::resize_bilinear_aa, rope::rope_tables, BackboneError, Dinov3, Dinov3Config,
-    Dinov3ImageProcessor,
+    load_pretrained, preprocess::resize_bilinear_aa, rope::rope_tables, AnyBackbone, BackboneError, Dinov3,
+    Dinov3Config, Dinov3ImageProcessor,
 };
 use deper_weights::{write_safetensors, Checkpoint, TensorData as StData};
 
@@ -196,6 +196,28 @@ fn preprocessing_and_image_parity() {
     // load_tensor gives the same values as a [1, 3, 448, 448] tensor.
     let t = processor.load_tensor::<B>(&fixture().join("image_small.png"), &Default::default()).expect("tensor");
     assert_eq!(t.dims(), [1, 3, 448, 448]);
+}
+
+/// A non-square input (H 64, W 96: a 4×6 grid) through [`AnyBackbone`], against
+/// `reference_nonsquare.safetensors` (made by `make_nonsquare.py` from the committed model).
+#[test]
+fn non_square_input_parity_via_any_backbone() {
+    let path = fixture().join("reference_nonsquare.safetensors");
+    let (codes, shape) = read_i8(&path, "pixel_codes_int8");
+    assert_eq!(shape, [1, 3, 64, 96]);
+    let values: Vec<f32> = codes.iter().map(|&c| f32::from(c) / 64.0).collect();
+    let pixels = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &Default::default());
+
+    let backbone = AnyBackbone::<B>::load(&fixture().join("model"), &Default::default()).expect("load");
+    assert_eq!(backbone.family(), "dinov3_vit");
+    assert_eq!((backbone.hidden_size(), backbone.num_prefix_tokens(), backbone.stride()), (32, 5, 16));
+    assert_eq!(backbone.grid(64, 96), (4, 6));
+    let last = backbone.forward(pixels);
+    assert_eq!(last.dims(), [1, 5 + 4 * 6, 32]);
+    let reference = Checkpoint::open(&path).expect("reference_nonsquare.safetensors");
+    let err = max_abs_diff(last, reference_tensor(&reference, "last_hidden_state"));
+    println!("non-square last_hidden_state: max abs err {err:e}");
+    assert!(err < MODEL_TOL, "{err}");
 }
 
 #[test]

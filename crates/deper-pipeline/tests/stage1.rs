@@ -126,17 +126,25 @@ fn bad_inputs_give_errors_that_say_which() {
     assert!(err.contains("not a run folder"), "{err}");
 
     // Features of the wrong width name the image and both shapes.
-    let (_, meta_path) = features::cache_paths(&data, features::PIXEL_STATS);
+    let meta_path = features::cache_dir(&data, features::PIXEL_STATS).join(features::cache::INDEX_FILE);
     let meta = std::fs::read_to_string(&meta_path).unwrap().replace("\"dim\": 16", "\"dim\": 8");
     std::fs::write(&meta_path, meta).unwrap();
     let err = features::load(&data, features::PIXEL_STATS).unwrap_err().to_string();
     assert!(err.contains("scene_") && err.contains("[14, 14, 8]") && err.contains("[14, 14, 16]"), "{err}");
 
-    // A missing image file stops extraction and names the file.
+    // A cache of another width is never resumed: the refusal names its index and both shapes.
+    let err = features::extract(&Dataset::open(&data).unwrap(), features::PIXEL_STATS, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("index.json") && err.contains("14×14×8") && err.contains("14×14×16"), "{err}");
+
+    // A missing image file stops extraction and names the file; the cache is not complete.
+    std::fs::remove_dir_all(features::cache_dir(&data, features::PIXEL_STATS)).unwrap();
     std::fs::remove_file(data.join("images/scene_0003.png")).unwrap();
     let ds = Dataset::open(&data).unwrap();
     let err = features::extract(&ds, features::PIXEL_STATS, &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("scene_0003.png"), "{err}");
+    assert!(!features::is_complete(&data, features::PIXEL_STATS));
 }
 
 /// The loss schedule of `loss.trajectory_only_steps` and `loss.subject_ramp_steps` reaches the

@@ -325,7 +325,7 @@ fn serve_opens_the_demo_study_with_the_encoder_files_features_and_participant_ca
             let values: Vec<f32> =
                 bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let image_id = &by_sha[sha];
-            assert_eq!(values.as_slice(), cache.get(image_id).unwrap(), "features of {image_id}");
+            assert_eq!(values, cache.read(image_id).unwrap(), "features of {image_id}");
         }
         let (status, _) = api.get(&format!("/api/images/{}/features", "0".repeat(64)), None).await;
         assert_eq!(status, 404);

@@ -4,22 +4,11 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn deper(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deper")).args(args).output().expect("run deper")
-}
+mod common;
 
-fn ok_json(args: &[&str]) -> Value {
-    let out = deper(args);
-    assert!(out.status.success(), "deper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{deper, ok_json, s};
 
 #[test]
 fn synth_prints_stats_and_is_deterministic() {

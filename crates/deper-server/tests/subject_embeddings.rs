@@ -12,12 +12,11 @@ use common::{png, Api};
 use deper_server::server::caption::{CaptionRequest, CaptionResponse, CaptionService};
 use deper_server::server::embedder::EmbedderAssets;
 use deper_server::server::embeddings::{StoredEmbedding, EMBEDDING_KIND};
-use deper_server::server::{launch, ServerSettings, DB_FILE, TOKEN_FILE};
+use deper_server::server::{ServerSettings, DB_FILE};
 use deper_store::{NewArtifact, SubjectEmbedding};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Answers with the persona vector it was given, as JSON text.
 #[derive(Debug)]
@@ -106,15 +105,8 @@ async fn z_s_is_stored_as_a_row_and_captions_find_it_by_subject() {
     let mut settings = ServerSettings::new(&data);
     settings.caption = Some(Arc::new(EchoPersona));
     settings.embedder = Some(Arc::new(assets));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Api::new(&format!("http://{}", listener.local_addr().unwrap()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(launch(settings, listener, async move {
-        let _ = stopped.await;
-    }));
-    common::wait_healthy(&api, Duration::from_secs(30)).await;
-    let token = std::fs::read_to_string(data.join(TOKEN_FILE)).unwrap().trim().to_string();
-    let r = Some(token.as_str());
+    let server = common::InProcess::start(settings).await;
+    let (api, token, r) = (&server.api, server.token.clone(), server.r());
 
     let (status, study) = api.post("/api/studies", r, &json!({"title": "Embeddings"})).await;
     assert_eq!(status, 201, "{study}");
@@ -136,16 +128,16 @@ async fn z_s_is_stored_as_a_row_and_captions_find_it_by_subject() {
     let (status, body) = api.post(&path, Some(session_token), &upload(&first)).await;
     assert_eq!(status, 201, "{body}");
     assert!(body["artifact_id"].as_i64().is_some(), "{body}");
-    assert_eq!(caption_persona(&api, &token, &image, participant).await.unwrap(), first);
+    assert_eq!(caption_persona(api, &token, &image, participant).await.unwrap(), first);
 
     // A second upload replaces the first.
     let second: Vec<f32> = first.iter().map(|v| v * -2.0 + 0.5).collect();
     assert_eq!(api.post(&path, Some(session_token), &upload(&second)).await.0, 201);
-    assert_eq!(caption_persona(&api, &token, &image, participant).await.unwrap(), second);
+    assert_eq!(caption_persona(api, &token, &image, participant).await.unwrap(), second);
 
     // The older server's file was copied into the store on start.
-    assert_eq!(caption_persona(&api, &token, &image, "p-older").await.unwrap(), older);
-    let (status, body) = caption_persona(&api, &token, &image, "p-nobody").await.unwrap_err();
+    assert_eq!(caption_persona(api, &token, &image, "p-older").await.unwrap(), older);
+    let (status, body) = caption_persona(api, &token, &image, "p-nobody").await.unwrap_err();
     assert_eq!(status, 404, "{body}");
     assert!(body["error"].as_str().unwrap().contains("no stored z_s for subject `p-nobody`"), "{body}");
 
@@ -157,8 +149,7 @@ async fn z_s_is_stored_as_a_row_and_captions_find_it_by_subject() {
     assert_eq!(points.len(), 1, "{map}");
     assert_eq!((points[0]["subject"].as_str(), points[0]["session_id"].as_i64()), (Some(participant), Some(session)));
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), server).await.unwrap().unwrap().unwrap();
+    server.stop().await;
 
     // The rows: the encoder that made each z_s, and where it came from.
     let store = deper_store::open(data.join(DB_FILE).to_str().unwrap()).await.unwrap();

@@ -179,6 +179,7 @@ fn synthetic_batch<B: Backend>(
         patches: input.patches,
         caption_ids: input.caption_ids,
         caption_mask: input.caption_mask,
+        caption_embeddings: None,
         trajectory: input.trajectory,
         labels: (0..n).map(|b| b % SUBJECTS).collect(),
     })

@@ -1,23 +1,25 @@
 //! Evaluation of a stage-1 run: subject accuracy and macro-F1, trajectory box
 //! IoU against the per-subject mean-trajectory baseline, 5-shot nearest-centroid
-//! identification of unseen subjects, and subject embeddings (`deper embed`).
+//! identification of unseen subjects, and subject embeddings (`deper embed`, and [`Encoder`] for
+//! triplets outside a dataset).
 
 use burn::prelude::*;
 use deper_core::{BBox, MAX_STEPS};
 /// Shared with the browser (deper-web), which averages z_s the same way.
 pub use deper_model::run::mean_vector;
-use deper_model::Deper;
+use deper_model::{Deper, ModelInput};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::data::{prepare, Prepared, Sample};
+use crate::data::{Batch, Prepared, Sample};
 /// The metrics live in [`crate::metrics`] (stage 1 validates with them); re-exported for callers of
 /// `eval::run_model` and friends.
 pub use crate::metrics::{
     accuracy_and_macro_f1, evaluate_seen, run_model, trajectory_iou, Outputs, SeenMetrics, StepIou,
 };
 use crate::stage1::{load_model, RunInfo, STAGE1};
+use crate::text::TextSide;
 use crate::{Result, TrainError};
 
 /// The per-subject mean trajectory: at each step index, the mean box over the
@@ -32,8 +34,8 @@ fn mean_trajectories_of(samples: &[Sample], train: &[usize]) -> BTreeMap<String,
     for &i in train {
         let s = &samples[i];
         let entry = sums.entry(s.subject.clone()).or_insert_with(|| vec![([0.0; 4], 0); MAX_STEPS]);
-        for (k, step) in s.trajectory.steps.iter().take(MAX_STEPS).enumerate() {
-            for (acc, v) in entry[k].0.iter_mut().zip(step.bbox.to_array()) {
+        for (k, bbox) in s.trajectory.boxes().take(MAX_STEPS).enumerate() {
+            for (acc, v) in entry[k].0.iter_mut().zip(bbox.to_array()) {
                 *acc += v;
             }
             entry[k].1 += 1;
@@ -92,13 +94,7 @@ pub fn open_run<B: Backend>(run: &Path, data: &Path, device: &B::Device) -> Resu
         });
     }
     let model: Deper<B> = load_model(run, &info, device)?;
-    let prep = prepare(
-        data,
-        &info.config.train.backbone,
-        &info.vocab(),
-        info.config.train.max_caption_tokens,
-        &info.subjects,
-    )?;
+    let prep = info.prepare(data)?;
     Ok((info, model, prep))
 }
 
@@ -113,7 +109,7 @@ pub fn eval_fewshot<B: Backend>(run: &Path, data: &Path, shots: usize, device: &
     for &i in &prep.partition.test {
         let s = &prep.samples[i];
         if let Some(mean) = means.get(&s.subject) {
-            base.add(mean, &s.trajectory);
+            base.add(mean, &s.trajectory.to_trajectory());
         }
     }
 
@@ -277,13 +273,80 @@ pub fn embed<B: Backend>(
     Ok(Embeddings { run: run.display().to_string(), dim, shots, subjects: out })
 }
 
+/// One triplet outside any dataset, as a page records it: the image's patch features (`[h, w, c]`
+/// of the run's grid, row-major), the description and the attention trajectory.
+#[derive(Debug, Clone)]
+pub struct HostTriplet {
+    pub features: Vec<f32>,
+    pub caption: String,
+    pub trajectory: deper_core::Trajectory,
+}
+
+/// A stage-1 run's encoder with its text side, for the z_s of triplets that are in no dataset: the
+/// server computes a participant's z_s with it when the page cannot (a run whose captions are
+/// embedded with a VLM's table, which a browser cannot load).
+#[derive(Debug)]
+pub struct Encoder<B: Backend> {
+    pub info: RunInfo,
+    model: Deper<B>,
+    text: TextSide,
+    device: B::Device,
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Loads the run's weights and opens its text side (a VLM folder it names must still hold the
+    /// table it was trained with).
+    pub fn open(run: &Path, device: &B::Device) -> Result<Self> {
+        let info = RunInfo::load(run)?;
+        let model = load_model(run, &info, device)?;
+        let text = info.text_side()?;
+        Ok(Self { info, model, text, device: device.clone() })
+    }
+
+    /// The mean z_s of `triplets` (as `deper embed` averages a subject's), in batches of the run's
+    /// batch size, captions cut to its caption length.
+    pub fn mean_z_s(&self, triplets: &[HostTriplet]) -> Result<Vec<f32>> {
+        if triplets.is_empty() {
+            return Err(TrainError::Config("no triplets to embed".into()));
+        }
+        let train = &self.info.config.train;
+        let mut z_s = Vec::with_capacity(triplets.len());
+        for chunk in triplets.chunks(train.batch_size.max(1)) {
+            let captions = chunk
+                .iter()
+                .map(|t| self.text.encode(&t.caption, train.caption_tokens()))
+                .collect::<Result<Vec<_>>>()?;
+            let captions: Vec<&[u32]> = captions.iter().map(Vec::as_slice).collect();
+            let patches: Vec<f32> = chunk.iter().flat_map(|t| t.features.iter().copied()).collect();
+            let trajectories: Vec<deper_core::Trajectory> = chunk.iter().map(|t| t.trajectory.clone()).collect();
+            let input =
+                ModelInput::<B>::from_host(patches, self.info.feature_grid, &captions, &trajectories, &self.device)
+                    .map_err(TrainError::Config)?;
+            let batch = Batch {
+                patches: input.patches,
+                caption_ids: input.caption_ids,
+                caption_mask: input.caption_mask,
+                caption_embeddings: self.text.embed(&captions, &self.device)?,
+                trajectory: input.trajectory,
+                labels: vec![0; chunk.len()],
+            };
+            let out = batch.forward(&self.model).z_s;
+            let [_, d] = out.dims();
+            let values: Vec<f32> =
+                out.into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
+            z_s.extend(values.chunks(d).map(<[f32]>::to_vec));
+        }
+        Ok(mean_vector(&z_s.iter().collect::<Vec<_>>()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn mean_trajectory_averages_each_step_index() {
-        use crate::data::Sample;
+        use crate::data::{Sample, SampleTrajectory};
         use deper_core::{AttentionStep, Split, Trajectory, TrajectorySource};
         let step = |x1: f64, x2: f64| AttentionStep {
             bbox: BBox::from_corners(x1, 0.0, x2, 0.5),
@@ -297,7 +360,7 @@ mod tests {
             subject: subject.into(),
             label: Some(0),
             caption: vec![1],
-            trajectory: Trajectory { source: TrajectorySource::Mouse, steps },
+            trajectory: SampleTrajectory::new(&Trajectory { source: TrajectorySource::Mouse, steps }),
             split: Split::Train,
         };
         let samples = vec![
@@ -319,8 +382,8 @@ mod tests {
         let mut by_step = StepIou::default();
         let (mut total, mut n) = (0.0, 0);
         for (i, subject) in [(0, "a"), (1, "a"), (2, "b")] {
-            by_step.add(&means[subject], &samples[i].trajectory);
-            let (s, k) = trajectory_iou(&means[subject], &samples[i].trajectory);
+            by_step.add(&means[subject], &samples[i].trajectory.to_trajectory());
+            let (s, k) = trajectory_iou(&means[subject], &samples[i].trajectory.to_trajectory());
             total += s;
             n += k;
         }
@@ -333,7 +396,7 @@ mod tests {
         assert!((total / n as f64 - (1.0 / 3.0 + 1.0 + 1.0 / 3.0 + 1.0) / 4.0).abs() < 1e-12);
         // A prediction shorter than the truth scores 0 on the missing steps.
         let mut short = StepIou::default();
-        short.add(&means["b"], &samples[0].trajectory);
+        short.add(&means["b"], &samples[0].trajectory.to_trajectory());
         assert_eq!(short.means().len(), 2);
         assert_eq!(short.means()[1], 0.0);
     }

@@ -1,7 +1,7 @@
 //! deper-train: everything that turns a dataset into a trained DEPER run.
 //!
 //! * [`features`]: cached image patch features (`deper features extract`).
-//! * [`text`]: the caption vocabulary of the subject encoder.
+//! * [`text`]: the captions' text side: a word vocabulary, or a VLM's tokenizer and frozen input-embedding table.
 //! * [`data`]: triplets → labelled samples → padded batches; a dataset loaded for a run.
 //! * [`run_folder`]: the run folder of every stage: its files, checked loading, checkpoints, resume.
 //! * [`metrics`]: subject accuracy, macro-F1 and box IoU of a stage-1 network (validation, evaluation).
@@ -28,6 +28,8 @@ pub enum TrainError {
     Weights(#[from] deper_weights::WeightsError),
     #[error(transparent)]
     Vlm(#[from] deper_vlm::VlmError),
+    #[error(transparent)]
+    Backbone(#[from] deper_model::backbone::BackboneError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: cannot read image: {message}", path.display())]

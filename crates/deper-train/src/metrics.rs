@@ -7,7 +7,7 @@ use deper_core::{BBox, Trajectory, MAX_STEPS};
 use deper_model::Deper;
 use serde::Serialize;
 
-use crate::data::{make_batch, Prepared, Sample};
+use crate::data::{Prepared, Sample};
 use crate::{Result, TrainError};
 
 /// Subject and trajectory metrics on samples of trained subjects.
@@ -88,8 +88,7 @@ pub fn run_model<B: Backend>(
         Outputs { z_s: Vec::new(), predicted_subject: Vec::new(), boxes: Vec::new(), valid_steps: Vec::new() };
     for chunk in indices.chunks(batch_size.max(1)) {
         let samples: Vec<&Sample> = chunk.iter().map(|&i| &prep.samples[i]).collect();
-        let batch = make_batch::<B>(&samples, &prep.features, device)?;
-        let o = model.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
+        let o = prep.batch::<B>(&samples, device)?.forward(model);
         let [n, d] = o.z_s.dims();
         let z: Vec<f32> =
             o.z_s.into_data().convert::<f32>().to_vec().map_err(|e| TrainError::Config(format!("{e:?}")))?;
@@ -173,7 +172,7 @@ pub fn evaluate_seen<B: Backend>(
     let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &out.predicted_subject);
     let mut iou = StepIou::default();
     for (k, &i) in indices.iter().enumerate() {
-        iou.add(&out.boxes[k], &prep.samples[i].trajectory);
+        iou.add(&out.boxes[k], &prep.samples[i].trajectory.to_trajectory());
     }
     Ok(SeenMetrics { samples: indices.len(), accuracy, macro_f1, box_iou: iou.mean(), box_iou_by_step: iou.means() })
 }

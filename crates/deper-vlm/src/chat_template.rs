@@ -108,6 +108,11 @@ impl ChatTemplate {
         Ok(Self { source: template, special })
     }
 
+    /// A special-token string of `tokenizer_config.json` (`bos_token`, `eos_token`, `pad_token`, `unk_token`).
+    pub(crate) fn special(&self, name: &str) -> Option<&str> {
+        self.special.get(name)?.as_str()
+    }
+
     /// Renders `messages` (`apply_chat_template(messages, tokenize=False, add_generation_prompt)`).
     pub(crate) fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();

@@ -39,7 +39,7 @@ pub use cache::KvCache;
 pub use caption::{Caption, CaptionJob};
 pub use decoder::TextConfig;
 pub use error::{Result, VlmError};
-pub use family::AnyVlm;
+pub use family::{input_embedding_table, AnyVlm, InputEmbeddingTable};
 pub use generation::{Generated, GenerationConfig, StopReason};
 pub use persona::{Persona, PersonaVectors};
 pub use qwen2_vl::{

@@ -30,18 +30,7 @@ pub(crate) struct Loader<'a, B: Backend> {
 impl<B: Backend> Loader<'_, B> {
     /// The stored key for a hub key (first match in the rename table).
     pub fn resolve(&self, key: &str) -> String {
-        if self.ckpt.contains(key) {
-            return key.to_string();
-        }
-        for (hub, alt) in self.renames {
-            if let Some(rest) = key.strip_prefix(hub) {
-                let candidate = format!("{alt}{rest}");
-                if self.ckpt.contains(&candidate) {
-                    return candidate;
-                }
-            }
-        }
-        key.to_string() // missing: the read below names the hub key and the expected shape
+        resolve_key(self.ckpt, self.renames, key)
     }
 
     pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -77,6 +66,24 @@ impl<B: Backend> Loader<'_, B> {
     pub fn rms_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<RmsNorm<B>> {
         Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?), epsilon: eps })
     }
+}
+
+/// The stored key for hub key `key` in `ckpt`: the key itself, else the first `(hub prefix,
+/// alternative prefix)` rename of `renames` that the checkpoint holds, else `key` unchanged (a
+/// read then names the hub key).
+pub(crate) fn resolve_key(ckpt: &Checkpoint, renames: &[(&str, &str)], key: &str) -> String {
+    if ckpt.contains(key) {
+        return key.to_string();
+    }
+    for (hub, alt) in renames {
+        if let Some(rest) = key.strip_prefix(hub) {
+            let candidate = format!("{alt}{rest}");
+            if ckpt.contains(&candidate) {
+                return candidate;
+            }
+        }
+    }
+    key.to_string()
 }
 
 /// `[rows, cols]` row-major → `[cols, rows]` row-major.

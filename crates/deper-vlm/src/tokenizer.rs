@@ -95,6 +95,11 @@ impl Qwen2VlTokenizer {
         self.tokenizer.token_to_id(token)
     }
 
+    /// The id of `tokenizer_config.json`'s `pad_token` (Qwen2-VL: `<|endoftext|>`), if it names one.
+    pub fn pad_token_id(&self) -> Option<u32> {
+        self.token_id(self.template.special("pad_token")?)
+    }
+
     /// The caption prompt: one user turn with the image before `text`, templated with the generation
     /// prompt, image pads expanded for `grid_thw`, tokenised. Returns `(expanded text, ids)`.
     pub fn caption_prompt(&self, text: &str, grid_thw: [usize; 3], merge: usize) -> Result<(String, Vec<u32>)> {

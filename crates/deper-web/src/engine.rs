@@ -10,6 +10,10 @@
 //!   synchronously; it gives the outputs of `Deper::forward` (tested in deper-model);
 //! * the mean over triplets with [`deper_model::run::mean_vector`].
 //!
+//! A run whose captions are embedded with a VLM's input-embedding table (`text_embeddings` in
+//! `run.json`, `deper train stage1 --text-embeddings`) is refused: the page cannot load a VLM, and
+//! the server computes z_s for such an encoder itself (`in_page: false` in `/api/embedder`).
+//!
 //! burn panics when a record does not fit the module (and a panic aborts a wasm module), so
 //! [`Engine::load`] compares the structure of the uploaded weights (every parameter's path and
 //! shape) with the network `run.json` describes before loading them.
@@ -53,6 +57,13 @@ impl<B: Backend> Engine<B> {
     /// Builds the network `run_json` describes and loads `model_mpk` (a run's `model.mpk`) into it.
     pub fn load(run_json: &str, model_mpk: Vec<u8>, device: &B::Device) -> Result<Self, String> {
         let run = RunModel::from_json(run_json)?;
+        if let Some(text) = &run.text_embeddings {
+            return Err(format!(
+                "run.json: captions are embedded with the input-embedding table of the VLM in {} \
+                 (text_embeddings), which the page cannot load; the server computes z_s for this encoder",
+                text.vlm_dir
+            ));
+        }
         let config = run.model_config();
         check_structure(&config, &model_mpk)?;
         let record = Recorder::<B>::load(&recorder(), model_mpk, device)
@@ -392,6 +403,17 @@ mod tests {
         let (_, mut cut) = model_mpk(&run);
         cut.truncate(cut.len() / 2);
         assert!(Engine::<B>::load(&run, cut, &device).is_err());
+    }
+
+    #[test]
+    fn a_run_with_a_vlm_text_side_is_refused() {
+        let mut run: serde_json::Value = serde_json::from_str(&run_json(16, 1, 8)).unwrap();
+        let (_, bytes) = model_mpk(&run.to_string());
+        run["text_embeddings"] = serde_json::json!({
+            "vlm_dir": "/models/Qwen2-VL-2B-Instruct", "key": "model.embed_tokens.weight", "vocab_size": 151936, "hidden": 8
+        });
+        let err = Engine::<B>::load(&run.to_string(), bytes, &Default::default()).unwrap_err();
+        assert!(err.contains("/models/Qwen2-VL-2B-Instruct") && err.contains("server computes z_s"), "{err}");
     }
 
     #[test]

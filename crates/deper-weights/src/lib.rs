@@ -30,6 +30,9 @@ pub enum WeightsError {
     Shape { key: String, file: PathBuf, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor `{key}` in {}: dtype {found} cannot be read as {wanted}", file.display())]
     Dtype { key: String, file: PathBuf, found: String, wanted: &'static str },
+    /// [`Checkpoint::f32_rows`] on a tensor that is not 2-D, or a row past its end.
+    #[error("tensor `{key}` in {}: {message}", file.display())]
+    Rows { key: String, file: PathBuf, message: String },
 }
 
 pub type Result<T, E = WeightsError> = std::result::Result<T, E>;
@@ -272,15 +275,32 @@ impl Checkpoint {
     /// A floating-point tensor as f32, checked against `expected` shape.
     pub fn f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (shard, dtype, bytes) = self.raw(key, expected)?;
-        let le2 = |c: &[u8]| [c[0], c[1]];
-        Ok(match dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes(le2(c)).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes(le2(c)).to_f32()).collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
+        match dtype {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => Ok(decode_f32(dtype, bytes)),
+            other => Err(WeightsError::Dtype {
+                key: key.into(),
+                file: shard.path.clone(),
+                found: other.to_string(),
+                wanted: "f32",
+            }),
+        }
+    }
+
+    /// Rows `rows` (in that order, repeats allowed) of a 2-D floating-point tensor `[n, width]`,
+    /// as f32 `[rows.len(), width]`. Only those rows' bytes are read, so on a memory-mapped
+    /// checkpoint a large table (a VLM's input embeddings) costs the pages of the rows used.
+    /// A tensor that is not 2-D or a row `>= n` is an error naming the key and the file.
+    pub fn f32_rows(&self, key: &str, rows: &[usize]) -> Result<Vec<f32>> {
+        let shape = self.info(key).map(|(s, _)| s).unwrap_or_default();
+        let (shard, dtype, bytes) = self.raw(key, &shape)?;
+        let rows_error = |message: String| WeightsError::Rows { key: key.into(), file: shard.path.clone(), message };
+        let &[n, width] = shape.as_slice() else {
+            return Err(rows_error(format!("shape {shape:?} is not 2-D (rows are read from a matrix)")));
+        };
+        let size = match dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
             other => {
                 return Err(WeightsError::Dtype {
                     key: key.into(),
@@ -289,7 +309,18 @@ impl Checkpoint {
                     wanted: "f32",
                 })
             }
-        })
+        };
+        let mut out = Vec::with_capacity(rows.len() * width);
+        for &row in rows {
+            if row >= n {
+                return Err(rows_error(format!("row {row} is out of range (the tensor has {n} rows)")));
+            }
+            let row_bytes = bytes
+                .get(row * width * size..(row + 1) * width * size)
+                .ok_or_else(|| rows_error(format!("row {row} lies outside the stored data")))?;
+            out.extend(decode_f32(dtype, row_bytes));
+        }
+        Ok(out)
     }
 
     /// An integer tensor as i64, checked against `expected` shape.
@@ -325,6 +356,21 @@ impl Checkpoint {
     pub fn i64_any(&self, key: &str) -> Result<(Vec<i64>, Vec<usize>)> {
         let shape = self.info(key).map(|(s, _)| s).unwrap_or_default();
         Ok((self.i64(key, &shape)?, shape))
+    }
+}
+
+/// Little-endian values of a floating-point `dtype` as f32 (another dtype gives nothing: callers check first).
+fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    let le2 = |c: &[u8]| [c[0], c[1]];
+    match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes(le2(c)).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes(le2(c)).to_f32()).collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -407,6 +453,43 @@ mod tests {
         let ck = Checkpoint::open(&path).unwrap();
         assert_eq!(ck.f32("bf", &[2]).unwrap(), [1.5, -2.0]);
         assert_eq!(ck.f32("h", &[2]).unwrap(), [0.25, 3.0]);
+    }
+
+    #[test]
+    fn rows_of_a_matrix_in_any_float_dtype() {
+        use safetensors::tensor::TensorView;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        // A 3×2 table: row r is [r + 0.5, -(r + 1)] (exact in bf16 and f16).
+        let table: Vec<f32> = (0..3).flat_map(|r| [r as f32 + 0.5, -(r as f32 + 1.0)]).collect();
+        let bf: Vec<u8> = table.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let f16: Vec<u8> = table.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+        let f32s: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ids: Vec<u8> = [1i64, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            ("bf".to_string(), TensorView::new(StDtype::BF16, vec![3, 2], &bf).unwrap()),
+            ("h".to_string(), TensorView::new(StDtype::F16, vec![3, 2], &f16).unwrap()),
+            ("f".to_string(), TensorView::new(StDtype::F32, vec![3, 2], &f32s).unwrap()),
+            ("flat".to_string(), TensorView::new(StDtype::F32, vec![6], &f32s).unwrap()),
+            ("ids".to_string(), TensorView::new(StDtype::I64, vec![1, 2], &ids).unwrap()),
+        ];
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let ck = Checkpoint::open(&path).unwrap();
+        for key in ["bf", "h", "f"] {
+            assert_eq!(ck.f32_rows(key, &[2, 0, 2]).unwrap(), [2.5, -3.0, 0.5, -1.0, 2.5, -3.0], "{key}");
+            assert_eq!(ck.f32_rows(key, &[]).unwrap(), Vec::<f32>::new());
+        }
+        let err = ck.f32_rows("f", &[0, 3]).unwrap_err().to_string();
+        assert!(
+            err.contains("`f`") && err.contains("t.safetensors") && err.contains("row 3") && err.contains("3 rows"),
+            "{err}"
+        );
+        let err = ck.f32_rows("flat", &[0]).unwrap_err().to_string();
+        assert!(err.contains("`flat`") && err.contains("not 2-D"), "{err}");
+        let err = ck.f32_rows("ids", &[0]).unwrap_err().to_string();
+        assert!(err.contains("`ids`") && err.contains("dtype I64"), "{err}");
+        let err = ck.f32_rows("nothing", &[0]).unwrap_err().to_string();
+        assert!(err.contains("missing tensor `nothing`") && err.contains("t.safetensors"), "{err}");
     }
 
     #[test]

@@ -91,6 +91,31 @@ impl Default for Dinov3Config {
 impl burn::config::Config for Dinov3Config {}
 
 /// `image_size` / `patch_size` are `int | [h, w]` in HF; this port supports square values only.
+/// Parses `config.json` text into `T` once its `model_type` is `expected`; `wrong` names what was
+/// found instead (both families share this check, so another family is a clear error).
+pub(super) fn parse_config_of_type<T: serde::de::DeserializeOwned>(
+    text: &str,
+    expected: &str,
+    wrong: impl FnOnce(String) -> BackboneError,
+) -> Result<T, BackboneError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| BackboneError::Config(format!("invalid JSON: {e}")))?;
+    let found = value.get("model_type").map(|v| v.to_string()).unwrap_or_else(|| "no `model_type`".to_string());
+    if value.get("model_type").and_then(|v| v.as_str()) != Some(expected) {
+        return Err(wrong(found));
+    }
+    serde_json::from_value(value).map_err(|e| BackboneError::Config(e.to_string()))
+}
+
+/// Reads `path` and parses it with `parse`; errors name the file.
+pub(super) fn read_config_file<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> Result<T, BackboneError>,
+) -> Result<T, BackboneError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BackboneError::Io { path: path.into(), source: e })?;
+    parse(&text).map_err(|e| e.in_file(path))
+}
+
 fn square<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -135,21 +160,14 @@ impl Dinov3Config {
 
     /// Parses a `config.json`, checking first that it describes a DINOv3 ViT (`model_type`).
     pub fn from_json_str(text: &str) -> Result<Self, BackboneError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| BackboneError::Config(format!("invalid JSON: {e}")))?;
-        let found = value.get("model_type").map(|v| v.to_string()).unwrap_or_else(|| "no `model_type`".to_string());
-        if value.get("model_type").and_then(|v| v.as_str()) != Some(MODEL_TYPE) {
-            return Err(BackboneError::NotDinov3 { found });
-        }
-        let config: Self = serde_json::from_value(value).map_err(|e| BackboneError::Config(e.to_string()))?;
+        let config: Self = parse_config_of_type(text, MODEL_TYPE, |found| BackboneError::NotDinov3 { found })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads and parses a `config.json` file.
     pub fn from_json_file(path: &std::path::Path) -> Result<Self, BackboneError> {
-        let text = std::fs::read_to_string(path).map_err(|e| BackboneError::Io { path: path.into(), source: e })?;
-        Self::from_json_str(&text).map_err(|e| e.in_file(path))
+        read_config_file(path, Self::from_json_str)
     }
 
     /// Checks the hyperparameters this port relies on.

@@ -1,5 +1,8 @@
 //! Image preprocessing of `DINOv3ViTImageProcessor` (transformers 5.24.0, torchvision backend).
 //!
+//! The hub's DINOv3 ConvNeXt checkpoints ship the same processor (their `preprocessor_config.json` was
+//! written by `DINOv3ViTImageProcessorFast`, 224×224), so this one serves both backbone families.
+//!
 //! DINOv3's processor runs **rescale → resize → normalize** (not the usual resize first):
 //!
 //! 1. decode to RGB `u8`, convert to f32 `[3, H, W]` and multiply by `1/255`;

@@ -7,12 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use deper_weights::Checkpoint;
 
 use super::config::{Activation, Dinov3Config};
+use super::loader::Loader;
 use super::vit::{Dinov3, Dinov3Attention, Dinov3Layer, Dinov3Mlp};
 use super::BackboneError;
 
@@ -23,10 +22,9 @@ pub const KEY_RENAMES: &[(&str, &str)] = &[
     ("cls_token", "embeddings.cls_token"),
     // Register tokens `[1, R, D]`, unchanged (absent when R = 0).
     ("register_tokens", "embeddings.register_tokens"),
-    // Patch Conv2d `[D, C, p, p]` → Linear weight `[C·p·p, D]` (flatten `(c, ky, kx)`, transpose).
-    ("patch_embed.weight", "embeddings.patch_embeddings.weight"),
-    // Patch Conv2d bias `[D]`.
-    ("patch_embed.bias", "embeddings.patch_embeddings.bias"),
+    // Patch Conv2d `[D, C, p, p]` → Linear weight `[C·p·p, D]` (flatten `(c, ky, kx)`, transpose);
+    // its bias `[D]` is the Linear's.
+    ("patch_embed", "embeddings.patch_embeddings"),
     // Pre-attention LayerNorm: HF `weight`/`bias` are burn `gamma`/`beta`.
     ("layers.{i}.norm1", "layer.{i}.norm1"),
     // Attention projections keep their names; `k_proj` has no bias unless `key_bias`.
@@ -70,43 +68,6 @@ fn detect_prefix(ck: &Checkpoint) -> String {
     prefixes.into_iter().next().unwrap_or_default()
 }
 
-/// Builds tensors from checkpoint entries.
-struct Loader<'a, B: Backend> {
-    ck: &'a Checkpoint,
-    prefix: String,
-    device: &'a B::Device,
-}
-
-impl<B: Backend> Loader<'_, B> {
-    fn key(&self, port: &str, layer: usize) -> String {
-        hf_key(port, layer, &self.prefix)
-    }
-
-    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>, BackboneError> {
-        let values = self.ck.f32(key, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), self.device))
-    }
-
-    fn param<const D: usize>(&self, key: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>, BackboneError> {
-        self.tensor(key, shape).map(Param::from_tensor)
-    }
-
-    /// A PyTorch `Linear(d_in, d_out)` at `{key}.weight` / `{key}.bias`.
-    fn linear(&self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>, BackboneError> {
-        let weight = self.tensor(&format!("{key}.weight"), [d_out, d_in])?.transpose(); // [in, out]
-        let bias = if bias { Some(self.param(&format!("{key}.bias"), [d_out])?) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
-    }
-
-    /// A PyTorch `LayerNorm(d)` at `{key}.weight` / `{key}.bias`.
-    fn layer_norm(&self, key: &str, d: usize, eps: f64) -> Result<LayerNorm<B>, BackboneError> {
-        let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
-        norm.gamma = self.param(&format!("{key}.weight"), [d])?;
-        norm.beta = Some(self.param(&format!("{key}.bias"), [d])?);
-        Ok(norm)
-    }
-}
-
 /// Builds a [`Dinov3`] from an open checkpoint and its config.
 pub fn from_checkpoint<B: Backend>(
     config: &Dinov3Config,
@@ -114,24 +75,21 @@ pub fn from_checkpoint<B: Backend>(
     device: &B::Device,
 ) -> Result<Dinov3<B>, BackboneError> {
     config.validate()?;
-    let l = Loader::<B> { ck, prefix: detect_prefix(ck), device };
+    let l = Loader::<B> { ck, device };
+    let prefix = detect_prefix(ck);
+    let key = |port: &str, layer: usize| hf_key(port, layer, &prefix);
     let (d, inter, eps) = (config.hidden_size, config.intermediate_size, config.layer_norm_eps);
     let (c, p) = (config.num_channels, config.patch_size);
     let silu = config.activation()? == Activation::Silu;
 
-    // Conv2d [D, C, p, p] is row-major over (c, ky, kx) per output channel: view as [D, C·p·p].
-    let conv = l.tensor(&l.key("patch_embed.weight", 0), [d, c, p, p])?;
-    let patch_embed = Linear {
-        weight: Param::from_tensor(conv.reshape([d, c * p * p]).transpose()), // [C·p·p, D]
-        bias: Some(l.param(&l.key("patch_embed.bias", 0), [d])?),
-    };
-    let cls_token = l.param(&l.key("cls_token", 0), [1, 1, d])?;
+    let patch_embed = l.patch_conv(&key("patch_embed", 0), c, d, p)?;
+    let cls_token = l.param(&key("cls_token", 0), [1, 1, d])?;
     let r = config.num_register_tokens;
-    let register_tokens = if r > 0 { Some(l.param(&l.key("register_tokens", 0), [1, r, d])?) } else { None };
+    let register_tokens = if r > 0 { Some(l.param(&key("register_tokens", 0), [1, r, d])?) } else { None };
 
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
-        let k = |port: &str| l.key(port, i);
+        let k = |port: &str| key(port, i);
         layers.push(Dinov3Layer {
             norm1: l.layer_norm(&k("layers.{i}.norm1"), d, eps)?,
             attention: Dinov3Attention {
@@ -156,7 +114,7 @@ pub fn from_checkpoint<B: Backend>(
             layer_scale2: l.param(&k("layers.{i}.layer_scale2"), [d])?,
         });
     }
-    let norm = l.layer_norm(&l.key("norm", 0), d, eps)?;
+    let norm = l.layer_norm(&key("norm", 0), d, eps)?;
     Ok(Dinov3 {
         patch_embed,
         cls_token,

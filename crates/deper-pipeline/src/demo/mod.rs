@@ -195,7 +195,7 @@ fn build_world(world: &Path, settings: &DemoSettings, on: OnEvent<'_>) -> anyhow
         });
     }
     let backbone = deper_train::features::PIXEL_STATS;
-    if !deper_train::features::cache_paths(world, backbone).0.is_file() {
+    if !deper_train::features::is_complete(world, backbone) {
         on(Event::Step { index: 2, count: STEPS, name: "image features".into() });
         crate::features::extract_features(world, backbone, &mut *on)?;
     }

@@ -132,7 +132,7 @@ pub(super) fn scanpath_scores(
     let (mut iou, mut steps) = (0.0, 0usize);
     let (mut d_sum, mut s_sum, mut e_sum, mut n) = (0.0, 0.0, 0.0, 0usize);
     for (&i, pred) in set.iter().zip(predicted) {
-        let truth = &prep.samples[i].trajectory;
+        let truth = &prep.samples[i].trajectory.to_trajectory();
         let (sum, count) = deper_train::eval::trajectory_iou(pred, truth);
         iou += sum;
         steps += count;
@@ -199,7 +199,7 @@ pub(super) fn trajectory_examples(
             continue;
         }
         let Some(png) = read_image_png(data, &s.image) else { continue };
-        let gt = s.trajectory.steps.iter().map(Step::from).collect();
+        let gt = s.trajectory.to_trajectory().steps.iter().map(Step::from).collect();
         let rec =
             boxes[k].iter().map(|b| Step { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, duration: f64::NAN }).collect();
         out.push(TrajectoryExample {

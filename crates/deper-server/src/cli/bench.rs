@@ -1,9 +1,11 @@
-//! `deper bench import`: Localized Narratives import throughput and peak memory.
+//! Benchmarks that print throughput and peak memory.
 //!
-//! Generates LN-schema files (a small and a large one, same record shape),
-//! imports each into a fresh dataset exactly as `deper import ln` does, and
-//! prints records/s, MB/s and the peak resident memory of each run. Memory is
-//! flat in the file size when the large run peaks no higher than the small one.
+//! * `deper bench import`: generates LN-schema files (a small and a large one, same record
+//!   shape), imports each into a fresh dataset exactly as `deper import ln` does, and prints
+//!   records/s, MB/s and the peak resident memory of each run. Memory is flat in the file size
+//!   when the large run peaks no higher than the small one.
+//! * `deper bench stage1-memory` ([`stage1_memory`]): stage-1 training memory against the number
+//!   of images in the feature cache.
 
 use clap::Subcommand;
 use deper_core::dataset::DatasetWriter;
@@ -15,6 +17,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+mod stage1_memory;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -33,6 +37,10 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stage-1 training's peak memory on generated datasets and feature caches of two sizes
+    /// (one triplet per image, a fresh process each): flat when the ratio is ~1.
+    #[command(name = "stage1-memory")]
+    Stage1Memory(stage1_memory::Stage1MemoryArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +68,7 @@ struct ImportBench {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Stage1Memory(args) => stage1_memory::run(args),
         BenchCommand::Import { records, points, dir, json } => {
             let tmp;
             let keep_inputs = dir.is_some();
@@ -207,12 +216,12 @@ fn write_ln_file(path: &Path, records: usize, points: usize, seed: u64) -> anyho
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux); a no-op elsewhere.
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size since the last reset, MiB (Linux `VmHWM`).
-fn peak_rss_mb() -> Option<f64> {
+pub(super) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -48,6 +48,9 @@ pub enum Command {
     /// Image patch features.
     #[command(subcommand)]
     Features(train::FeaturesCommand),
+    /// Low-level image backbone tools (DINOv3 ViT and ConvNeXt folders as downloaded).
+    #[command(subcommand)]
+    Backbone(train::BackboneCommand),
     /// Train DEPER: stage 1 (the subject encoder) and stage 2 (z_s → adapter → frozen VLM).
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(cmd) => import::run(cmd),
         Command::Dataset(cmd) => dataset::run(cmd),
         Command::Features(cmd) => train::features(cmd),
+        Command::Backbone(cmd) => train::backbone(cmd),
         Command::Train(cmd) => train::train(cmd),
         Command::EvalFewshot(args) => train::eval_fewshot(args),
         Command::Embed(args) => train::embed(args),

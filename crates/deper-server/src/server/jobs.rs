@@ -7,7 +7,8 @@
 //!   folder (`dataset`) or a fresh export of a study (`study_id`). Splits and `pixel-stats`
 //!   features are made first when the dataset has none. The run folder and its checkpoint
 //!   become artifacts.
-//! * `features`: image patch features for a dataset folder.
+//! * `features`: image patch features ([`deper_pipeline::features::extract`]) for a dataset folder
+//!   or a fresh export of a study: `pixel-stats`, or `dinov3` with a checkpoint folder (`model`).
 //! * `train_stage2`: stage 2 on a frozen VLM folder ([`deper_pipeline::stage2::train_stage2`]).
 //! * `evaluate`: captions, metrics and the report of stage-2 runs ([`deper_pipeline::evaluate`]).
 //!
@@ -103,13 +104,63 @@ pub struct TrainParams {
     pub seed: Option<u64>,
 }
 
-/// Parameters of `features`.
+/// Parameters of `features`: `deper features extract` on a dataset folder or a fresh export of a
+/// study (paths absolute or relative to the data folder).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
-    pub dataset: PathBuf,
+    #[serde(default)]
+    pub dataset: Option<PathBuf>,
+    #[serde(default)]
+    pub study_id: Option<i64>,
+    /// `pixel-stats` or `dinov3` (with `model`).
     #[serde(default = "default_backbone")]
     pub backbone: String,
+    /// The DINOv3 checkpoint folder the researcher chose.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Cache name (defaults to `backbone`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub dtype: Option<deper_train::features::CacheDtype>,
+}
+
+impl FeaturesParams {
+    fn check(&self) -> Result<(), String> {
+        if self.dataset.is_some() == self.study_id.is_some() {
+            return Err("give `dataset` (a dataset folder) or `study_id`, not both or neither".into());
+        }
+        match self.backbone.as_str() {
+            deper_train::features::PIXEL_STATS => {}
+            deper_train::features::DINOV3 if self.model.is_some() => {}
+            deper_train::features::DINOV3 => {
+                return Err("`backbone` `dinov3` needs `model` (a checkpoint folder)".into())
+            }
+            other => return Err(format!("`backbone` must be `pixel-stats` or `dinov3`, not `{other}`")),
+        }
+        if self.image_size == Some(0) || self.batch_size == Some(0) {
+            return Err("`image_size` and `batch_size` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn settings(&self, data_dir: &FsPath) -> deper_train::features::ExtractSettings {
+        let defaults = deper_train::features::ExtractSettings::default();
+        deper_train::features::ExtractSettings {
+            backbone: self.backbone.clone(),
+            name: self.name.clone(),
+            model: self.model.as_ref().map(|m| data_dir.join(m)),
+            image_size: self.image_size.unwrap_or(defaults.image_size),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            dtype: self.dtype.unwrap_or(defaults.dtype),
+            ..defaults
+        }
+    }
 }
 
 /// Parameters of `train_stage2` (paths absolute or relative to the data folder).
@@ -196,7 +247,7 @@ fn check_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
             p.stage1_config()?.validate().map_err(|e| format!("params.config: {e}"))
         }
         FEATURES => {
-            serde_json::from_value::<FeaturesParams>(params.clone()).map(|_| ()).map_err(|e| format!("params: {e}"))
+            serde_json::from_value::<FeaturesParams>(params.clone()).map_err(|e| format!("params: {e}"))?.check()
         }
         TRAIN_STAGE2 => {
             let p: Stage2Params = serde_json::from_value(params.clone()).map_err(|e| format!("params: {e}"))?;
@@ -396,6 +447,20 @@ enum JobEnd {
     Failed(String),
 }
 
+/// The dataset folder a job reads: a fresh export of `study`, or `dataset` under the data folder.
+async fn job_dataset(app: &AppState, study: Option<i64>, dataset: Option<&PathBuf>) -> Result<PathBuf, JobEnd> {
+    match (study, dataset) {
+        (Some(study), _) => {
+            let (rel, _) = super::studies::export_study(app, study, super::studies::ExportFormat::Dataset)
+                .await
+                .map_err(|e| JobEnd::Failed(format!("exporting study {study}: {}", e.message)))?;
+            Ok(app.data_dir.join(rel))
+        }
+        (None, Some(path)) => Ok(app.data_dir.join(path)),
+        (None, None) => Err(JobEnd::Failed("params name no dataset".into())),
+    }
+}
+
 async fn run_job(
     app: &AppState,
     job: &Job,
@@ -409,24 +474,16 @@ async fn run_job(
         TRAIN_STAGE1 => {
             let params: TrainParams =
                 serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
-            let dataset = match (params.study_id, &params.dataset) {
-                (Some(study), _) => {
-                    let (rel, _) = super::studies::export_study(app, study, super::studies::ExportFormat::Dataset)
-                        .await
-                        .map_err(|e| JobEnd::Failed(format!("exporting study {study}: {}", e.message)))?;
-                    app.data_dir.join(rel)
-                }
-                (None, Some(path)) => app.data_dir.join(path),
-                (None, None) => return Err(JobEnd::Failed("params name no dataset".into())),
-            };
+            let dataset = job_dataset(app, params.study_id, params.dataset.as_ref()).await?;
             let (device, cancel, job_id) = (app.device, cancel.clone(), job.id);
             tokio::task::spawn_blocking(move || train_job(job_id, &dataset, &job_dir, &params, device, &tx, &cancel))
         }
         FEATURES => {
             let params: FeaturesParams =
                 serde_json::from_value(job.params.clone()).map_err(|e| JobEnd::Failed(format!("params: {e}")))?;
-            let dataset = app.data_dir.join(&params.dataset);
-            tokio::task::spawn_blocking(move || features_job(&dataset, &params.backbone, &tx))
+            let dataset = job_dataset(app, params.study_id, params.dataset.as_ref()).await?;
+            let (settings, device) = (params.settings(&app.data_dir), app.device);
+            tokio::task::spawn_blocking(move || features_job(&dataset, &settings, device, &tx))
         }
         TRAIN_STAGE2 => {
             let params: Stage2Params =
@@ -660,16 +717,17 @@ fn train_job(
 
 fn features_job(
     dataset: &FsPath,
-    backbone: &str,
+    settings: &deper_train::features::ExtractSettings,
+    device: DeviceKind,
     tx: &tokio::sync::mpsc::UnboundedSender<Tick>,
 ) -> anyhow::Result<Vec<NewArtifact>> {
     let mut ticks = Ticks::new(tx);
-    let meta = deper_pipeline::features::extract_features(dataset, backbone, &mut |e| ticks.event(e))?;
+    let meta = deper_pipeline::features::extract(dataset, settings, device, &mut |e| ticks.event(e))?;
     send(
         tx,
         1.0,
         serde_json::json!({"event": "done", "meta": meta}),
-        Some(format!("extracted {backbone} features")),
+        Some(format!("extracted {} features into features/{}", settings.backbone, settings.cache_name())),
         false,
     );
     Ok(Vec::new())

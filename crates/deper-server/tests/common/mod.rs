@@ -1,11 +1,36 @@
-//! Helpers shared by the server tests: PNG fixtures and small HTTP calls.
+//! Helpers shared by the server tests: the `deper` binary, PNG fixtures and small HTTP calls.
 
 #![allow(dead_code)] // each test file uses its own subset
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Runs the `deper` binary of this build.
+pub fn deper(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deper")).args(args).output().expect("run deper")
+}
+
+/// Runs `deper`, which must succeed and print one JSON value.
+pub fn ok_json(args: &[&str]) -> Value {
+    let out = deper(args);
+    assert!(out.status.success(), "deper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs `deper`, which must fail; its stderr.
+pub fn failure(args: &[&str]) -> String {
+    let out = deper(args);
+    assert!(!out.status.success(), "deper {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
 
 /// A small PNG whose pixels depend on `seed` (so each seed has its own SHA-256).
 pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
@@ -128,5 +153,41 @@ pub async fn wait_healthy(api: &Api, limit: Duration) {
         }
         assert!(started.elapsed() < limit, "server did not come up within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `deper_server::server::launch` in this process on a loopback port, with the researcher token
+/// it wrote.
+pub struct InProcess {
+    pub api: Api,
+    pub token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(settings: deper_server::server::ServerSettings) -> Self {
+        let token_file = settings.data_dir.join(deper_server::server::TOKEN_FILE);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let api = Api::new(&format!("http://{}", listener.local_addr().expect("bound address")));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(deper_server::server::launch(settings, listener, async move {
+            let _ = stopped.await;
+        }));
+        wait_healthy(&api, Duration::from_secs(30)).await;
+        let token = std::fs::read_to_string(token_file).expect("researcher token").trim().to_string();
+        Self { api, token, stop, task }
+    }
+
+    /// The researcher's token, as `Api` calls take it.
+    pub fn r(&self) -> Option<&str> {
+        Some(&self.token)
+    }
+
+    /// Stops the server and waits until it has shut down cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let done = tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("server stops in time");
+        done.expect("server task").expect("server shuts down cleanly");
     }
 }

@@ -5,10 +5,10 @@ use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 /// The `config.model` section lives in deper-model, shared with the browser.
 pub use deper_model::run::ModelSettings;
-use deper_model::run::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_CAPTION_TOKENS};
+use deper_model::run::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_CAPTION_TOKENS, VLM_MAX_CAPTION_TOKENS};
 use deper_model::{Deper, Stage1LossConfig};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::features;
 use crate::{Result, TrainError};
@@ -93,7 +93,16 @@ pub struct TrainSettings {
     pub weight_decay: f64,
     pub clip_norm: f32,
     pub seed: u64,
-    pub max_caption_tokens: usize,
+    /// Captions are cut to this many tokens; unset: 64 with a word vocabulary, 256 (the authors'
+    /// limit) with `text_embeddings` (see [`TrainSettings::caption_tokens`]). A new run records
+    /// the number it uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_caption_tokens: Option<usize>,
+    /// A VLM folder (Qwen2-VL, Qwen2.5-VL or Idefics3) whose `tokenizer.json` and frozen
+    /// input-embedding table read the captions, as the authors do; unset: a word vocabulary built
+    /// from the training captions (the synthetic world's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_embeddings: Option<PathBuf>,
     /// Feature cache to read (`deper features extract --backbone`).
     pub backbone: String,
     /// Multi-node data-parallel training (several `--devices` on each of several machines).
@@ -127,7 +136,8 @@ impl Default for TrainSettings {
             weight_decay: 0.01,
             clip_norm: 1.0,
             seed: 0,
-            max_caption_tokens: DEFAULT_MAX_CAPTION_TOKENS,
+            max_caption_tokens: None,
+            text_embeddings: None,
             backbone: features::PIXEL_STATS.into(),
             ddp: DdpSettings::default(),
         }
@@ -156,6 +166,12 @@ impl TrainSettings {
         if let Some(s) = seed {
             self.seed = s;
         }
+    }
+
+    /// How many tokens a caption is cut to: `max_caption_tokens`, else the default of the text side.
+    pub fn caption_tokens(&self) -> usize {
+        let default = if self.text_embeddings.is_some() { VLM_MAX_CAPTION_TOKENS } else { DEFAULT_MAX_CAPTION_TOKENS };
+        self.max_caption_tokens.unwrap_or(default)
     }
 
     /// The stage-1 optimizer: AdamW with this weight decay, each parameter's gradient clipped to
@@ -252,6 +268,9 @@ impl Stage1Config {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return bad(format!("train.lr {} must be positive", t.lr));
         }
+        if t.max_caption_tokens == Some(0) {
+            return bad("train.max_caption_tokens must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -312,6 +331,18 @@ mod tests {
         assert_eq!((t.epochs, t.batch_size, t.seed, t.lr), (2, 9, 11, 0.004));
         t.override_with(None, Some(4), None);
         assert_eq!((t.epochs, t.batch_size, t.seed), (2, 4, 11));
+    }
+
+    #[test]
+    fn caption_length_defaults_to_the_text_side() {
+        let mut t = TrainSettings::default();
+        assert_eq!(t.caption_tokens(), DEFAULT_MAX_CAPTION_TOKENS);
+        t.text_embeddings = Some("vlm".into());
+        assert_eq!(t.caption_tokens(), 256);
+        t.max_caption_tokens = Some(12);
+        assert_eq!(t.caption_tokens(), 12);
+        let read: TrainSettings = serde_json::from_str(r#"{"max_caption_tokens": 40}"#).unwrap();
+        assert_eq!((read.max_caption_tokens, read.text_embeddings), (Some(40), None));
     }
 
     #[test]

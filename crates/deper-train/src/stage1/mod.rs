@@ -9,9 +9,9 @@
 //! - [`train`](mod@train): the epoch loop of one device, validation and checkpoints.
 //! - `data_parallel`: several devices, one replica each, gradients all-reduced.
 //!
-//! The run folder ([`crate::run_folder`]) holds `run.json` (stage, settings, subjects, vocabulary,
-//! feature backbone), `metrics.jsonl` (epoch, train_loss, val_subject_acc, val_macro_f1,
-//! val_box_iou, …), `model.mpk`, `optimizer.mpk` and `state.json`.
+//! The run folder ([`crate::run_folder`]) holds `run.json` (stage, settings, subjects, vocabulary
+//! or `text_embeddings`, feature backbone), `metrics.jsonl` (epoch, train_loss, val_subject_acc,
+//! val_macro_f1, val_box_iou, …), `model.mpk`, `optimizer.mpk` and `state.json`.
 
 pub mod config;
 mod data_parallel;

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::data_parallel::{self, Peer};
 use super::{load_model, RunInfo, Stage1Config, STAGE1};
-use crate::data::{make_batch, prepare, Batch, Prepared, Sample};
+use crate::data::{Batch, Prepared, Sample};
 use crate::features;
 use crate::metrics::{evaluate_seen, SeenMetrics};
 use crate::run_folder::{check_new_run, load_optimizer, save_epoch, write_run_json, TrainState};
-use crate::text::WordVocab;
+use crate::text::{VlmText, WordVocab};
 use crate::{Result, TrainError};
 
 /// One line of `metrics.jsonl`.
@@ -122,18 +122,35 @@ fn first_of_enough_devices<'d, B: AutodiffBackend>(
     Ok(device)
 }
 
-/// The description of a new run in the empty folder `run`: the vocabulary of the seen subjects'
-/// training captions, the seen subjects (sorted: label = index) and the feature grid.
-fn new_run_info(data: &Path, run: &Path, config: Stage1Config) -> Result<RunInfo> {
+/// The description of a new run in the empty folder `run`: its text side (the vocabulary of the
+/// seen subjects' training captions, or the VLM folder of `train.text_embeddings` with its table),
+/// the seen subjects (sorted: label = index) and the feature grid. The settings that depend on the
+/// text side are recorded as used: the caption length, and with a VLM the folder's absolute path
+/// and `model.token_dim` = the table's width.
+fn new_run_info(data: &Path, run: &Path, mut config: Stage1Config) -> Result<RunInfo> {
     check_new_run(run, false)?;
     let ds = Dataset::open(data)?;
     let splits = Splits::load(data)?;
-    let triplets = ds.load_triplets()?;
-    let train_captions = triplets
-        .iter()
-        .filter(|t| t.split == deper_core::Split::Train && !splits.is_unseen(&t.subject))
-        .map(|t| t.description.text.as_str());
-    let vocab = WordVocab::build(train_captions, 1);
+    config.train.max_caption_tokens = Some(config.train.caption_tokens());
+    let (vocab, text_embeddings) = match &config.train.text_embeddings {
+        Some(dir) => {
+            let record = VlmText::open(dir)?.record().clone();
+            config.train.text_embeddings = Some(record.vlm_dir.clone().into());
+            config.model.token_dim = record.hidden;
+            (Vec::new(), Some(record))
+        }
+        None => {
+            // Streamed: only the training captions are held, not every triplet.
+            let mut train_captions = Vec::new();
+            for t in ds.triplets()? {
+                let t = t?;
+                if t.split == deper_core::Split::Train && !splits.is_unseen(&t.subject) {
+                    train_captions.push(t.description.text);
+                }
+            }
+            (WordVocab::build(train_captions.iter().map(String::as_str), 1).words, None)
+        }
+    };
     let store_meta = features::load(data, &config.train.backbone)?.meta;
     let mut subjects = splits.seen_subjects.clone();
     subjects.sort();
@@ -141,24 +158,18 @@ fn new_run_info(data: &Path, run: &Path, config: Stage1Config) -> Result<RunInfo
         stage: STAGE1.into(),
         config,
         subjects,
-        vocab: vocab.words,
+        vocab,
         feature_grid: [store_meta.grid_h, store_meta.grid_w, store_meta.dim],
         data: data.display().to_string(),
+        text_embeddings,
+        features: Some(store_meta.source),
     })
 }
 
-/// The dataset prepared as the run describes, checked against it (same feature grid, something to
-/// train on).
+/// The dataset prepared as the run describes (same features, checked by [`RunInfo::prepare`]),
+/// with something to train on.
 fn prepare_run_data(data: &Path, info: &RunInfo) -> Result<Prepared> {
-    let train = &info.config.train;
-    let prep = prepare(data, &train.backbone, &info.vocab(), train.max_caption_tokens, &info.subjects)?;
-    let grid = [prep.features.meta.grid_h, prep.features.meta.grid_w, prep.features.meta.dim];
-    if grid != info.feature_grid {
-        return Err(TrainError::Config(format!(
-            "features are {grid:?} but the run was trained on {:?} (same --backbone?)",
-            info.feature_grid
-        )));
-    }
+    let prep = info.prepare(data)?;
     if prep.partition.train.is_empty() {
         return Err(TrainError::Config("no training triplets: seen subjects have nothing in the train split".into()));
     }
@@ -305,7 +316,7 @@ impl<B: AutodiffBackend, O: Optimizer<Deper<B>, B>> PeerTraining<'_, B, O> {
     ) -> Result<(f64, GradientsParams, Tensor<B, 2>, Vec<usize>)> {
         let (prep, peer, config, device) = (self.job.prep, self.peer, self.job.config, self.device);
         let samples: Vec<&Sample> = peer.shard(chunk).iter().map(|&i| &prep.samples[i]).collect();
-        let step = make_batch::<B>(&samples, &prep.features, device).map(|batch| {
+        let step = prep.batch::<B>(&samples, device).map(|batch| {
             let box_steps = config.loss.box_steps_at(self.optimizer_step);
             let loss_config = config.loss_config_at(self.optimizer_step);
             let (losses, grads, z_s) = batch_gradients(model, &batch, &loss_config, &self.bank, box_steps);
@@ -415,8 +426,7 @@ pub fn batch_gradients<B: AutodiffBackend>(
     bank: &SubjectMemoryBank,
     box_steps: usize,
 ) -> (BatchLosses, GradientsParams, Tensor<B, 2>) {
-    let out =
-        model.forward(batch.patches.clone(), batch.caption_ids.clone(), batch.caption_mask.clone(), &batch.trajectory);
+    let out = batch.forward(model);
     let losses = loss_config.loss_on_first_boxes(&out, &batch.trajectory, &batch.labels, bank, box_steps);
     let values = BatchLosses {
         total: scalar(&losses.total),

@@ -91,22 +91,17 @@ pub fn prepare_stage2<B: Backend>(
     stage1_info: Option<&RunInfo>,
     device: &B::Device,
 ) -> Result<Stage2Data<B>> {
-    let (backbone, vocab, max_tokens, subjects) = match stage1_info {
-        Some(info) => (
-            info.config.train.backbone.clone(),
-            info.vocab(),
-            info.config.train.max_caption_tokens,
-            info.subjects.clone(),
-        ),
+    // The encoder reads captions with its stage-1 run's text side; PT has no encoder.
+    let prep = match stage1_info {
+        Some(info) => info.prepare(data)?,
         None => {
             let splits = deper_core::split::Splits::load(data)?;
             let mut seen = splits.seen_subjects.clone();
             seen.sort();
             let s = TrainSettings::default();
-            (s.backbone, crate::text::WordVocab::from_words(vec![]), s.max_caption_tokens, seen)
+            prepare(data, &s.backbone, &crate::text::WordVocab::from_words(vec![]), s.caption_tokens(), &seen)?
         }
     };
-    let prep = prepare(data, &backbone, &vocab, max_tokens, &subjects)?;
     let mut images: Vec<String> = prep.samples.iter().map(|s| s.image.clone()).collect();
     images.sort();
     images.dedup();

@@ -221,6 +221,8 @@ mod tests {
             vocab: vec!["word".into()],
             feature_grid: [2, 2, 4],
             data: String::new(),
+            text_embeddings: None,
+            features: None,
         };
         Stage2Info {
             stage: STAGE2.into(),

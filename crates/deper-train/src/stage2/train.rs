@@ -23,7 +23,7 @@ use super::generate::{caption_nll, scalar};
 use super::personalizer::{load_personalizer, subject_personas, EncoderAdapter};
 use super::recent::{remember, RecentEmbeddings};
 use super::{prepare_stage2, Method, Personalizer, Stage2Config, Stage2Data, Stage2Info, STAGE2};
-use crate::data::{make_batch, Sample};
+use crate::data::Sample;
 use crate::run_folder::{check_new_run, load_optimizer, save_epoch, write_run_json, TrainState, RUN_FILE};
 use crate::stage1::{self, RunInfo, TrainSettings};
 use crate::{Result, TrainError};
@@ -385,8 +385,7 @@ impl<B: AutodiffBackend, O: Optimizer<Personalizer<B>, B>> Stage2Training<'_, B,
         match model {
             Personalizer::Deper(EncoderAdapter { encoder, adapter }) => {
                 let samples: Vec<&Sample> = encoder_samples.iter().map(|&i| &prep.samples[i]).collect();
-                let batch = make_batch::<B>(&samples, &prep.features, device)?;
-                let out = encoder.forward(batch.patches, batch.caption_ids, batch.caption_mask, &batch.trajectory);
+                let out = prep.batch::<B>(&samples, device)?.forward(encoder);
                 let cls = cross_entropy(out.subject_logits.clone(), labels);
                 let con = supcon_loss(out.z_s.clone(), labels, &self.bank, self.config.temperature);
                 let persona = adapter.forward(self.recent.mean_with(out.z_s.clone(), labels));

@@ -5,7 +5,6 @@
 //!
 //! Run with `--nocapture` to see the max abs errors.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -41,22 +40,15 @@ fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-/// Reads an int8 tensor of a safetensors file (deper-weights reads floats and i64/i32/u8 only).
-fn read_i8(path: &Path, key: &str) -> (Vec<i8>, Vec<usize>) {
-    let bytes = std::fs::read(path).expect("read safetensors");
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
-    let info = &header[key];
-    assert_eq!(info["dtype"], "I8", "{key}");
-    let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).expect("shape");
-    let offsets: [usize; 2] = serde_json::from_value(info["data_offsets"].clone()).expect("offsets");
-    (bytes[8 + n + offsets[0]..8 + n + offsets[1]].iter().map(|&b| b as i8).collect(), shape)
+/// The int8 codes `key` of a reference file, with their shape.
+fn read_i8(path: &Path, key: &str) -> (Vec<i64>, Vec<usize>) {
+    Checkpoint::open(path).expect("reference file").i64_any(key).expect(key)
 }
 
 /// The random input `tag`: `pixel = code / 64` (exact).
 fn pixels(tag: &str) -> Tensor<B, 4> {
     let (codes, shape) = read_i8(&fixture().join("reference.safetensors"), &format!("{tag}.pixel_codes_int8"));
-    let values: Vec<f32> = codes.iter().map(|&c| f32::from(c) / 64.0).collect();
+    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 

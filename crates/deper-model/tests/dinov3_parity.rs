@@ -4,7 +4,6 @@
 //!
 //! Run with `--nocapture` to see the max abs errors.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -44,23 +43,15 @@ fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-/// Reads the int8 tensors of a safetensors file (deper-weights reads floats and i64/i32/u8 only).
-fn read_i8(path: &Path, key: &str) -> (Vec<i8>, Vec<usize>) {
-    let bytes = std::fs::read(path).expect("read safetensors");
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
-    let info = &header[key];
-    assert_eq!(info["dtype"], "I8", "{key}");
-    let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).expect("shape");
-    let offsets: [usize; 2] = serde_json::from_value(info["data_offsets"].clone()).expect("offsets");
-    let data = &bytes[8 + n + offsets[0]..8 + n + offsets[1]];
-    (data.iter().map(|&b| b as i8).collect(), shape)
+/// The int8 codes `key` of a reference file, with their shape.
+fn read_i8(path: &Path, key: &str) -> (Vec<i64>, Vec<usize>) {
+    Checkpoint::open(path).expect("reference file").i64_any(key).expect(key)
 }
 
 /// The random input: `pixel = code / 64` (exact).
 fn random_pixels() -> Tensor<B, 4> {
     let (codes, shape) = read_i8(&fixture().join("reference.safetensors"), "random.pixel_codes_int8");
-    let values: Vec<f32> = codes.iter().map(|&c| f32::from(c) / 64.0).collect();
+    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
@@ -205,7 +196,7 @@ fn non_square_input_parity_via_any_backbone() {
     let path = fixture().join("reference_nonsquare.safetensors");
     let (codes, shape) = read_i8(&path, "pixel_codes_int8");
     assert_eq!(shape, [1, 3, 64, 96]);
-    let values: Vec<f32> = codes.iter().map(|&c| f32::from(c) / 64.0).collect();
+    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
     let pixels = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &Default::default());
 
     let backbone = AnyBackbone::<B>::load(&fixture().join("model"), &Default::default()).expect("load");

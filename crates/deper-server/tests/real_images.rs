@@ -270,13 +270,6 @@ fn backbone_forward_matches_transformers_on_both_families() {
 
 /// The fixture's exact pixel input: int8 codes `key` / 64 as f32, with its shape.
 fn pixel_values(path: &Path, key: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let info = &header[key];
-    assert_eq!(info["dtype"], "I8", "{key} in {}", path.display());
-    let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).unwrap();
-    let offsets: [usize; 2] = serde_json::from_value(info["data_offsets"].clone()).unwrap();
-    let data = &bytes[8 + n + offsets[0]..8 + n + offsets[1]];
-    (data.iter().map(|&b| f32::from(b as i8) / 64.0).collect(), shape)
+    let (codes, shape) = deper_weights::Checkpoint::open(path).unwrap().i64_any(key).unwrap();
+    (codes.iter().map(|&c| c as f32 / 64.0).collect(), shape)
 }

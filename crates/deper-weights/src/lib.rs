@@ -106,6 +106,7 @@ pub enum Dtype {
     F64,
     I64,
     I32,
+    I8,
     U8,
     Bool,
     Other,
@@ -120,6 +121,7 @@ impl From<StDtype> for Dtype {
             StDtype::F64 => Dtype::F64,
             StDtype::I64 => Dtype::I64,
             StDtype::I32 => Dtype::I32,
+            StDtype::I8 => Dtype::I8,
             StDtype::U8 => Dtype::U8,
             StDtype::BOOL => Dtype::Bool,
             _ => Dtype::Other,
@@ -334,6 +336,7 @@ impl Checkpoint {
             Dtype::I32 => {
                 bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
             }
+            Dtype::I8 => bytes.iter().map(|&b| i64::from(b as i8)).collect(),
             Dtype::U8 | Dtype::Bool => bytes.iter().map(|&b| i64::from(b)).collect(),
             other => {
                 return Err(WeightsError::Dtype {

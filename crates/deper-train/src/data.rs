@@ -217,10 +217,10 @@ pub fn prepare_with_text(
     max_tokens: usize,
     subjects: &[String],
 ) -> Result<Prepared> {
-    let ds = Dataset::open(data)?;
     let splits = Splits::load(data)?;
     let features = features::load(data, backbone)?;
-    let triplets = ds.triplets()?.map(|t| t.map_err(TrainError::from));
+    // The manifest (one entry per image) is not needed once the triplet file is open.
+    let triplets = Dataset::open(data)?.triplets()?.map(|t| t.map_err(TrainError::from));
     let samples = make_samples(triplets, &text, max_tokens, subjects, &features)?;
     let partition = partition(&samples, &splits);
     Ok(Prepared { samples, partition, features, splits, text })

@@ -167,13 +167,20 @@ pub fn evaluate_seen<B: Backend>(
     if indices.is_empty() {
         return Ok(SeenMetrics::default());
     }
-    let out = run_model(model, prep, indices, batch_size, device)?;
-    let truth: Vec<usize> = indices.iter().map(|&i| prep.samples[i].label.unwrap_or(usize::MAX)).collect();
-    let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &out.predicted_subject);
+    // Batch by batch: only labels are kept per sample, so validation memory does not grow with the
+    // split (a batch's boxes and z_s are dropped once scored).
+    let mut truth = Vec::with_capacity(indices.len());
+    let mut predicted = Vec::with_capacity(indices.len());
     let mut iou = StepIou::default();
-    for (k, &i) in indices.iter().enumerate() {
-        iou.add(&out.boxes[k], &prep.samples[i].trajectory.to_trajectory());
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let out = run_model(model, prep, chunk, batch_size, device)?;
+        for (k, &i) in chunk.iter().enumerate() {
+            truth.push(prep.samples[i].label.unwrap_or(usize::MAX));
+            iou.add(&out.boxes[k], &prep.samples[i].trajectory.to_trajectory());
+        }
+        predicted.extend(out.predicted_subject);
     }
+    let (accuracy, macro_f1) = accuracy_and_macro_f1(&truth, &predicted);
     Ok(SeenMetrics { samples: indices.len(), accuracy, macro_f1, box_iou: iou.mean(), box_iou_by_step: iou.means() })
 }
 

@@ -129,7 +129,6 @@ fn first_of_enough_devices<'d, B: AutodiffBackend>(
 /// and `model.token_dim` = the table's width.
 fn new_run_info(data: &Path, run: &Path, mut config: Stage1Config) -> Result<RunInfo> {
     check_new_run(run, false)?;
-    let ds = Dataset::open(data)?;
     let splits = Splits::load(data)?;
     config.train.max_caption_tokens = Some(config.train.caption_tokens());
     let (vocab, text_embeddings) = match &config.train.text_embeddings {
@@ -142,7 +141,7 @@ fn new_run_info(data: &Path, run: &Path, mut config: Stage1Config) -> Result<Run
         None => {
             // Streamed: only the training captions are held, not every triplet.
             let mut train_captions = Vec::new();
-            for t in ds.triplets()? {
+            for t in Dataset::open(data)?.triplets()? {
                 let t = t?;
                 if t.split == deper_core::Split::Train && !splits.is_unseen(&t.subject) {
                     train_captions.push(t.description.text);

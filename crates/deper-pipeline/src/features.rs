@@ -53,10 +53,10 @@ pub fn backbone_forward(model: &Path, inputs: &Path, out: &Path, device: DeviceK
     use anyhow::Context;
     let ck = deper_weights::Checkpoint::open(inputs)?;
     let (pixels, shape) = ck.f32_any("pixel_values")?;
-    let [n, c, h, w]: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
-        anyhow::anyhow!("{}: `pixel_values` has shape {shape:?}, expected [N, 3, H, W]", inputs.display())
-    })?;
-    anyhow::ensure!(c == 3 && n > 0, "{}: `pixel_values` has shape {shape:?}, expected [N, 3, H, W]", inputs.display());
+    let (n, c, h, w) = match *shape.as_slice() {
+        [n, c @ 3, h, w] if n > 0 => (n, c, h, w),
+        _ => anyhow::bail!("{}: `pixel_values` has shape {shape:?}, expected [N, 3, H, W]", inputs.display()),
+    };
     let (values, out_shape) = with_backend!(device, B, AD, dev => {
         let backbone = deper_model::backbone::AnyBackbone::<B>::load(model, &dev)?;
         let stride = backbone.stride();

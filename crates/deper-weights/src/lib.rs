@@ -129,6 +129,18 @@ impl From<StDtype> for Dtype {
     }
 }
 
+impl Dtype {
+    /// Bytes per value of a floating-point dtype (what [`Checkpoint::f32`] reads); `None` otherwise.
+    fn float_bytes(self) -> Option<usize> {
+        match self {
+            Dtype::F32 => Some(4),
+            Dtype::F16 | Dtype::BF16 => Some(2),
+            Dtype::F64 => Some(8),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
@@ -277,14 +289,9 @@ impl Checkpoint {
     /// A floating-point tensor as f32, checked against `expected` shape.
     pub fn f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (shard, dtype, bytes) = self.raw(key, expected)?;
-        match dtype {
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => Ok(decode_f32(dtype, bytes)),
-            other => Err(WeightsError::Dtype {
-                key: key.into(),
-                file: shard.path.clone(),
-                found: other.to_string(),
-                wanted: "f32",
-            }),
+        match dtype.float_bytes() {
+            Some(_) => Ok(decode_f32(dtype, bytes)),
+            None => Err(dtype_error(key, shard, dtype, "f32")),
         }
     }
 
@@ -299,19 +306,7 @@ impl Checkpoint {
         let &[n, width] = shape.as_slice() else {
             return Err(rows_error(format!("shape {shape:?} is not 2-D (rows are read from a matrix)")));
         };
-        let size = match dtype {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::F64 => 8,
-            other => {
-                return Err(WeightsError::Dtype {
-                    key: key.into(),
-                    file: shard.path.clone(),
-                    found: other.to_string(),
-                    wanted: "f32",
-                })
-            }
-        };
+        let size = dtype.float_bytes().ok_or_else(|| dtype_error(key, shard, dtype, "f32"))?;
         let mut out = Vec::with_capacity(rows.len() * width);
         for &row in rows {
             if row >= n {
@@ -338,14 +333,7 @@ impl Checkpoint {
             }
             Dtype::I8 => bytes.iter().map(|&b| i64::from(b as i8)).collect(),
             Dtype::U8 | Dtype::Bool => bytes.iter().map(|&b| i64::from(b)).collect(),
-            other => {
-                return Err(WeightsError::Dtype {
-                    key: key.into(),
-                    file: shard.path.clone(),
-                    found: other.to_string(),
-                    wanted: "i64",
-                })
-            }
+            other => return Err(dtype_error(key, shard, other, "i64")),
         })
     }
 
@@ -360,6 +348,11 @@ impl Checkpoint {
         let shape = self.info(key).map(|(s, _)| s).unwrap_or_default();
         Ok((self.i64(key, &shape)?, shape))
     }
+}
+
+/// `key` of `shard` holds `found`, which cannot be read as `wanted`.
+fn dtype_error(key: &str, shard: &Shard, found: Dtype, wanted: &'static str) -> WeightsError {
+    WeightsError::Dtype { key: key.into(), file: shard.path.clone(), found: found.to_string(), wanted }
 }
 
 /// Little-endian values of a floating-point `dtype` as f32 (another dtype gives nothing: callers check first).

@@ -42,8 +42,7 @@ impl<B: Backend> AnyBackbone<B> {
     /// a sharded index; a `.safetensors` / index file with `config.json` beside it also works),
     /// choosing the family from `config.json`'s `model_type`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, BackboneError> {
-        let folder = if dir.is_dir() { dir } else { dir.parent().unwrap_or(Path::new(".")) };
-        let config = folder.join("config.json");
+        let config = super::loader::model_folder(dir).join("config.json");
         match read_model_type(&config)?.as_deref() {
             Some(VIT_MODEL_TYPE) => super::pretrained::load_pretrained(dir, device).map(Self::Vit),
             Some(CONVNEXT_MODEL_TYPE) => super::convnext_pretrained::load_pretrained(dir, device).map(Self::ConvNext),

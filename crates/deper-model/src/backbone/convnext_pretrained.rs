@@ -5,7 +5,7 @@
 //! the stored tensors. Every tensor is shape-checked against the config; a missing or mis-shaped
 //! tensor is an error that names the key and both shapes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -16,7 +16,7 @@ use super::convnext::{
     depthwise_conv_config, ChannelNorm, ConvNextLayer, ConvNextStage, Dinov3ConvNext, PatchConv, Pointwise,
 };
 use super::convnext_config::{Dinov3ConvNextConfig, DEPTHWISE_KERNEL, DOWNSAMPLE_PATCH, STEM_PATCH};
-use super::loader::Loader;
+use super::loader::{key_prefix, model_folder, Loader};
 use super::BackboneError;
 
 /// Port module path → Hugging Face key, `{s}` being the stage and `{i}` the block index (hub layout,
@@ -62,11 +62,7 @@ struct Prefixes {
 /// a model wrapping the backbone adds its own prefix in front of both. The stage prefix is whatever
 /// precedes the stem convolution's key; the norm prefix is the same one, or that one minus `model.`.
 fn detect_prefixes(ck: &Checkpoint) -> Prefixes {
-    let stem = "stages.0.downsample_layers.0.weight";
-    let mut found: Vec<String> =
-        ck.keys().into_iter().filter_map(|k| k.strip_suffix(stem).map(str::to_string)).collect();
-    found.sort_by_key(String::len);
-    let stages = found.into_iter().next().unwrap_or_default();
+    let stages = key_prefix(ck, "stages.0.downsample_layers.0.weight");
     let norm = match stages.strip_suffix("model.") {
         Some(outer) if !ck.contains(&format!("{stages}layer_norm.weight")) => outer.to_string(),
         _ => stages.clone(),
@@ -162,8 +158,7 @@ pub fn load_pretrained<B: Backend>(
     device: &B::Device,
 ) -> Result<Dinov3ConvNext<B>, BackboneError> {
     let path = path.as_ref();
-    let dir: PathBuf = if path.is_dir() { path.into() } else { path.parent().unwrap_or(Path::new(".")).into() };
-    let config = Dinov3ConvNextConfig::from_json_file(&dir.join("config.json"))?;
+    let config = Dinov3ConvNextConfig::from_json_file(&model_folder(path).join("config.json"))?;
     let ck = Checkpoint::open(path)?;
     from_checkpoint(&config, &ck, device)
 }

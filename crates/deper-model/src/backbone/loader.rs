@@ -4,6 +4,8 @@
 //! Every read is shape-checked by `deper-weights`: a missing or mis-shaped tensor is an error naming
 //! the key and both shapes. PyTorch `Linear` weights `[out, in]` become burn's `[in, out]`.
 
+use std::path::{Path, PathBuf};
+
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -51,5 +53,24 @@ impl<B: Backend> Loader<'_, B> {
         norm.gamma = self.param(&format!("{key}.weight"), [d])?;
         norm.beta = Some(self.param(&format!("{key}.bias"), [d])?);
         Ok(norm)
+    }
+}
+
+/// The shortest prefix in front of `key` among the checkpoint's keys (`""` for hub files; e.g.
+/// `model.` for a raw transformers `state_dict()` or a wrapping model), `""` when none ends so.
+pub(crate) fn key_prefix(ck: &Checkpoint, key: &str) -> String {
+    let mut prefixes: Vec<String> =
+        ck.keys().into_iter().filter_map(|k| k.strip_suffix(key).map(str::to_string)).collect();
+    prefixes.sort_by_key(String::len);
+    prefixes.into_iter().next().unwrap_or_default()
+}
+
+/// The model folder of `path`: `path` itself, or the folder of a `.safetensors` / index file
+/// (where `config.json` lies).
+pub(crate) fn model_folder(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.into()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).into()
     }
 }

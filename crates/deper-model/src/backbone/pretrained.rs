@@ -5,13 +5,13 @@
 //! stored tensors. Every tensor is shape-checked against the config; a missing or mis-shaped
 //! tensor is an error that names the key and both shapes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use deper_weights::Checkpoint;
 
 use super::config::{Activation, Dinov3Config};
-use super::loader::Loader;
+use super::loader::{key_prefix, model_folder, Loader};
 use super::vit::{Dinov3, Dinov3Attention, Dinov3Layer, Dinov3Mlp};
 use super::BackboneError;
 
@@ -58,14 +58,7 @@ fn hf_key(port: &str, layer: usize, prefix: &str) -> String {
 /// raw `state_dict()` of transformers 5.x, or a checkpoint of a model wrapping the backbone, puts
 /// them under a prefix such as `model.`. Finds the prefix in front of `embeddings.cls_token`.
 fn detect_prefix(ck: &Checkpoint) -> String {
-    let cls = "embeddings.cls_token";
-    if ck.contains(cls) {
-        return String::new();
-    }
-    let mut prefixes: Vec<String> =
-        ck.keys().into_iter().filter_map(|k| k.strip_suffix(cls).map(str::to_string)).collect();
-    prefixes.sort_by_key(String::len);
-    prefixes.into_iter().next().unwrap_or_default()
+    key_prefix(ck, "embeddings.cls_token")
 }
 
 /// Builds a [`Dinov3`] from an open checkpoint and its config.
@@ -136,8 +129,7 @@ pub fn from_checkpoint<B: Backend>(
 /// `config.json` of another model (`model_type` other than `"dinov3_vit"`) is rejected.
 pub fn load_pretrained<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Dinov3<B>, BackboneError> {
     let path = path.as_ref();
-    let dir: PathBuf = if path.is_dir() { path.into() } else { path.parent().unwrap_or(Path::new(".")).into() };
-    let config = Dinov3Config::from_json_file(&dir.join("config.json"))?;
+    let config = Dinov3Config::from_json_file(&model_folder(path).join("config.json"))?;
     let ck = Checkpoint::open(path)?;
     from_checkpoint(&config, &ck, device)
 }

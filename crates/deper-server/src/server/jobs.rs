@@ -132,9 +132,7 @@ pub struct FeaturesParams {
 
 impl FeaturesParams {
     fn check(&self) -> Result<(), String> {
-        if self.dataset.is_some() == self.study_id.is_some() {
-            return Err("give `dataset` (a dataset folder) or `study_id`, not both or neither".into());
-        }
+        check_dataset_source(self.dataset.as_ref(), self.study_id)?;
         match self.backbone.as_str() {
             deper_train::features::PIXEL_STATS => {}
             deper_train::features::DINOV3 if self.model.is_some() => {}
@@ -211,11 +209,7 @@ fn default_backbone() -> String {
 
 impl TrainParams {
     fn check(&self) -> Result<(), String> {
-        match (&self.dataset, self.study_id) {
-            (Some(_), Some(_)) => return Err("give either `dataset` or `study_id`, not both".into()),
-            (None, None) => return Err("give `dataset` (a dataset folder) or `study_id`".into()),
-            _ => {}
-        }
+        check_dataset_source(self.dataset.as_ref(), self.study_id)?;
         if let Some(p) = &self.preset {
             if ModelSettings::preset(p).is_none() {
                 let names = ModelSettings::PRESETS.map(|n| format!("`{n}`")).join(" or ");
@@ -445,6 +439,15 @@ enum JobEnd {
     Cancelled,
     Stopped,
     Failed(String),
+}
+
+/// A job reads one dataset: a folder (`dataset`) or a fresh export of a study (`study_id`).
+fn check_dataset_source(dataset: Option<&PathBuf>, study_id: Option<i64>) -> Result<(), String> {
+    match (dataset, study_id) {
+        (Some(_), Some(_)) => Err("give either `dataset` or `study_id`, not both".into()),
+        (None, None) => Err("give `dataset` (a dataset folder) or `study_id`".into()),
+        _ => Ok(()),
+    }
 }
 
 /// The dataset folder a job reads: a fresh export of `study`, or `dataset` under the data folder.

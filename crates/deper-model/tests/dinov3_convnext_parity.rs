@@ -13,7 +13,9 @@ use deper_model::backbone::{
 };
 use deper_weights::{write_safetensors, Checkpoint, TensorData as StData};
 
-type B = burn::backend::NdArray;
+mod common;
+
+use common::{max_abs_diff, pixel_codes, reference_tensor, B};
 
 /// Model outputs: the fixture README's tolerance.
 const MODEL_TOL: f32 = 1e-4;
@@ -30,26 +32,9 @@ fn reference() -> Checkpoint {
     Checkpoint::open(&fixture().join("reference.safetensors")).expect("reference.safetensors")
 }
 
-fn reference_tensor<const D: usize>(ck: &Checkpoint, key: &str) -> Tensor<B, D> {
-    let (values, shape) = ck.f32_any(key).expect(key);
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).abs().max().into_scalar()
-}
-
-/// The int8 codes `key` of a reference file, with their shape.
-fn read_i8(path: &Path, key: &str) -> (Vec<i64>, Vec<usize>) {
-    Checkpoint::open(path).expect("reference file").i64_any(key).expect(key)
-}
-
 /// The random input `tag`: `pixel = code / 64` (exact).
 fn pixels(tag: &str) -> Tensor<B, 4> {
-    let (codes, shape) = read_i8(&fixture().join("reference.safetensors"), &format!("{tag}.pixel_codes_int8"));
-    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    pixel_codes(&fixture().join("reference.safetensors"), &format!("{tag}.pixel_codes_int8"))
 }
 
 #[test]

@@ -13,7 +13,9 @@ use deper_model::backbone::{
 };
 use deper_weights::{write_safetensors, Checkpoint, TensorData as StData};
 
-type B = burn::backend::NdArray;
+mod common;
+
+use common::{max_abs_diff, pixel_codes, reference_tensor, B};
 
 /// Model outputs: tolerance suggested by the fixture README.
 const MODEL_TOL: f32 = 1e-4;
@@ -32,27 +34,9 @@ fn model() -> Dinov3<B> {
     load_pretrained::<B>(fixture().join("model"), &Default::default()).expect("load the tiny model")
 }
 
-/// A reference tensor as a burn tensor.
-fn reference_tensor<const D: usize>(ck: &Checkpoint, key: &str) -> Tensor<B, D> {
-    let (values, shape) = ck.f32_any(key).expect(key);
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).abs().max().into_scalar()
-}
-
-/// The int8 codes `key` of a reference file, with their shape.
-fn read_i8(path: &Path, key: &str) -> (Vec<i64>, Vec<usize>) {
-    Checkpoint::open(path).expect("reference file").i64_any(key).expect(key)
-}
-
 /// The random input: `pixel = code / 64` (exact).
 fn random_pixels() -> Tensor<B, 4> {
-    let (codes, shape) = read_i8(&fixture().join("reference.safetensors"), "random.pixel_codes_int8");
-    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    pixel_codes(&fixture().join("reference.safetensors"), "random.pixel_codes_int8")
 }
 
 #[test]
@@ -194,10 +178,8 @@ fn preprocessing_and_image_parity() {
 #[test]
 fn non_square_input_parity_via_any_backbone() {
     let path = fixture().join("reference_nonsquare.safetensors");
-    let (codes, shape) = read_i8(&path, "pixel_codes_int8");
-    assert_eq!(shape, [1, 3, 64, 96]);
-    let values: Vec<f32> = codes.iter().map(|&c| c as f32 / 64.0).collect();
-    let pixels = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &Default::default());
+    let pixels = pixel_codes(&path, "pixel_codes_int8");
+    assert_eq!(pixels.dims(), [1, 3, 64, 96]);
 
     let backbone = AnyBackbone::<B>::load(&fixture().join("model"), &Default::default()).expect("load");
     assert_eq!(backbone.family(), "dinov3_vit");
